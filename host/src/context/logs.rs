@@ -1,0 +1,255 @@
+//! Item and batch logs written by a processor (and its stdout/stderr), buffered in memory
+//! during a call so that they survive the rollback of a failed item: the host writes them in the
+//! same transaction as the item's final status.
+
+use chrono::{DateTime, Utc};
+
+use super::caps::{CapExceeded, Caps};
+use super::wasi::{Drained, Stream};
+use crate::runtime::bindings::LogLevel as WitLevel;
+use crate::store::{pg_json, pg_text};
+
+/// Severity of a log line, as stored in `import_logs.log_level`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Detail for debugging.
+    Debug,
+    /// Normal progress.
+    Info,
+    /// Unexpected, not failing.
+    Warning,
+    /// A failure.
+    Error,
+}
+
+impl LogLevel {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+        }
+    }
+
+    /// Parses a stored or user-typed name (`warn` is accepted for `warning`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "debug" => Some(LogLevel::Debug),
+            "info" => Some(LogLevel::Info),
+            "warning" | "warn" => Some(LogLevel::Warning),
+            "error" => Some(LogLevel::Error),
+            _ => None,
+        }
+    }
+}
+
+impl From<WitLevel> for LogLevel {
+    fn from(level: WitLevel) -> Self {
+        match level {
+            WitLevel::Debug => LogLevel::Debug,
+            WitLevel::Info => LogLevel::Info,
+            WitLevel::Warning => LogLevel::Warning,
+            WitLevel::Error => LogLevel::Error,
+        }
+    }
+}
+
+/// Who wrote a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSource {
+    /// The processor, through `context.log`.
+    Processor,
+    /// The processor's stdout.
+    Stdout,
+    /// The processor's stderr.
+    Stderr,
+    /// The host, about the item or batch (failures, truncation, hook errors).
+    Host,
+}
+
+impl LogSource {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogSource::Processor => "processor",
+            LogSource::Stdout => "stdout",
+            LogSource::Stderr => "stderr",
+            LogSource::Host => "host",
+        }
+    }
+}
+
+/// One buffered log line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    /// Severity.
+    pub level: LogLevel,
+    /// Who wrote it.
+    pub source: LogSource,
+    /// The line.
+    pub message: String,
+    /// Structured details, as JSON text.
+    pub details: Option<String>,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+}
+
+/// The lines of the current item or hook call.
+#[derive(Debug, Default)]
+pub struct LogBuffer {
+    entries: Vec<LogEntry>,
+    guest_lines: usize,
+    output_bytes: usize,
+    output_truncated: bool,
+}
+
+impl LogBuffer {
+    /// Starts a new item: forgets the counts of the previous one.
+    pub(crate) fn reset(&mut self) {
+        *self = LogBuffer::default();
+    }
+
+    /// A line from `context.log`. Details that are not valid JSON are kept as a JSON string.
+    pub(crate) fn push_guest(
+        &mut self,
+        caps: &Caps,
+        level: LogLevel,
+        message: String,
+        details: Option<String>,
+    ) -> Result<(), CapExceeded> {
+        if message.len() > caps.log_message_bytes {
+            return Err(CapExceeded::bytes(
+                "log message size",
+                caps.log_message_bytes,
+            ));
+        }
+        if details
+            .as_ref()
+            .is_some_and(|d| d.len() > caps.log_details_bytes)
+        {
+            return Err(CapExceeded::bytes(
+                "log details size",
+                caps.log_details_bytes,
+            ));
+        }
+        self.guest_lines += 1;
+        if self.guest_lines > caps.log_lines {
+            return Err(CapExceeded::count(
+                "log lines per item",
+                caps.log_lines,
+                "lines",
+            ));
+        }
+        let details = details.map(
+            |d| match serde_json::from_str::<serde::de::IgnoredAny>(&d) {
+                Ok(_) => pg_json(&d).into_owned(),
+                Err(_) => serde_json::Value::String(pg_text(&d).into_owned()).to_string(),
+            },
+        );
+        let message = pg_text(&message).into_owned();
+        self.entries.push(LogEntry {
+            level,
+            source: LogSource::Processor,
+            message,
+            details,
+            at: Utc::now(),
+        });
+        Ok(())
+    }
+
+    /// Turns captured stdout/stderr into lines, within the per-item output budget.
+    pub(crate) fn push_output(&mut self, caps: &Caps, drained: Drained) {
+        let mut dropped = drained.dropped;
+        for (stream, bytes) in drained.chunks {
+            let room = caps.output_bytes.saturating_sub(self.output_bytes);
+            let kept = bytes.len().min(room);
+            dropped += bytes.len() - kept;
+            self.output_bytes += kept;
+            let text = String::from_utf8_lossy(&bytes[..kept]);
+            let text = text.trim_end_matches('\n');
+            if text.is_empty() {
+                continue;
+            }
+            let (level, source) = match stream {
+                Stream::Stdout => (LogLevel::Info, LogSource::Stdout),
+                Stream::Stderr => (LogLevel::Warning, LogSource::Stderr),
+            };
+            self.entries.push(LogEntry {
+                level,
+                source,
+                message: pg_text(text).into_owned(),
+                details: None,
+                at: Utc::now(),
+            });
+        }
+        if dropped > 0 && !self.output_truncated {
+            self.output_truncated = true;
+            self.push_host(
+                LogLevel::Warning,
+                format!(
+                    "processor output truncated: only the first {} bytes of stdout/stderr per item are kept",
+                    caps.output_bytes
+                ),
+                None,
+            );
+        }
+    }
+
+    /// A line written by the host about the item or batch.
+    pub(crate) fn push_host(
+        &mut self,
+        level: LogLevel,
+        message: String,
+        details: Option<serde_json::Value>,
+    ) {
+        self.entries.push(LogEntry {
+            level,
+            source: LogSource::Host,
+            message,
+            details: details.map(|d| d.to_string()),
+            at: Utc::now(),
+        });
+    }
+
+    /// The last lines the processor wrote to stderr, for trap messages (a Rust panic message
+    /// arrives there).
+    pub(crate) fn stderr_tail(&self) -> Option<String> {
+        let last = self
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.source == LogSource::Stderr)?;
+        let lines: Vec<&str> = last
+            .message
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let tail = lines[lines.len().saturating_sub(2)..].join(" ");
+        let mut tail = tail.trim().to_owned();
+        if tail.len() > 300 {
+            let cut = (0..=300)
+                .rev()
+                .find(|i| tail.is_char_boundary(*i))
+                .unwrap_or(0);
+            tail.truncate(cut);
+            tail.push('…');
+        }
+        Some(tail)
+    }
+
+    /// Takes the buffered lines.
+    pub(crate) fn take(&mut self) -> Vec<LogEntry> {
+        std::mem::take(&mut self.entries)
+    }
+
+    /// The buffered lines.
+    pub fn entries(&self) -> &[LogEntry] {
+        &self.entries
+    }
+}

@@ -1,0 +1,280 @@
+//! The operator's manifest beside each processor, `processors/<batch_type>.toml`:
+//!
+//! ```toml
+//! [grants]                       # table -> privileges of the processor's database role
+//! customers = ["select", "insert", "update"]
+//! "billing.invoices" = ["select"]
+//!
+//! [limits]
+//! timeout_ms = 5000              # wall time per call
+//! memory_mb = 64                 # linear memory of the instance
+//! fuel = 50_000_000              # optional: fuel per call (turns on fuel metering)
+//! statement_timeout_ms = 5000    # each SQL statement; defaults to timeout_ms
+//!
+//! [batch]
+//! stop_on_error = false          # stop the batch at its first failed item
+//! max_attempts = 3               # attempts for retryable failures
+//! ```
+//!
+//! The processor does not own it and cannot change it. Unknown keys are errors, so a typo never
+//! silently grants or limits nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::runtime::Limits;
+
+/// A table privilege a manifest may grant.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Privilege {
+    /// SELECT.
+    Select,
+    /// INSERT.
+    Insert,
+    /// UPDATE.
+    Update,
+    /// DELETE.
+    Delete,
+}
+
+impl Privilege {
+    /// The SQL keyword.
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            Privilege::Select => "SELECT",
+            Privilege::Insert => "INSERT",
+            Privilege::Update => "UPDATE",
+            Privilege::Delete => "DELETE",
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    grants: BTreeMap<String, Vec<Privilege>>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    batch: RawBatch,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    timeout_ms: Option<u64>,
+    memory_mb: Option<u64>,
+    fuel: Option<u64>,
+    statement_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    stop_on_error: Option<bool>,
+    max_attempts: Option<u32>,
+}
+
+/// A processor's manifest, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Where it was read from; `None` when the processor has no manifest (it may then touch no
+    /// table at all).
+    pub path: Option<PathBuf>,
+    /// Table (optionally schema-qualified) → privileges.
+    pub grants: BTreeMap<String, Vec<Privilege>>,
+    /// Per-call limits.
+    pub limits: Limits,
+    /// Per-statement timeout.
+    pub statement_timeout: Duration,
+    /// Stop the batch at its first failed item.
+    pub stop_on_error: bool,
+    /// Attempts for retryable failures.
+    pub max_attempts: u32,
+}
+
+impl Default for Manifest {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Manifest {
+            path: None,
+            grants: BTreeMap::new(),
+            statement_timeout: limits.timeout,
+            limits,
+            stop_on_error: false,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// A manifest that cannot be used; the message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ManifestError {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// What is wrong and where.
+    pub message: String,
+}
+
+impl Manifest {
+    /// Reads the manifest at `path`, or the default (no grants) when there is no file.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
+            Err(e) => {
+                return Err(ManifestError {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        Self::parse(path, &text)
+    }
+
+    /// Parses manifest text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        let fail = |message: String| ManifestError {
+            path: path.to_owned(),
+            message,
+        };
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| fail(e.to_string().trim_end().to_owned()))?;
+        let defaults = Manifest::default();
+        for (table, privileges) in &raw.grants {
+            if !valid_table_name(table) {
+                return Err(fail(format!(
+                    "[grants] {table:?} is not a table name (use `table` or `schema.table`, letters, digits and _)"
+                )));
+            }
+            if privileges.is_empty() {
+                return Err(fail(format!(
+                    "[grants] {table} lists no privileges; remove the line to grant nothing"
+                )));
+            }
+        }
+        let positive = |key: &str, value: Option<u64>| match value {
+            Some(0) => Err(fail(format!("[limits] {key} must be greater than 0"))),
+            other => Ok(other),
+        };
+        let timeout = positive("timeout_ms", raw.limits.timeout_ms)?
+            .map_or(defaults.limits.timeout, Duration::from_millis);
+        let memory_mb = positive("memory_mb", raw.limits.memory_mb)?;
+        if memory_mb.is_some_and(|mb| mb > 4096) {
+            return Err(fail("[limits] memory_mb must be at most 4096".into()));
+        }
+        let memory_bytes = memory_mb.map_or(Ok(defaults.limits.memory_bytes), |mb| {
+            usize::try_from(mb << 20).map_err(|_| fail("[limits] memory_mb is too large".into()))
+        })?;
+        let fuel = positive("fuel", raw.limits.fuel)?;
+        let statement_timeout = positive("statement_timeout_ms", raw.limits.statement_timeout_ms)?
+            .map_or(timeout, Duration::from_millis);
+        let max_attempts = match raw.batch.max_attempts {
+            Some(0) => return Err(fail("[batch] max_attempts must be at least 1".into())),
+            other => other.unwrap_or(defaults.max_attempts),
+        };
+        let grants = raw
+            .grants
+            .into_iter()
+            .map(|(table, mut privileges)| {
+                privileges.sort();
+                privileges.dedup();
+                (table, privileges)
+            })
+            .collect();
+        Ok(Manifest {
+            path: Some(path.to_owned()),
+            grants,
+            limits: Limits {
+                timeout,
+                memory_bytes,
+                fuel,
+            },
+            statement_timeout,
+            stop_on_error: raw.batch.stop_on_error.unwrap_or(false),
+            max_attempts,
+        })
+    }
+}
+
+fn valid_table_name(name: &str) -> bool {
+    let part = |p: &str| {
+        p.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && p.len() <= 63
+    };
+    match name.split_once('.') {
+        Some((schema, table)) => part(schema) && part(table),
+        None => part(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(Path::new("processors/x.toml"), text)
+    }
+
+    #[test]
+    fn a_full_manifest_parses() {
+        let m = parse(
+            "[grants]\ncustomers = [\"select\", \"insert\", \"update\", \"insert\"]\n\"billing.invoices\" = [\"select\"]\n\
+             [limits]\ntimeout_ms = 2500\nmemory_mb = 32\nfuel = 1000\n[batch]\nstop_on_error = true\nmax_attempts = 5\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            m.grants["customers"],
+            vec![Privilege::Select, Privilege::Insert, Privilege::Update]
+        );
+        assert_eq!(m.grants["billing.invoices"], vec![Privilege::Select]);
+        assert_eq!(m.limits.timeout, Duration::from_millis(2500));
+        assert_eq!(m.statement_timeout, Duration::from_millis(2500));
+        assert_eq!(m.limits.memory_bytes, 32 << 20);
+        assert_eq!(m.limits.fuel, Some(1000));
+        assert!(m.stop_on_error);
+        assert_eq!(m.max_attempts, 5);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key_and_the_file() {
+        let e = parse("[limits]\ntimeout = 5\n").expect_err("refused");
+        let message = e.to_string();
+        assert!(message.starts_with("processors/x.toml:"), "{message}");
+        assert!(message.contains("timeout"), "{message}");
+        let e = parse("[grant]\ncustomers = [\"select\"]\n").expect_err("refused");
+        assert!(e.to_string().contains("grant"), "{e}");
+    }
+
+    #[test]
+    fn unknown_privileges_are_errors() {
+        let e = parse("[grants]\ncustomers = [\"drop\"]\n").expect_err("refused");
+        assert!(e.to_string().contains("drop"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        assert!(parse("[limits]\ntimeout_ms = 0\n").is_err());
+        assert!(parse("[batch]\nmax_attempts = 0\n").is_err());
+        assert!(parse("[grants]\n\"bad name\" = [\"select\"]\n").is_err());
+        assert!(parse("[grants]\ncustomers = []\n").is_err());
+    }
+
+    #[test]
+    fn no_manifest_grants_nothing() {
+        let m = Manifest::load(Path::new("/nonexistent/x.toml")).expect("default");
+        assert!(m.grants.is_empty());
+        assert_eq!(m.path, None);
+    }
+}
