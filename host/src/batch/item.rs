@@ -1,0 +1,285 @@
+//! One item, inside the worker's open transaction (SPEC §4):
+//!
+//! 1. open the processor scope (savepoint, role, statement timeout);
+//! 2. `validate-item`, then `process-item`; the processor's SQL runs in the scope;
+//! 3. success keeps the scope's writes; any failure (invalid, retryable, trap, timeout, cap,
+//!    SQL error) rolls them back, and `on-item-error` runs in a scope of its own;
+//! 4. the item's status, its buffered logs and the counter slot are written in one statement.
+//!
+//! The caller commits, so the processor's writes and the `completed` mark commit together or not
+//! at all.
+
+use std::time::Instant;
+
+use chrono::Utc;
+
+use super::BatchError;
+use super::worker::{BatchScope, TxMode, Worker};
+use crate::context::logs::LogLevel;
+use crate::runtime::CallError;
+use crate::runtime::bindings::{ErrorDetail, Item, ItemError, Outcome};
+use crate::store::items::{self, ClaimedItem, FinishedItem};
+use crate::store::{ItemStatus, batches, pg_json, pg_text};
+
+/// How an item ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ItemResult {
+    pub(crate) index: i64,
+    pub(crate) status: ItemStatus,
+    pub(crate) error: Option<String>,
+}
+
+/// The item's fate, before it is written.
+enum Verdict {
+    Completed(Outcome),
+    Skipped(ErrorDetail),
+    Failed {
+        code: Option<String>,
+        message: String,
+        field: Option<String>,
+        error: ItemError,
+    },
+}
+
+impl Verdict {
+    fn failed(code: &str, message: String) -> Self {
+        let detail = ErrorDetail {
+            message: message.clone(),
+            code: Some(code.to_owned()),
+            field: None,
+        };
+        Verdict::Failed {
+            code: Some(code.to_owned()),
+            message,
+            field: None,
+            error: ItemError::Invalid(detail),
+        }
+    }
+
+    fn from_item_error(error: ItemError) -> Self {
+        match error {
+            ItemError::Skip(detail) => Verdict::Skipped(detail),
+            ItemError::Invalid(ref detail) | ItemError::Retryable(ref detail) => Verdict::Failed {
+                code: detail.code.clone(),
+                message: detail.message.clone(),
+                field: detail.field.clone(),
+                error,
+            },
+        }
+    }
+
+    fn from_call(error: &CallError) -> Self {
+        Verdict::failed(error.code(), error.to_string())
+    }
+}
+
+/// Runs one claimed item to its final state. Errors are host failures (the connection, the
+/// framework tables); everything the processor does wrong ends as a failed item instead.
+pub(crate) async fn run_item(
+    worker: &mut Worker,
+    batch: &BatchScope,
+    claimed: ClaimedItem,
+) -> Result<ItemResult, BatchError> {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let item = Item {
+        id: claimed.id.to_string(),
+        index: u64::try_from(claimed.index).unwrap_or(0),
+        data: claimed.data,
+        attempt: u32::try_from(claimed.attempts).unwrap_or(0) + 1,
+    };
+    worker.ctx.begin_scope();
+
+    items::open_scope(worker.conn()?, &batch.settings).await?;
+    let verdict = call_processor(worker, &item).await;
+    let verdict = settle(worker, verdict)?;
+    let keep = matches!(verdict, Verdict::Completed(_)) && batch.tx == TxMode::PerItem;
+    items::close_scope(worker.conn()?, keep).await?;
+
+    if let Verdict::Failed { error, message, .. } = &verdict {
+        worker
+            .ctx
+            .logs
+            .push_host(LogLevel::Error, format!("item failed: {message}"), None);
+        call_on_item_error(worker, batch, &item, error).await?;
+    }
+    if let Verdict::Completed(_) = verdict
+        && let Some(changes) = worker.ctx.metadata.commit()
+    {
+        batches::merge_metadata(worker.conn()?, batch.id, &changes).await?;
+    }
+    worker.ctx.metadata.discard();
+
+    let logs = worker.ctx.logs.take();
+    let fuel_used = worker
+        .instance
+        .code()
+        .fuel_metering
+        .then(|| i64::try_from(worker.ctx.fuel_used).unwrap_or(i64::MAX));
+    let (status, outcome, error) = match &verdict {
+        Verdict::Completed(outcome) => (ItemStatus::Completed, Some(outcome), None),
+        Verdict::Skipped(detail) => (
+            ItemStatus::Skipped,
+            None,
+            Some((
+                detail.code.as_deref(),
+                detail.message.as_str(),
+                detail.field.as_deref(),
+            )),
+        ),
+        Verdict::Failed {
+            code,
+            message,
+            field,
+            ..
+        } => (
+            ItemStatus::Failed,
+            None,
+            Some((code.as_deref(), message.as_str(), field.as_deref())),
+        ),
+    };
+    let processed_data = outcome
+        .and_then(|o| o.processed_data.as_deref())
+        .map(pg_json);
+    let target_table = outcome.and_then(|o| o.target_table.as_deref()).map(pg_text);
+    let target_id = outcome.and_then(|o| o.target_id.as_deref()).map(pg_text);
+    let message = error.map(|(_, m, _)| pg_text(m));
+    let code = error.and_then(|(c, _, _)| c).map(pg_text);
+    let field = error.and_then(|(_, _, f)| f).map(pg_text);
+    let slot = worker.slot;
+    items::finish(
+        worker.conn()?,
+        &FinishedItem {
+            id: claimed.id,
+            status,
+            processed_data: processed_data.as_deref(),
+            target_table: target_table.as_deref(),
+            target_id: target_id.as_deref(),
+            error_message: message.as_deref(),
+            error_code: code.as_deref(),
+            error_field: field.as_deref(),
+            started_at,
+            duration_ms: clock.elapsed().as_secs_f64() * 1000.0,
+            fuel_used,
+            slot,
+            logs: &logs,
+        },
+    )
+    .await?;
+    Ok(ItemResult {
+        index: claimed.index,
+        status,
+        error: message.map(|m| m.into_owned()),
+    })
+}
+
+/// validate-item, then process-item; the first that does not succeed decides.
+async fn call_processor(worker: &mut Worker, item: &Item) -> Result<Verdict, CallError> {
+    if let Some(db) = worker.ctx.db.as_mut() {
+        db.open();
+    }
+    match worker.instance.validate_item(&mut worker.ctx, item).await? {
+        Err(error) => return Ok(Verdict::from_item_error(error)),
+        Ok(()) => {}
+    }
+    Ok(
+        match worker.instance.process_item(&mut worker.ctx, item).await? {
+            Ok(outcome) => Verdict::Completed(outcome),
+            Err(error) => Verdict::from_item_error(error),
+        },
+    )
+}
+
+/// Closes the processor's database access and folds in what the processor cannot overrule: a
+/// failed SQL statement fails an item the processor reported as done (an item it failed or
+/// skipped keeps the processor's own reason), an oversized or non-JSON outcome fails it, and a broken
+/// connection is the host's failure.
+fn settle(worker: &mut Worker, verdict: Result<Verdict, CallError>) -> Result<Verdict, BatchError> {
+    let (sql_failure, broken) = match worker.ctx.db.as_mut() {
+        Some(db) => (db.close(), db.broken().map(str::to_owned)),
+        None => (None, None),
+    };
+    if let Some(broken) = broken {
+        return Err(BatchError::Connection(broken));
+    }
+    let verdict = match verdict {
+        Err(CallError::Connection(message)) => return Err(BatchError::Connection(message)),
+        Err(call) => Verdict::from_call(&call),
+        Ok(verdict) => verdict,
+    };
+    Ok(match (verdict, sql_failure) {
+        (Verdict::Completed(_), Some(failure)) => Verdict::failed("sql_error", failure.to_string()),
+        (Verdict::Completed(outcome), None) => check_outcome(&worker.ctx.caps, outcome),
+        (verdict, _) => verdict,
+    })
+}
+
+fn check_outcome(caps: &crate::context::caps::Caps, outcome: Outcome) -> Verdict {
+    let size = [
+        &outcome.target_table,
+        &outcome.target_id,
+        &outcome.processed_data,
+    ]
+    .iter()
+    .map(|s| s.as_ref().map_or(0, String::len))
+    .sum::<usize>();
+    if size > caps.outcome_bytes {
+        return Verdict::failed(
+            "cap_exceeded",
+            format!(
+                "processor exceeded the cap on outcome size ({} bytes); the item fails",
+                caps.outcome_bytes
+            ),
+        );
+    }
+    if let Some(data) = &outcome.processed_data
+        && serde_json::from_str::<serde::de::IgnoredAny>(data).is_err()
+    {
+        return Verdict::failed(
+            "invalid_outcome",
+            "processor returned processed data that is not valid JSON".into(),
+        );
+    }
+    Verdict::Completed(outcome)
+}
+
+/// Runs on-item-error in a scope of its own: its writes commit with the failure mark, and if it
+/// fails it is only logged; the item's recorded error stays as it is.
+async fn call_on_item_error(
+    worker: &mut Worker,
+    batch: &BatchScope,
+    item: &Item,
+    error: &ItemError,
+) -> Result<(), BatchError> {
+    items::open_scope(worker.conn()?, &batch.settings).await?;
+    if let Some(db) = worker.ctx.db.as_mut() {
+        db.open();
+    }
+    let result = worker
+        .instance
+        .on_item_error(&mut worker.ctx, item, error)
+        .await;
+    let (sql_failure, broken) = match worker.ctx.db.as_mut() {
+        Some(db) => (db.close(), db.broken().map(str::to_owned)),
+        None => (None, None),
+    };
+    if let Some(broken) = broken {
+        return Err(BatchError::Connection(broken));
+    }
+    let problem = match (result, sql_failure) {
+        (Err(CallError::Connection(message)), _) => return Err(BatchError::Connection(message)),
+        (Err(call), _) => Some(call.to_string()),
+        (Ok(()), Some(failure)) => Some(failure.to_string()),
+        (Ok(()), None) => None,
+    };
+    let keep = problem.is_none() && batch.tx == TxMode::PerItem;
+    items::close_scope(worker.conn()?, keep).await?;
+    if let Some(problem) = problem {
+        worker.ctx.logs.push_host(
+            LogLevel::Warning,
+            format!("on-item-error failed: {problem}"),
+            None,
+        );
+    }
+    Ok(())
+}

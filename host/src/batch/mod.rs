@@ -1,0 +1,406 @@
+//! Batches: create, process, reprocess, dry-run. "How is an item processed?" is answered in
+//! [`item`]; the hooks around a batch in [`hooks`]; concurrency in [`worker`].
+
+mod create;
+mod hooks;
+mod item;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::{ConnectOptions, PgConnection};
+use uuid::Uuid;
+
+use self::worker::{BatchScope, Shared, TxMode, Worker};
+use crate::context::ProcessorContext;
+use crate::context::logs::LogLevel;
+use crate::input::{InputError, InputSource};
+use crate::registry::{Processor, Registry, RegistryError};
+use crate::runtime::{Instance, Runtime};
+use crate::store::batches::{self, NewBatch, Summary};
+use crate::store::items::{self, ScopeSettings};
+use crate::store::{BatchStatus, StoreError};
+
+/// Why a batch operation could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// No such batch.
+    #[error("batch {0} does not exist (see `ingot batch list`)")]
+    NotFound(Uuid),
+    /// The processor is missing or unusable.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The input is unreadable or malformed.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A framework-table operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The database connection failed.
+    #[error("the database connection failed: {0}")]
+    Connection(String),
+    /// Anything else the host could not do.
+    #[error("{0}")]
+    Host(String),
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        BatchError::Store(StoreError::Database(e))
+    }
+}
+
+/// Options for creating a batch.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Stop at the first failed item (also set by the processor's manifest).
+    pub stop_on_error: bool,
+    /// Initial batch metadata (a JSON object).
+    pub metadata: Option<Value>,
+}
+
+/// Options for processing a batch.
+#[derive(Debug, Clone)]
+pub struct ProcessOptions {
+    /// Concurrent workers, each with its own connection and instance.
+    pub workers: usize,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        ProcessOptions { workers: 1 }
+    }
+}
+
+/// Follows a running `process` call: items finished so far.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<Shared>);
+
+impl Progress {
+    /// Items this process finished so far.
+    pub fn done(&self) -> u64 {
+        self.0.done.load(Ordering::Relaxed)
+    }
+}
+
+/// Creates, processes and reprocesses batches.
+#[derive(Debug, Clone)]
+pub struct BatchManager {
+    pool: PgPool,
+    connect: PgConnectOptions,
+    runtime: Arc<Runtime>,
+    registry: Registry,
+}
+
+impl BatchManager {
+    /// A manager over `pool`'s database, running processors from `registry` in `runtime`.
+    pub fn new(pool: PgPool, runtime: Arc<Runtime>, registry: Registry) -> Self {
+        let connect = pool
+            .connect_options()
+            .as_ref()
+            .clone()
+            .application_name("ingot worker");
+        BatchManager {
+            pool,
+            connect,
+            runtime,
+            registry,
+        }
+    }
+
+    /// The pool, for reads.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Loads the processor for `batch_type`.
+    pub fn processor(&self, batch_type: &str) -> Result<Processor, BatchError> {
+        Ok(self.registry.load(&self.runtime, batch_type)?)
+    }
+
+    async fn connect(&self) -> Result<PgConnection, BatchError> {
+        self.connect
+            .connect()
+            .await
+            .map_err(|e| BatchError::Connection(e.to_string()))
+    }
+
+    async fn worker(
+        &self,
+        processor: &Processor,
+        slot: i16,
+        metadata: &Value,
+    ) -> Result<Worker, BatchError> {
+        let conn = self.connect().await?;
+        Ok(Self::worker_on(conn, processor, slot, metadata))
+    }
+
+    fn worker_on(conn: PgConnection, processor: &Processor, slot: i16, metadata: &Value) -> Worker {
+        let mut ctx =
+            ProcessorContext::with_connection(conn, crate::context::caps::Caps::default());
+        ctx.metadata.load(metadata);
+        Worker {
+            ctx,
+            instance: Instance::new(Arc::clone(&processor.code), processor.manifest.limits),
+            slot,
+        }
+    }
+
+    fn scope(id: Uuid, processor: &Processor, stop_on_error: bool, tx: TxMode) -> BatchScope {
+        BatchScope {
+            id,
+            stop_on_error,
+            settings: ScopeSettings {
+                role: None,
+                statement_timeout: processor.manifest.statement_timeout,
+            },
+            tx,
+        }
+    }
+
+    /// Creates a pending batch of `batch_type` from `source`. Nothing is left behind if the
+    /// input turns out to be malformed.
+    pub async fn create(
+        &self,
+        batch_type: &str,
+        source: InputSource,
+        options: &CreateOptions,
+    ) -> Result<Uuid, BatchError> {
+        let processor = self.processor(batch_type)?;
+        let id = Uuid::now_v7();
+        let batch = NewBatch {
+            id,
+            batch_type: batch_type.to_owned(),
+            source_info: Value::Null,
+            metadata: options.metadata.clone().unwrap_or_else(|| json!({})),
+            stop_on_error: options.stop_on_error || processor.manifest.stop_on_error,
+            parent_batch_id: None,
+            retry_count: 0,
+        };
+        let mut conn = self.connect().await?;
+        items::begin(&mut conn, None).await?;
+        match create::create_in_tx(&mut conn, batch, source).await {
+            Ok(_) => {
+                items::commit(&mut conn, None).await?;
+                Ok(id)
+            }
+            Err(e) => {
+                let _ = items::rollback(&mut conn, None).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Processes a batch to the end with `options.workers` concurrent workers and returns its
+    /// summary. A pending batch is started (its hooks run); an interrupted or failed one is
+    /// resumed with its items not yet final; a completed one is left as it is.
+    pub async fn process(
+        &self,
+        id: Uuid,
+        options: &ProcessOptions,
+        progress: Option<&Progress>,
+    ) -> Result<Summary, BatchError> {
+        let mut conn = self.connect().await?;
+        let batch = batches::get(&mut conn, id)
+            .await?
+            .ok_or(BatchError::NotFound(id))?;
+        if batch.status == BatchStatus::Completed {
+            return self.summary(id).await;
+        }
+        let processor = self.processor(&batch.batch_type)?;
+        let scope = Self::scope(id, &processor, batch.stop_on_error, TxMode::PerItem);
+        let base_slot: i16 = (Uuid::new_v4().as_u128() % 64) as i16;
+        let mut coordinator = Self::worker_on(conn, &processor, base_slot, &batch.metadata);
+
+        match batch.status {
+            BatchStatus::Pending => {
+                if let hooks::Start::Rejected(_) =
+                    hooks::start(&mut coordinator, &scope, &processor.code.digest).await?
+                {
+                    return self.summary(id).await;
+                }
+            }
+            _ => {
+                batches::resume(coordinator.conn()?, id).await?;
+                if batch.processor_digest.as_deref() != Some(processor.code.digest.as_str()) {
+                    let message = format!(
+                        "resumed with a different processor (sha256 {}) than the batch started with ({})",
+                        processor.code.digest,
+                        batch.processor_digest.as_deref().unwrap_or("none")
+                    );
+                    hooks::note(&mut coordinator, id, LogLevel::Warning, message).await?;
+                }
+            }
+        }
+
+        // The coordinator's connection metadata was read before the start hooks ran.
+        let metadata = batches::get(coordinator.conn()?, id)
+            .await?
+            .map_or(Value::Null, |b| b.metadata);
+        coordinator.ctx.metadata.load(&metadata);
+        let shared = progress.map_or_else(|| Arc::new(Shared::default()), |p| Arc::clone(&p.0));
+        let mut workers = Vec::with_capacity(options.workers.max(1));
+        for i in 0..options.workers.max(1) {
+            let slot = (base_slot + 1 + i16::try_from(i).unwrap_or(0)) % 64;
+            workers.push(self.worker(&processor, slot, &metadata).await?);
+        }
+        let outcome = worker::run_all(workers, &scope, &shared).await;
+        let failure = match &outcome {
+            Err(e) => Some(format!("processing stopped: {e}")),
+            Ok(()) => shared.failure(),
+        };
+        match failure {
+            Some(reason) => {
+                // Best effort: when the database itself is what failed, this fails too.
+                let _ = hooks::finish(&mut coordinator, &scope, Some(&reason)).await;
+            }
+            None => {
+                if !batches::has_pending(coordinator.conn()?, id).await? {
+                    hooks::finish(&mut coordinator, &scope, None).await?;
+                }
+            }
+        }
+        outcome?;
+        self.summary(id).await
+    }
+
+    /// Creates a batch from `source` and processes it: `ingot run`.
+    pub async fn run(
+        &self,
+        batch_type: &str,
+        source: InputSource,
+        create: &CreateOptions,
+        process: &ProcessOptions,
+        progress: Option<&Progress>,
+    ) -> Result<Summary, BatchError> {
+        let id = self.create(batch_type, source, create).await?;
+        self.process(id, process, progress).await
+    }
+
+    /// Runs every item of `source` through the processor and rolls everything back: each
+    /// item's writes right after it ran, and the batch itself at the end. Nothing is kept, not
+    /// even the batch row; the summary says what would have happened.
+    pub async fn dry_run(
+        &self,
+        batch_type: &str,
+        source: InputSource,
+        options: &CreateOptions,
+    ) -> Result<Summary, BatchError> {
+        let processor = self.processor(batch_type)?;
+        let id = Uuid::now_v7();
+        let batch = NewBatch {
+            id,
+            batch_type: batch_type.to_owned(),
+            source_info: Value::Null,
+            metadata: options.metadata.clone().unwrap_or_else(|| json!({})),
+            stop_on_error: options.stop_on_error || processor.manifest.stop_on_error,
+            parent_batch_id: None,
+            retry_count: 0,
+        };
+        let scope = Self::scope(id, &processor, batch.stop_on_error, TxMode::DryRun);
+        let conn = self.connect().await?;
+        let mut worker = Self::worker_on(conn, &processor, 0, &json!({}));
+        worker.begin(TxMode::PerItem).await?;
+        let result = async {
+            create::create_in_tx(worker.conn()?, batch, source).await?;
+            dry_run_items(&mut worker, &scope, &processor).await?;
+            batches::summary(worker.conn()?, id)
+                .await?
+                .ok_or(BatchError::NotFound(id))
+        }
+        .await;
+        worker.rollback_quietly(TxMode::PerItem).await;
+        result.map(|summary| Summary {
+            dry_run: true,
+            ..summary
+        })
+    }
+
+    /// Reprocesses a batch: a new batch linked to it, with all its items or only the failed
+    /// ones (original indexes kept), processed by the processor installed now. `None` when there
+    /// is nothing to reprocess.
+    pub async fn reprocess(
+        &self,
+        parent_id: Uuid,
+        failed_only: bool,
+        options: &ProcessOptions,
+        progress: Option<&Progress>,
+    ) -> Result<Option<Summary>, BatchError> {
+        let mut conn = self.connect().await?;
+        let parent = batches::get(&mut conn, parent_id)
+            .await?
+            .ok_or(BatchError::NotFound(parent_id))?;
+        self.processor(&parent.batch_type)?;
+        let id = Uuid::now_v7();
+        items::begin(&mut conn, None).await?;
+        let created = async {
+            let mut source_info = json!({ "reprocess_of": parent_id, "failed_only": failed_only });
+            if let (Some(info), Some(parent_info)) =
+                (source_info.as_object_mut(), parent.source_info.as_object())
+            {
+                for (k, v) in parent_info {
+                    info.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            batches::insert(
+                &mut conn,
+                &NewBatch {
+                    id,
+                    batch_type: parent.batch_type.clone(),
+                    source_info: source_info.clone(),
+                    metadata: parent.metadata.clone(),
+                    stop_on_error: parent.stop_on_error,
+                    parent_batch_id: Some(parent_id),
+                    retry_count: parent.retry_count + 1,
+                },
+            )
+            .await?;
+            let copied = batches::copy_items_from(&mut conn, parent_id, id, failed_only).await?;
+            batches::set_total(&mut conn, id, copied, &source_info).await?;
+            Ok::<i64, BatchError>(copied)
+        }
+        .await;
+        match created {
+            Ok(0) => {
+                items::rollback(&mut conn, None).await?;
+                Ok(None)
+            }
+            Ok(_) => {
+                items::commit(&mut conn, None).await?;
+                self.process(id, options, progress).await.map(Some)
+            }
+            Err(e) => {
+                let _ = items::rollback(&mut conn, None).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The summary of one batch.
+    pub async fn summary(&self, id: Uuid) -> Result<Summary, BatchError> {
+        let mut conn = self.pool.acquire().await?;
+        batches::summary(&mut conn, id)
+            .await?
+            .ok_or(BatchError::NotFound(id))
+    }
+}
+
+/// The dry run's item loop: start hooks, every item, completion hook, all nested in the
+/// caller's transaction.
+async fn dry_run_items(
+    worker: &mut Worker,
+    scope: &BatchScope,
+    processor: &Processor,
+) -> Result<(), BatchError> {
+    let shared = Shared::default();
+    if let hooks::Start::Rejected(_) = hooks::start(worker, scope, &processor.code.digest).await? {
+        return Ok(());
+    }
+    worker.run(scope, &shared).await?;
+    let failure = shared.failure();
+    hooks::finish(worker, scope, failure.as_deref()).await?;
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! `ingot batch create|process|show|list` and `ingot reprocess`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use uuid::Uuid;
+
+use super::output::{self, ProgressDisplay};
+use super::run::InputArgs;
+use super::{Env, default_workers, exit, exit_code};
+use crate::batch::{ProcessOptions, Progress};
+use crate::store::BatchStatus;
+use crate::store::batches::{self, ListFilter};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BatchCommand {
+    /// Create a pending batch from FILE without processing it.
+    Create {
+        /// The batch type: the processor's name.
+        batch_type: String,
+        /// The input file (.csv, .json, .ndjson), or - for stdin.
+        file: String,
+        #[command(flatten)]
+        input: InputArgs,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Process a batch: start a pending one, or resume an interrupted one.
+    Process {
+        /// The batch id.
+        id: Uuid,
+        /// Concurrent workers (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a batch's summary.
+    Show {
+        /// The batch id.
+        id: Uuid,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List batches, newest first.
+    List {
+        /// Only batches of this type.
+        #[arg(long = "type")]
+        batch_type: Option<String>,
+        /// Only batches with this status.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<BatchStatus>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_status(s: &str) -> Result<BatchStatus, String> {
+    BatchStatus::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = BatchStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown status {s:?}; use one of: {}", all.join(", "))
+    })
+}
+
+impl BatchCommand {
+    pub(crate) async fn run(self, env: &Env) -> anyhow::Result<ExitCode> {
+        match self {
+            BatchCommand::Create {
+                batch_type,
+                file,
+                input,
+                json,
+            } => {
+                let source = input.source(&file)?;
+                let manager = env.manager(1).await?;
+                let id = manager
+                    .create(&batch_type, source, &input.create_options())
+                    .await?;
+                let summary = manager.summary(id).await?;
+                if json {
+                    output::json(&summary)?;
+                } else {
+                    println!(
+                        "Created batch {id} ({batch_type}) with {} items",
+                        summary.total
+                    );
+                    println!("  next: ingot batch process {id}");
+                }
+                Ok(ExitCode::from(exit::OK))
+            }
+            BatchCommand::Process { id, workers, json } => {
+                let workers = workers.unwrap_or_else(default_workers).max(1);
+                let manager = env.manager(workers).await?;
+                let before = manager.summary(id).await?;
+                let progress = Progress::default();
+                let display = ProgressDisplay::start(
+                    &progress,
+                    u64::try_from(before.pending).unwrap_or(0),
+                    json,
+                );
+                let summary = manager
+                    .process(id, &ProcessOptions { workers }, Some(&progress))
+                    .await;
+                drop(display);
+                let summary = summary?;
+                if json {
+                    output::json(&summary)?;
+                } else {
+                    output::summary(&summary);
+                }
+                Ok(exit_code(&summary))
+            }
+            BatchCommand::Show { id, json } => {
+                let db = env.database(2).await?;
+                let mut conn = db.pool.acquire().await?;
+                let summary = batches::summary(&mut conn, id).await?.ok_or_else(|| {
+                    anyhow::anyhow!("batch {id} does not exist (see `ingot batch list`)")
+                })?;
+                if json {
+                    output::json(&summary)?;
+                } else {
+                    output::summary(&summary);
+                }
+                Ok(ExitCode::from(exit::OK))
+            }
+            BatchCommand::List {
+                batch_type,
+                status,
+                limit,
+                json,
+            } => {
+                let db = env.database(2).await?;
+                let mut conn = db.pool.acquire().await?;
+                let list = batches::list(
+                    &mut conn,
+                    &ListFilter {
+                        batch_type,
+                        status,
+                        limit: limit.max(0),
+                    },
+                )
+                .await?;
+                if json {
+                    output::json(&list)?;
+                } else if list.is_empty() {
+                    println!("No batches.");
+                } else {
+                    println!(
+                        "{:<36}  {:<20}  {:<10}  {:>8}  {:>8}  {:>8}  {:>8}  created",
+                        "id", "type", "status", "total", "done", "failed", "skipped"
+                    );
+                    for s in &list {
+                        println!(
+                            "{:<36}  {:<20}  {:<10}  {:>8}  {:>8}  {:>8}  {:>8}  {}",
+                            s.batch_id,
+                            s.batch_type,
+                            s.status.as_str(),
+                            s.total,
+                            s.completed,
+                            s.failed,
+                            s.skipped,
+                            s.created_at.format("%Y-%m-%d %H:%M:%S")
+                        );
+                    }
+                }
+                Ok(ExitCode::from(exit::OK))
+            }
+        }
+    }
+}
+
+/// Arguments of `ingot reprocess`.
+#[derive(Debug, Args)]
+pub(crate) struct ReprocessArgs {
+    /// The batch to reprocess.
+    id: Uuid,
+    /// Only its failed items.
+    #[arg(long)]
+    failed_only: bool,
+    /// Concurrent workers (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Print the new batch's summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ReprocessArgs {
+    pub(crate) async fn run(self, env: &Env) -> anyhow::Result<ExitCode> {
+        let workers = self.workers.unwrap_or_else(default_workers).max(1);
+        let manager = env.manager(workers).await?;
+        let progress = Progress::default();
+        let display = ProgressDisplay::start(&progress, 0, self.json);
+        let summary = manager
+            .reprocess(
+                self.id,
+                self.failed_only,
+                &ProcessOptions { workers },
+                Some(&progress),
+            )
+            .await;
+        drop(display);
+        let Some(summary) = summary? else {
+            let what = if self.failed_only {
+                "no failed items"
+            } else {
+                "no items"
+            };
+            if self.json {
+                output::json(
+                    &serde_json::json!({ "reprocessed": false, "reason": what, "batch_id": self.id }),
+                )?;
+            } else {
+                println!("Batch {} has {what}; nothing to reprocess.", self.id);
+            }
+            return Ok(ExitCode::from(exit::OK));
+        };
+        if self.json {
+            output::json(&summary)?;
+        } else {
+            output::summary(&summary);
+        }
+        Ok(exit_code(&summary))
+    }
+}

@@ -1,0 +1,163 @@
+//! The `ingot` command line: argument parsing, one module per command, and exit codes. Each
+//! command is a thin layer over the library; errors reach the user as one sentence.
+
+mod batch;
+mod db;
+mod logs;
+mod output;
+mod processors;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::batch::BatchManager;
+use crate::database::{self, Database};
+use crate::registry::Registry;
+use crate::registry::manifest::Manifest;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::store::BatchStatus;
+use crate::store::batches::Summary;
+
+/// Exit codes scripts can rely on.
+pub mod exit {
+    /// The batch completed and no item failed (or the command succeeded).
+    pub const OK: u8 = 0;
+    /// An error outside any batch: bad file, unknown type, database unreachable.
+    pub const ERROR: u8 = 1;
+    /// Bad usage (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The batch completed, but some items failed.
+    pub const ITEMS_FAILED: u8 = 3;
+    /// The batch failed.
+    pub const BATCH_FAILED: u8 = 4;
+}
+
+/// PostgreSQL-native batch imports with sandboxed WebAssembly processors.
+#[derive(Debug, Parser)]
+#[command(name = "ingot", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Where processors (<batch_type>.wasm and <batch_type>.toml) live.
+    #[arg(
+        long,
+        global = true,
+        env = "INGOT_PROCESSORS",
+        default_value = "processors"
+    )]
+    processors: PathBuf,
+
+    /// Where compiled processors are cached.
+    #[arg(
+        long,
+        global = true,
+        env = "INGOT_CACHE_DIR",
+        default_value = ".ingot/cache"
+    )]
+    cache_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a batch from FILE and process it: the main job.
+    Run(run::RunArgs),
+    /// Create, process, show and list batches.
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
+    /// Reprocess a batch (all its items, or only the failed ones) as a new linked batch.
+    Reprocess(batch::ReprocessArgs),
+    /// Show a batch's log lines.
+    Logs(logs::LogsArgs),
+    /// List the processors in the processors directory and check each one.
+    Processors(processors::ProcessorsArgs),
+    /// Apply Ingot's schema to the database (also done automatically on first use).
+    Migrate,
+    /// Status of, or stop, the embedded database under .ingot/.
+    #[command(subcommand)]
+    Db(db::DbCommand),
+}
+
+impl Cli {
+    /// Runs the command and returns the process exit code.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let env = Env {
+            processors: self.processors,
+            cache_dir: self.cache_dir,
+        };
+        match self.command {
+            Command::Run(args) => args.run(&env).await,
+            Command::Batch(command) => command.run(&env).await,
+            Command::Reprocess(args) => args.run(&env).await,
+            Command::Logs(args) => args.run(&env).await,
+            Command::Processors(args) => args.run(&env),
+            Command::Migrate => {
+                let db = env.database(2).await?;
+                eprintln!("ingot: the schema is up to date ({})", db.target);
+                Ok(ExitCode::from(exit::OK))
+            }
+            Command::Db(command) => command.run(),
+        }
+    }
+}
+
+/// What every command may need, built on demand.
+pub(crate) struct Env {
+    processors: PathBuf,
+    cache_dir: PathBuf,
+}
+
+impl Env {
+    fn registry(&self) -> Registry {
+        Registry::new(&self.processors)
+    }
+
+    /// The engine; fuel metering is on when any manifest in the directory sets a fuel limit
+    /// (it is an engine-wide setting).
+    fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
+        let registry = self.registry();
+        let fuel_metering = registry.discover().unwrap_or_default().iter().any(|found| {
+            Manifest::load(&registry.manifest_path(&found.batch_type))
+                .is_ok_and(|m| m.limits.fuel.is_some())
+        });
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(self.cache_dir.clone()),
+            fuel_metering,
+        })
+        .context("cannot start the WebAssembly runtime")?;
+        Ok(Arc::new(runtime))
+    }
+
+    async fn database(&self, connections: u32) -> anyhow::Result<Database> {
+        let project = std::env::current_dir().context("cannot read the current directory")?;
+        let (options, target) =
+            tokio::task::spawn_blocking(move || database::resolve(&project)).await??;
+        Ok(database::open(options, target, connections).await?)
+    }
+
+    async fn manager(&self, workers: usize) -> anyhow::Result<BatchManager> {
+        let db = self
+            .database(u32::try_from(workers).unwrap_or(64).saturating_add(2))
+            .await?;
+        Ok(BatchManager::new(db.pool, self.runtime()?, self.registry()))
+    }
+}
+
+/// The exit code a batch's final state maps to.
+pub(crate) fn exit_code(summary: &Summary) -> ExitCode {
+    ExitCode::from(match summary.status {
+        BatchStatus::Failed | BatchStatus::Cancelled => exit::BATCH_FAILED,
+        _ if summary.failed > 0 => exit::ITEMS_FAILED,
+        _ => exit::OK,
+    })
+}
+
+/// The default worker count: one per core.
+pub(crate) fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}

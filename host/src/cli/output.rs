@@ -1,0 +1,150 @@
+//! How results reach the terminal: one JSON document with `--json`, otherwise a short human
+//! summary that ends with the next command to run.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::batch::Progress;
+use crate::store::BatchStatus;
+use crate::store::batches::Summary;
+
+/// Prints `value` as one pretty JSON document on stdout.
+pub(crate) fn json(value: &impl Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn short(id: &uuid::Uuid) -> String {
+    id.to_string()
+}
+
+/// The human summary of a batch.
+pub(crate) fn summary(summary: &Summary) {
+    let mut out = String::new();
+    let verdict = match summary.status {
+        BatchStatus::Completed if summary.failed > 0 => "completed with failures",
+        BatchStatus::Completed => "completed",
+        BatchStatus::Failed => "FAILED",
+        BatchStatus::Processing => "is still processing (other workers hold items)",
+        BatchStatus::Pending => "is pending",
+        BatchStatus::Cancelled => "was cancelled",
+    };
+    let dry = if summary.dry_run {
+        " (dry run: nothing was written)"
+    } else {
+        ""
+    };
+    out.push_str(&format!(
+        "Batch {} ({}) {verdict}{dry}\n",
+        short(&summary.batch_id),
+        summary.batch_type
+    ));
+    if let Some(parent) = summary.parent_batch_id {
+        out.push_str(&format!(
+            "  reprocesses {parent} (retry {})\n",
+            summary.retry_count
+        ));
+    }
+    let rate = summary
+        .items_per_second
+        .map_or(String::new(), |r| format!(" · {r:.0} items/s"));
+    let duration = summary.duration_ms.map_or(String::new(), |ms| {
+        format!(" · {:.1} s", ms as f64 / 1000.0)
+    });
+    out.push_str(&format!(
+        "  total {} · completed {} · failed {} · skipped {}{}{duration}{rate}\n",
+        summary.total,
+        summary.completed,
+        summary.failed,
+        summary.skipped,
+        if summary.pending > 0 {
+            format!(" · pending {}", summary.pending)
+        } else {
+            String::new()
+        },
+    ));
+    if let Some(error) = &summary.error_message {
+        out.push_str(&format!("  error: {error}\n"));
+    }
+    if !summary.top_errors.is_empty() {
+        out.push_str("  top errors:\n");
+        let width = summary
+            .top_errors
+            .iter()
+            .map(|e| e.code.as_deref().unwrap_or("-").len())
+            .max()
+            .unwrap_or(0);
+        for e in &summary.top_errors {
+            out.push_str(&format!(
+                "    {:>6} × {:width$}  {}\n",
+                e.count,
+                e.code.as_deref().unwrap_or("-"),
+                e.message
+            ));
+        }
+    }
+    if !summary.dry_run && (summary.failed > 0 || summary.status == BatchStatus::Failed) {
+        out.push_str(&format!(
+            "  next: ingot logs {} --level error\n",
+            summary.batch_id
+        ));
+        if summary.failed > 0 {
+            out.push_str(&format!(
+                "        ingot reprocess {} --failed-only\n",
+                summary.batch_id
+            ));
+        }
+    }
+    print!("{out}");
+}
+
+/// A progress bar on stderr for runs that last over a second; nothing when stderr is not a
+/// terminal or the output is JSON.
+pub(crate) struct ProgressDisplay {
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProgressDisplay {
+    pub(crate) fn start(progress: &Progress, total: u64, json: bool) -> Self {
+        if json || !std::io::stderr().is_terminal() {
+            return ProgressDisplay { task: None };
+        }
+        let progress = progress.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (bar, template) = match total {
+                0 => (
+                    ProgressBar::no_length(),
+                    "{spinner} {pos} items · {per_sec}",
+                ),
+                n => (
+                    ProgressBar::new(n),
+                    "{bar:40} {pos}/{len} items · {per_sec} · eta {eta}",
+                ),
+            };
+            if let Ok(style) = ProgressStyle::with_template(template) {
+                bar.set_style(style);
+            }
+            loop {
+                bar.set_position(progress.done());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        ProgressDisplay { task: Some(task) }
+    }
+}
+
+impl Drop for ProgressDisplay {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            // Clear the bar's line.
+            eprint!("\r\x1b[2K");
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! `ingot processors [--json]`: what is in the processors directory, and whether each loads.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{Env, exit, output};
+use crate::registry::RegistryError;
+use crate::runtime::LoadError;
+
+/// Arguments of `ingot processors`.
+#[derive(Debug, Args)]
+pub(crate) struct ProcessorsArgs {
+    /// Print a JSON array.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Entry {
+    batch_type: String,
+    path: String,
+    digest: Option<String>,
+    contract: Option<String>,
+    status: &'static str,
+    error: Option<String>,
+}
+
+impl ProcessorsArgs {
+    pub(crate) fn run(self, env: &Env) -> anyhow::Result<ExitCode> {
+        let registry = env.registry();
+        let found = registry.discover()?;
+        let runtime = env.runtime()?;
+        let entries: Vec<Entry> = found
+            .iter()
+            .map(|d| {
+                let digest = std::fs::read(&d.path)
+                    .ok()
+                    .map(|bytes| hex::encode(Sha256::digest(bytes)));
+                let (contract, error) = match registry.load_discovered(&runtime, d) {
+                    Ok(p) => (Some(p.code.contract.clone()), None),
+                    Err(RegistryError::Load(LoadError::IncompatibleContract {
+                        ref found, ..
+                    })) => (Some(found.clone()), Some(registry_error(d, found))),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                Entry {
+                    batch_type: d.batch_type.clone(),
+                    path: d.path.display().to_string(),
+                    digest,
+                    contract,
+                    status: if error.is_none() { "ok" } else { "error" },
+                    error,
+                }
+            })
+            .collect();
+        if self.json {
+            output::json(&entries)?;
+        } else if entries.is_empty() {
+            println!(
+                "No processors in {} (build one and copy it there as <batch_type>.wasm).",
+                registry.dir().display()
+            );
+        } else {
+            for e in &entries {
+                match &e.error {
+                    None => println!(
+                        "{:<24} ok     {}  {}",
+                        e.batch_type,
+                        e.contract.as_deref().unwrap_or("-"),
+                        e.digest.as_deref().map_or("-", |d| &d[..12])
+                    ),
+                    Some(error) => println!("{:<24} error  {error}", e.batch_type),
+                }
+            }
+        }
+        Ok(ExitCode::from(exit::OK))
+    }
+}
+
+fn registry_error(d: &crate::registry::Discovered, found: &str) -> String {
+    LoadError::IncompatibleContract {
+        path: d.path.clone(),
+        found: found.to_owned(),
+    }
+    .to_string()
+}

@@ -1,0 +1,388 @@
+//! The embedded default database: a private PostgreSQL cluster under `.ingot/pg`, made with the
+//! local install's `initdb` and run with its `pg_ctl`, listening only on a unix socket inside that
+//! folder. Started on demand and left running; `ingot db stop` stops it.
+//!
+//! PostgreSQL refuses to run as root. When Ingot runs as root it runs the cluster as the
+//! `postgres` system user (the folder is handed to that user) and says so.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use sqlx::postgres::PgConnectOptions;
+
+/// The database name inside the embedded cluster.
+const DATABASE: &str = "ingot";
+/// The superuser initdb creates.
+const SUPERUSER: &str = "ingot";
+/// Unix socket paths are limited to 107 bytes; PostgreSQL adds `/.s.PGSQL.5432`.
+const MAX_SOCKET_DIR: usize = 90;
+
+/// Why the embedded cluster is not available.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// No PostgreSQL binaries.
+    #[error(
+        "no PostgreSQL installation found (looked for initdb and pg_ctl on PATH and in \
+         /usr/lib/postgresql/*/bin): install PostgreSQL (e.g. `apt-get install postgresql`) so \
+         Ingot can run its own database under .ingot/, or set DATABASE_URL to an existing database"
+    )]
+    NotInstalled,
+    /// Running as root without a `postgres` user to run the cluster as.
+    #[error(
+        "PostgreSQL refuses to run as root and there is no `postgres` system user to run the \
+         embedded database as: run ingot as an ordinary user, create a `postgres` user, or set DATABASE_URL"
+    )]
+    RootWithoutPostgresUser,
+    /// The socket path would be too long.
+    #[error(
+        "the embedded database's socket folder {0} is too long for a unix socket path; run ingot from a shorter path or set DATABASE_URL"
+    )]
+    PathTooLong(PathBuf),
+    /// A command failed.
+    #[error("{what} failed: {detail} (see {log})")]
+    Command {
+        /// What was attempted.
+        what: String,
+        /// Its output or exit status.
+        detail: String,
+        /// The log to look at.
+        log: PathBuf,
+    },
+    /// Filesystem trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// The private cluster under a project's `.ingot/pg`.
+#[derive(Debug, Clone)]
+pub struct EmbeddedCluster {
+    root: PathBuf,
+    bin: PathBuf,
+    run_as: Option<(u32, u32)>,
+}
+
+/// What `ingot db status` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterStatus {
+    /// The cluster's folder.
+    pub path: PathBuf,
+    /// Whether initdb has run.
+    pub initialized: bool,
+    /// Whether the server is running.
+    pub running: bool,
+    /// The folder holding its unix socket.
+    pub socket_dir: PathBuf,
+    /// The system user running it, when not the current user.
+    pub run_as: Option<String>,
+}
+
+impl EmbeddedCluster {
+    /// The cluster under `project_dir/.ingot/pg`, using the newest PostgreSQL found.
+    pub fn new(project_dir: &Path) -> Result<Self, EmbeddedError> {
+        let root =
+            std::path::absolute(project_dir.join(".ingot").join("pg")).map_err(|source| {
+                EmbeddedError::Io {
+                    path: project_dir.to_owned(),
+                    source,
+                }
+            })?;
+        let bin = find_bin_dir().ok_or(EmbeddedError::NotInstalled)?;
+        let run_as = if is_root() {
+            Some(postgres_user().ok_or(EmbeddedError::RootWithoutPostgresUser)?)
+        } else {
+            None
+        };
+        let cluster = EmbeddedCluster { root, bin, run_as };
+        if cluster.socket_dir().as_os_str().len() > MAX_SOCKET_DIR {
+            return Err(EmbeddedError::PathTooLong(cluster.socket_dir()));
+        }
+        Ok(cluster)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    fn socket_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.root.join("postgres.log")
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(self.bin.join(program));
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid).gid(gid);
+        }
+        command.stdin(Stdio::null()).env("LC_ALL", "C.UTF-8");
+        command
+    }
+
+    /// Connection options for the cluster's `ingot` database.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .socket(self.socket_dir())
+            .username(SUPERUSER)
+            .database(DATABASE)
+    }
+
+    /// Whether the server is up.
+    pub fn is_running(&self) -> bool {
+        self.data_dir().join("PG_VERSION").exists()
+            && self
+                .command("pg_ctl")
+                .arg("status")
+                .arg("-D")
+                .arg(self.data_dir())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    }
+
+    /// Where the cluster stands.
+    pub fn status(&self) -> ClusterStatus {
+        ClusterStatus {
+            path: self.root.clone(),
+            initialized: self.data_dir().join("PG_VERSION").exists(),
+            running: self.is_running(),
+            socket_dir: self.socket_dir(),
+            run_as: self.run_as.map(|_| "postgres".to_owned()),
+        }
+    }
+
+    /// Creates the cluster if needed and starts it if it is not running. Serialised across
+    /// processes with a lock file, so two `ingot` commands starting at once do not collide.
+    pub fn ensure_running(&self) -> Result<(), EmbeddedError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| EmbeddedError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        let lock_path = self.root.with_file_name("pg.lock");
+        let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+        lock.lock().map_err(io(&lock_path))?;
+        if !self.data_dir().join("PG_VERSION").exists() {
+            self.init()?;
+        }
+        if !self.is_running() {
+            self.start()?;
+        }
+        Ok(())
+    }
+
+    fn init(&self) -> Result<(), EmbeddedError> {
+        if let Some((uid, gid)) = self.run_as {
+            eprintln!(
+                "ingot: running as root, so the embedded PostgreSQL in {} runs as the `postgres` system user",
+                self.root.display()
+            );
+            chown_tree(&self.root, uid, gid)?;
+        }
+        let _ = std::fs::remove_dir_all(self.data_dir());
+        let output = self
+            .command("initdb")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output()
+            .map_err(|source| EmbeddedError::Io {
+                path: self.bin.join("initdb"),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(EmbeddedError::Command {
+                what: "initdb".into(),
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                log: self.root.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn start(&self) -> Result<(), EmbeddedError> {
+        let socket_dir = self.socket_dir();
+        std::fs::create_dir_all(&socket_dir).map_err(|source| EmbeddedError::Io {
+            path: socket_dir.clone(),
+            source,
+        })?;
+        if let Some((uid, gid)) = self.run_as {
+            chown_tree(&socket_dir, uid, gid)?;
+            let log = self.log_file();
+            if !log.exists() {
+                File::create(&log).map_err(|source| EmbeddedError::Io {
+                    path: log.clone(),
+                    source,
+                })?;
+            }
+            std::os::unix::fs::chown(&log, Some(uid), Some(gid))
+                .map_err(|source| EmbeddedError::Io { path: log, source })?;
+        }
+        let options = format!(
+            "-c listen_addresses='' -c unix_socket_directories='{}'",
+            socket_dir.display()
+        );
+        let status = self
+            .command("pg_ctl")
+            .arg("start")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_file())
+            .args(["-w", "-t", "60", "-o", &options])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|source| EmbeddedError::Io {
+                path: self.bin.join("pg_ctl"),
+                source,
+            })?;
+        if !status.status.success() {
+            return Err(EmbeddedError::Command {
+                what: "starting the embedded PostgreSQL".into(),
+                detail: String::from_utf8_lossy(&status.stderr).trim().to_owned(),
+                log: self.log_file(),
+            });
+        }
+        self.create_database()
+    }
+
+    fn create_database(&self) -> Result<(), EmbeddedError> {
+        let exists = self
+            .command("psql")
+            .arg("-h")
+            .arg(self.socket_dir())
+            .args(["-U", SUPERUSER, "-d", "postgres", "-tAc"])
+            .arg(format!(
+                "SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"
+            ))
+            .output()
+            .map_err(|source| EmbeddedError::Io {
+                path: self.bin.join("psql"),
+                source,
+            })?;
+        if String::from_utf8_lossy(&exists.stdout).trim() == "1" {
+            return Ok(());
+        }
+        let output = self
+            .command("createdb")
+            .arg("-h")
+            .arg(self.socket_dir())
+            .args(["-U", SUPERUSER, DATABASE])
+            .output()
+            .map_err(|source| EmbeddedError::Io {
+                path: self.bin.join("createdb"),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(EmbeddedError::Command {
+                what: "creating the ingot database".into(),
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                log: self.log_file(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stops the server if it runs. `false` when it was not running.
+    pub fn stop(&self) -> Result<bool, EmbeddedError> {
+        if !self.is_running() {
+            return Ok(false);
+        }
+        let output = self
+            .command("pg_ctl")
+            .arg("stop")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "fast", "-w"])
+            .output()
+            .map_err(|source| EmbeddedError::Io {
+                path: self.bin.join("pg_ctl"),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(EmbeddedError::Command {
+                what: "stopping the embedded PostgreSQL".into(),
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                log: self.log_file(),
+            });
+        }
+        Ok(true)
+    }
+}
+
+/// `initdb` and `pg_ctl` from PATH, else the newest `/usr/lib/postgresql/<version>/bin`.
+fn find_bin_dir() -> Option<PathBuf> {
+    let has_tools = |dir: &Path| {
+        ["initdb", "pg_ctl", "psql", "createdb"]
+            .iter()
+            .all(|t| dir.join(t).is_file())
+    };
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .find(|dir| has_tools(dir));
+    if on_path.is_some() {
+        return on_path;
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            Some((
+                e.file_name().to_str()?.parse::<u32>().ok()?,
+                e.path().join("bin"),
+            ))
+        })
+        .filter(|(_, bin)| has_tools(bin))
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+fn is_root() -> bool {
+    // The owner of /proc/self is the process's effective user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+/// The uid and gid of the `postgres` system user, from /etc/passwd.
+fn postgres_user() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.first() == Some(&"postgres") && fields.len() > 3)
+            .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+            .flatten()
+    })
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), EmbeddedError> {
+    let io = |source| EmbeddedError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io)?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(io)? {
+            chown_tree(&entry.map_err(io)?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Where the database is: `DATABASE_URL` when set, else the embedded cluster under `.ingot/`.
+
+pub mod embedded;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+pub use self::embedded::{EmbeddedCluster, EmbeddedError};
+use crate::store::{self, StoreError};
+
+/// Why the database is not available.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// `DATABASE_URL` does not parse.
+    #[error("DATABASE_URL is not a valid PostgreSQL URL: {0}")]
+    BadUrl(String),
+    /// The server cannot be reached or refused the login.
+    #[error("cannot connect to the database ({target}): {message}")]
+    Unreachable {
+        /// Where we tried to connect, without any password.
+        target: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The embedded cluster could not be started.
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    /// The schema could not be applied.
+    #[error(transparent)]
+    Migrate(#[from] StoreError),
+}
+
+/// A connected, migrated database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// The pool.
+    pub pool: PgPool,
+    /// Where it is, for messages (no password).
+    pub target: String,
+}
+
+/// Connection options from `DATABASE_URL`, or the embedded cluster (started if needed).
+pub fn resolve(project_dir: &Path) -> Result<(PgConnectOptions, String), DatabaseError> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => {
+            let options = PgConnectOptions::from_str(&url)
+                .map_err(|e| DatabaseError::BadUrl(e.to_string()))?;
+            Ok((options, redact(&url)))
+        }
+        _ => {
+            let cluster = EmbeddedCluster::new(project_dir)?;
+            cluster.ensure_running()?;
+            Ok((
+                cluster.connect_options(),
+                format!(
+                    "embedded database in {}",
+                    project_dir.join(".ingot").display()
+                ),
+            ))
+        }
+    }
+}
+
+/// Connects (at most `max_connections` pooled) and applies Ingot's schema if it is not there yet.
+pub async fn open(
+    options: PgConnectOptions,
+    target: String,
+    max_connections: u32,
+) -> Result<Database, DatabaseError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections.max(2))
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.application_name("ingot"))
+        .await
+        .map_err(|e| DatabaseError::Unreachable {
+            target: target.clone(),
+            message: e.to_string(),
+        })?;
+    store::migrate(&pool).await?;
+    Ok(Database { pool, target })
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres:///db"), "postgres:///db");
+    }
+}

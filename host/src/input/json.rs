@@ -1,0 +1,118 @@
+//! JSON inputs: one array of items (streamed element by element, never held whole), or NDJSON
+//! (one value per line; blank lines are skipped).
+
+use std::fmt;
+use std::io::BufRead;
+
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde_json::Value;
+
+use super::{InputError, ItemSink};
+
+/// Parses a top-level JSON array, handing each element to `sink` as soon as it is read.
+pub(super) fn parse_array(mut reader: impl BufRead, sink: &mut ItemSink) -> Result<(), InputError> {
+    let bom = reader
+        .fill_buf()
+        .map_err(|e| sink.malformed(1, format!("read error: {e}")))?
+        .starts_with(b"\xEF\xBB\xBF");
+    if bom {
+        reader.consume(3);
+    }
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let mut failure = None;
+    let seed = ArraySeed {
+        sink,
+        failure: &mut failure,
+    };
+    let result = seed.deserialize(&mut de).and_then(|()| de.end());
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    result.map_err(|e| sink_error(sink, &e))
+}
+
+fn sink_error(sink: &ItemSink, e: &serde_json::Error) -> InputError {
+    let message = e.to_string();
+    // serde_json appends " at line L column C"; the line goes in front instead.
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    let message = if message.starts_with("invalid type") {
+        "expected a JSON array of items (for one item per line, use .ndjson)".to_owned()
+    } else {
+        message
+    };
+    sink.malformed(e.line() as u64, message)
+}
+
+struct ArraySeed<'a> {
+    sink: &'a mut ItemSink,
+    failure: &'a mut Option<InputError>,
+}
+
+impl<'de> DeserializeSeed<'de> for ArraySeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ArraySeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array of items")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(value) = seq.next_element::<Value>()? {
+            // The element's own line is not tracked by serde_json; the index identifies it.
+            if let Err(e) = self.sink.push(value.to_string(), 0) {
+                *self.failure = Some(e);
+                return Err(serde::de::Error::custom("stopped"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses NDJSON: one JSON value per line.
+pub(super) fn parse_lines(mut reader: impl BufRead, sink: &mut ItemSink) -> Result<(), InputError> {
+    let mut line = Vec::new();
+    let mut number = 0_u64;
+    loop {
+        line.clear();
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| sink.malformed(number + 1, format!("read error: {e}")))?;
+        if read == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let text = std::str::from_utf8(&line).map_err(|_| {
+            sink.malformed(
+                number,
+                "the text is not valid UTF-8; save the file as UTF-8",
+            )
+        })?;
+        let text = text.trim_start_matches('\u{feff}').trim();
+        if text.is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            let message = e.to_string();
+            sink.malformed(
+                number,
+                message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&message)
+                    .to_owned(),
+            )
+        })?;
+        sink.push(value.to_string(), number)?;
+    }
+}

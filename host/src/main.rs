@@ -1,0 +1,34 @@
+//! The `ingot` binary: parse the command line, run it, print failures as one sentence.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ingot::cli::{Cli, exit};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("INGOT_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ingot: cannot start: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    match runtime.block_on(cli.run()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ingot: {e:#}");
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! Batches: creation, the pending → processing → completed/failed life, summaries and lists.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::{BatchStatus, StoreError};
+
+/// A batch row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Batch {
+    /// The batch id.
+    pub id: Uuid,
+    /// The processor that handles it.
+    pub batch_type: String,
+    /// Its status.
+    pub status: BatchStatus,
+    /// File name, format, bytes and sha256 of the input.
+    pub source_info: Value,
+    /// The batch metadata.
+    pub metadata: Value,
+    /// Stop at the first failed item.
+    pub stop_on_error: bool,
+    /// sha256 of the processor that ran it.
+    pub processor_digest: Option<String>,
+    /// Items in the batch.
+    pub total_items: i64,
+    /// Why the batch failed.
+    pub error_message: Option<String>,
+    /// 0, or n for the n-th reprocessing.
+    pub retry_count: i32,
+    /// The batch this one reprocesses.
+    pub parent_batch_id: Option<Uuid>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When processing first started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached completed or failed.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+const BATCH_COLUMNS: &str = "id, batch_type, status, source_info, metadata, stop_on_error, processor_digest, \
+     total_items, error_message, retry_count, parent_batch_id, created_at, started_at, completed_at";
+
+fn batch_from_row(row: &sqlx::postgres::PgRow) -> Result<Batch, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(Batch {
+        id: row.try_get("id")?,
+        batch_type: row.try_get("batch_type")?,
+        status: BatchStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown batch status {status:?}")))?,
+        source_info: row.try_get("source_info")?,
+        metadata: row.try_get("metadata")?,
+        stop_on_error: row.try_get("stop_on_error")?,
+        processor_digest: row.try_get("processor_digest")?,
+        total_items: row.try_get("total_items")?,
+        error_message: row.try_get("error_message")?,
+        retry_count: row.try_get("retry_count")?,
+        parent_batch_id: row.try_get("parent_batch_id")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        completed_at: row.try_get("completed_at")?,
+    })
+}
+
+/// What a new batch starts with.
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    /// Its id.
+    pub id: Uuid,
+    /// Its processor.
+    pub batch_type: String,
+    /// Where its items come from.
+    pub source_info: Value,
+    /// Initial metadata.
+    pub metadata: Value,
+    /// Stop at the first failed item.
+    pub stop_on_error: bool,
+    /// The batch it reprocesses.
+    pub parent_batch_id: Option<Uuid>,
+    /// 0, or the parent's + 1.
+    pub retry_count: i32,
+}
+
+/// Inserts a pending batch with no items; [`set_total`] records the count once they are in.
+pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO import_batches (id, batch_type, source_info, metadata, stop_on_error, parent_batch_id, retry_count)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(batch.id)
+    .bind(&batch.batch_type)
+    .bind(&batch.source_info)
+    .bind(&batch.metadata)
+    .bind(batch.stop_on_error)
+    .bind(batch.parent_batch_id)
+    .bind(batch.retry_count)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records how many items the batch holds, and the finished source description.
+pub async fn set_total(
+    conn: &mut PgConnection,
+    id: Uuid,
+    total: i64,
+    source_info: &Value,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE import_batches SET total_items = $2, source_info = $3 WHERE id = $1")
+        .bind(id)
+        .bind(total)
+        .bind(source_info)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// One batch, if it exists.
+pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Batch>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {BATCH_COLUMNS} FROM import_batches WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(batch_from_row).transpose()
+}
+
+/// Moves a batch from `pending` to `processing` and records the processor that runs it. Takes
+/// the batch row's lock until the caller's transaction ends, so exactly one host runs the batch's
+/// start hooks. `false` when the batch was not pending.
+pub async fn start(conn: &mut PgConnection, id: Uuid, digest: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE import_batches SET status = 'processing', started_at = now(), processor_digest = $2
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .bind(digest)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Takes up an interrupted or failed batch again: back to `processing`, its error cleared.
+pub async fn resume(conn: &mut PgConnection, id: Uuid) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE import_batches SET status = 'processing', error_message = NULL, completed_at = NULL,
+                started_at = coalesce(started_at, now())
+         WHERE id = $1 AND status IN ('processing', 'failed', 'cancelled')",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks a processing batch completed. `false` when another host already finished it.
+pub async fn complete(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE import_batches SET status = 'completed', completed_at = now()
+         WHERE id = $1 AND status = 'processing'",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks a batch failed with a reason, unless it already completed.
+pub async fn fail(conn: &mut PgConnection, id: Uuid, reason: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE import_batches SET status = 'failed', error_message = $2, completed_at = now(),
+                started_at = coalesce(started_at, now())
+         WHERE id = $1 AND status IN ('pending', 'processing')",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Merges metadata changes (a JSON object) into the batch's metadata.
+pub async fn merge_metadata(
+    conn: &mut PgConnection,
+    id: Uuid,
+    changes: &Value,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE import_batches SET metadata = metadata || $2 WHERE id = $1")
+        .bind(id)
+        .bind(changes)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether any item of the batch is still pending (committed state: items in flight on other
+/// connections count as pending).
+pub async fn has_pending(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
+    let pending: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM import_batch_items WHERE batch_id = $1 AND status = 'pending')",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    Ok(pending)
+}
+
+/// Completed, failed and skipped counts, summed over the counter slots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Items completed.
+    pub completed: i64,
+    /// Items failed.
+    pub failed: i64,
+    /// Items skipped.
+    pub skipped: i64,
+}
+
+impl Counts {
+    /// Items that reached a final status.
+    pub fn finished(&self) -> i64 {
+        self.completed + self.failed + self.skipped
+    }
+}
+
+/// The batch's counts: a sum over a handful of counter slots, O(1) in the batch size.
+pub async fn counts(conn: &mut PgConnection, id: Uuid) -> Result<Counts, StoreError> {
+    let row = sqlx::query(
+        "SELECT coalesce(sum(completed), 0)::bigint AS completed, coalesce(sum(failed), 0)::bigint AS failed,
+                coalesce(sum(skipped), 0)::bigint AS skipped
+         FROM import_batch_counters WHERE batch_id = $1",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    Ok(Counts {
+        completed: row.try_get("completed")?,
+        failed: row.try_get("failed")?,
+        skipped: row.try_get("skipped")?,
+    })
+}
+
+/// One cause of failure and how many items it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TopError {
+    /// The error code (absent when the processor gave none).
+    pub code: Option<String>,
+    /// The most common message among items with that code.
+    pub message: String,
+    /// Failed items with that code.
+    pub count: i64,
+}
+
+/// The most frequent failure codes of the batch's failed items, most frequent first.
+pub async fn top_errors(
+    conn: &mut PgConnection,
+    id: Uuid,
+    limit: i64,
+) -> Result<Vec<TopError>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT error_code, mode() WITHIN GROUP (ORDER BY error_message) AS message, count(*) AS n
+         FROM import_batch_items
+         WHERE batch_id = $1 AND status = 'failed'
+         GROUP BY error_code
+         ORDER BY n DESC, error_code NULLS LAST
+         LIMIT $2",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(TopError {
+                code: row.try_get("error_code")?,
+                message: row
+                    .try_get::<Option<String>, _>("message")?
+                    .unwrap_or_default(),
+                count: row.try_get("n")?,
+            })
+        })
+        .collect()
+}
+
+/// Everything `ingot batch show` and `ingot run` report about a batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The batch id.
+    pub batch_id: Uuid,
+    /// Its processor.
+    pub batch_type: String,
+    /// Its status.
+    pub status: BatchStatus,
+    /// Items in the batch.
+    pub total: i64,
+    /// Items completed.
+    pub completed: i64,
+    /// Items failed.
+    pub failed: i64,
+    /// Items skipped.
+    pub skipped: i64,
+    /// Items not yet final.
+    pub pending: i64,
+    /// The batch it reprocesses.
+    pub parent_batch_id: Option<Uuid>,
+    /// 0, or n for the n-th reprocessing.
+    pub retry_count: i32,
+    /// sha256 of the processor that ran it.
+    pub processor_digest: Option<String>,
+    /// Why the batch failed.
+    pub error_message: Option<String>,
+    /// File name, format, bytes and sha256 of the input.
+    pub source_info: Value,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When processing started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it completed or failed.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Processing time so far.
+    pub duration_ms: Option<i64>,
+    /// Finished items per second of processing time.
+    pub items_per_second: Option<f64>,
+    /// The most frequent failure codes.
+    pub top_errors: Vec<TopError>,
+    /// True for a dry run: nothing it reports was kept.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+impl Summary {
+    /// Builds a summary from a batch row, its counts and its top errors.
+    pub fn new(batch: Batch, counts: Counts, top_errors: Vec<TopError>) -> Self {
+        let end = batch.completed_at.unwrap_or_else(Utc::now);
+        let duration_ms = batch
+            .started_at
+            .map(|start| (end - start).num_milliseconds().max(0));
+        #[allow(clippy::cast_precision_loss)]
+        let items_per_second = duration_ms
+            .filter(|ms| *ms > 0)
+            .map(|ms| (counts.finished() as f64) * 1000.0 / ms as f64);
+        Summary {
+            batch_id: batch.id,
+            batch_type: batch.batch_type,
+            status: batch.status,
+            total: batch.total_items,
+            completed: counts.completed,
+            failed: counts.failed,
+            skipped: counts.skipped,
+            pending: (batch.total_items - counts.finished()).max(0),
+            parent_batch_id: batch.parent_batch_id,
+            retry_count: batch.retry_count,
+            processor_digest: batch.processor_digest,
+            error_message: batch.error_message,
+            source_info: batch.source_info,
+            created_at: batch.created_at,
+            started_at: batch.started_at,
+            completed_at: batch.completed_at,
+            duration_ms,
+            items_per_second,
+            top_errors,
+            dry_run: false,
+        }
+    }
+}
+
+/// The summary of one batch, if it exists.
+pub async fn summary(conn: &mut PgConnection, id: Uuid) -> Result<Option<Summary>, StoreError> {
+    let Some(batch) = get(conn, id).await? else {
+        return Ok(None);
+    };
+    let counts = counts(conn, id).await?;
+    let top = top_errors(conn, id, 5).await?;
+    Ok(Some(Summary::new(batch, counts, top)))
+}
+
+/// Filters for [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this batch type.
+    pub batch_type: Option<String>,
+    /// Only this status.
+    pub status: Option<BatchStatus>,
+    /// At most this many, newest first.
+    pub limit: i64,
+}
+
+/// The newest batches matching `filter`, with their counts.
+pub async fn list(
+    conn: &mut PgConnection,
+    filter: &ListFilter,
+) -> Result<Vec<Summary>, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {BATCH_COLUMNS} FROM import_batches
+         WHERE ($1::text IS NULL OR batch_type = $1) AND ($2::text IS NULL OR status = $2)
+         ORDER BY created_at DESC, id DESC
+         LIMIT $3"
+    ))
+    .bind(&filter.batch_type)
+    .bind(filter.status.map(BatchStatus::as_str))
+    .bind(filter.limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let batch = batch_from_row(row)?;
+        let counts = counts(conn, batch.id).await?;
+        out.push(Summary::new(batch, counts, Vec::new()));
+    }
+    Ok(out)
+}
+
+/// Copies a parent batch's items (all, or only the failed ones) into a new batch, keeping their
+/// original index. Returns how many were copied.
+pub async fn copy_items_from(
+    conn: &mut PgConnection,
+    parent: Uuid,
+    child: Uuid,
+    failed_only: bool,
+) -> Result<i64, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO import_batch_items (id, batch_id, item_index, source_data)
+         SELECT gen_random_uuid(), $2, item_index, source_data
+         FROM import_batch_items
+         WHERE batch_id = $1 AND (NOT $3 OR status = 'failed')
+         ORDER BY item_index",
+    )
+    .bind(parent)
+    .bind(child)
+    .bind(failed_only)
+    .execute(conn)
+    .await?;
+    i64::try_from(done.rows_affected()).map_err(|_| StoreError::Corrupt("too many items".into()))
+}

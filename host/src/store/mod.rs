@@ -1,0 +1,145 @@
+//! All SQL on Ingot's framework tables, and nowhere else. Read it top to bottom to know exactly
+//! what the host does to `import_batches`, `import_batch_items`, `import_batch_counters` and
+//! `import_logs`.
+//!
+//! - [`batches`]: creating, starting, finishing, listing and summarising batches.
+//! - [`items`]: the item transaction's statements: claim, processor scope, finish.
+//! - [`logs`]: writing and reading log lines.
+
+pub mod batches;
+pub mod items;
+pub mod logs;
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+/// The framework schema, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// A framework-table operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or the connection failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be applied.
+    #[error("applying Ingot's schema failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row holds something this host does not understand.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// PostgreSQL text cannot hold NUL characters; guest-supplied strings get U+FFFD instead, so a
+/// processor can never make the host's own write fail.
+pub(crate) fn pg_text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// jsonb cannot hold `\u0000`; JSON with it gets U+FFFD in its strings instead.
+pub(crate) fn pg_json(s: &str) -> Cow<'_, str> {
+    fn scrub(value: &mut Value) {
+        match value {
+            Value::String(s) => *s = s.replace('\0', "\u{FFFD}"),
+            Value::Array(items) => items.iter_mut().for_each(scrub),
+            Value::Object(map) => {
+                let entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
+                for (key, mut v) in entries {
+                    scrub(&mut v);
+                    map.insert(key.replace('\0', "\u{FFFD}"), v);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !s.contains("\\u0000") {
+        return Cow::Borrowed(s);
+    }
+    match serde_json::from_str::<Value>(s) {
+        Ok(mut value) => {
+            scrub(&mut value);
+            Cow::Owned(value.to_string())
+        }
+        Err(_) => Cow::Borrowed(s),
+    }
+}
+
+/// Applies Ingot's migrations. Safe to run from several hosts at once: sqlx serialises
+/// migrators with an advisory lock, and applied migrations are skipped.
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// The name stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses a stored (or user-typed) name.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Where a batch is in its life.
+    BatchStatus {
+        /// Created, not yet started.
+        Pending = "pending",
+        /// Workers are (or were, if interrupted) processing it.
+        Processing = "processing",
+        /// Every item reached a final status.
+        Completed = "completed",
+        /// Stopped: rejected by its processor, stop-on-error, or a host failure.
+        Failed = "failed",
+        /// Cancelled by an operator.
+        Cancelled = "cancelled",
+    }
+}
+
+string_enum! {
+    /// Where an item is in its life.
+    ItemStatus {
+        /// Waiting to be processed (or to be retried).
+        Pending = "pending",
+        /// Reserved for in-flight items; the claim is the row lock, so committed rows are never
+        /// left in this state.
+        Processing = "processing",
+        /// Imported; the processor's writes are committed.
+        Completed = "completed",
+        /// Not imported; the processor's writes were rolled back.
+        Failed = "failed",
+        /// Deliberately not imported by the processor.
+        Skipped = "skipped",
+    }
+}
