@@ -119,10 +119,39 @@ pub enum LoadError {
     },
 }
 
+/// Advances the engine's epoch every [`EPOCH_TICK`] for as long as anything that can run guest
+/// code exists: the runtime, and every processor loaded from it (an instance may outlive the
+/// runtime that loaded it, and without ticks its time limit would never fire).
+struct EpochTicker {
+    running: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> std::io::Result<Arc<Self>> {
+        let running = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&running);
+        let engine = engine.clone();
+        std::thread::Builder::new().name("ingot-epoch".into()).spawn(move || {
+            while flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(Arc::new(EpochTicker { running }))
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::Relaxed);
+    }
+}
+
 /// A processor compiled and linked, ready to instantiate any number of times.
 pub struct ProcessorCode {
     pub(crate) pre: ImportProcessorPre<HostState>,
     pub(crate) fuel_metering: bool,
+    _ticker: Arc<EpochTicker>,
     /// Hex sha256 of the `.wasm` file.
     pub digest: String,
     /// The contract it was built for, e.g. `ingot:processor@0.1.0`.
@@ -147,7 +176,7 @@ pub struct Runtime {
     linker: Linker<HostState>,
     cache: ComponentCache,
     fuel_metering: bool,
-    ticker: Arc<AtomicBool>,
+    ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -159,8 +188,8 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine (component model, epoch interruption, optional fuel), the linker (WASI
-    /// 0.2 plus the Ingot context, nothing else) and starts the epoch ticker.
+    /// Builds the engine (component model, epoch interruption, optional fuel) and the linker
+    /// (WASI 0.2 plus the Ingot context, nothing else), and starts the epoch ticker.
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Self> {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true);
@@ -172,18 +201,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         ImportProcessor::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |state| state)?;
 
-        let ticker = Arc::new(AtomicBool::new(true));
-        let running = Arc::clone(&ticker);
-        let ticking = engine.clone();
-        std::thread::Builder::new()
-            .name("ingot-epoch".into())
-            .spawn(move || {
-                while running.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticking.increment_epoch();
-                }
-            })?;
-
+        let ticker = EpochTicker::start(&engine)?;
         Ok(Runtime {
             engine,
             linker,
@@ -237,16 +255,11 @@ impl Runtime {
         Ok(ProcessorCode {
             pre,
             fuel_metering: self.fuel_metering,
+            _ticker: Arc::clone(&self.ticker),
             digest,
             contract,
             cache,
         })
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticker.store(false, Ordering::Relaxed);
     }
 }
 

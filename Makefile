@@ -1,0 +1,57 @@
+# Ingot's build and test entry points. `make test` is what CI runs (through .ci/run).
+
+WASM_TARGET := wasm32-wasip2
+WASM_OUT    := target/wasm/$(WASM_TARGET)/release
+# Example processors: processors/<name>/ builds processors/<name>.wasm.
+EXAMPLES    := customer_data
+INGOT       := target/release/ingot
+DEMO_DB     := $(CURDIR)/.ingot/pg/run
+
+.PHONY: setup processors test-guests build release test lint demo clean
+
+## Installs what a fresh machine needs to build processors.
+setup:
+	rustup target add $(WASM_TARGET)
+
+## Builds every example processor and copies it to processors/<batch_type>.wasm.
+processors: setup
+	cargo build --release --target $(WASM_TARGET) --manifest-path processors/Cargo.toml --target-dir target/wasm
+	@for p in $(EXAMPLES); do cp $(WASM_OUT)/$$p.wasm processors/$$p.wasm && echo "processors/$$p.wasm"; done
+
+## Builds the guest programs the tests use.
+test-guests: setup
+	cargo build --release --target $(WASM_TARGET) --manifest-path tests/guests/Cargo.toml --target-dir target/wasm
+
+## Builds the host (test profile: dependencies optimised, our code with debug assertions).
+build:
+	cargo build --workspace
+
+release:
+	cargo build --release -p ingot
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## Everything CI checks: formatting, lints, and every test against the local PostgreSQL.
+test: processors test-guests lint
+	cargo test --workspace
+
+## The main job on a fresh clone: embedded database, example schema, an import with failures,
+## one failure's logs, and a reprocess of the failed items.
+demo: processors release
+	@unset DATABASE_URL; set -e; \
+	$(INGOT) migrate; \
+	psql -q -h $(DEMO_DB) -U ingot -d ingot -f processors/customer_data/schema.sql; \
+	echo; echo "== ingot run customer_data processors/customer_data/sample.csv"; \
+	$(INGOT) run customer_data processors/customer_data/sample.csv || test $$? -eq 3; \
+	id=$$($(INGOT) batch list --limit 1 --json | sed -n 's/.*"batch_id": "\([^"]*\)".*/\1/p' | head -n1); \
+	item=$$($(INGOT) logs $$id --level error --json | sed -n 's/.*"item_index": \([0-9]*\).*/\1/p' | head -n1); \
+	echo; echo "== ingot logs $$id --item $$item"; \
+	$(INGOT) logs $$id --item $$item; \
+	echo; echo "== ingot reprocess $$id --failed-only"; \
+	$(INGOT) reprocess $$id --failed-only || test $$? -eq 3
+
+clean:
+	cargo clean
+	rm -f processors/*.wasm

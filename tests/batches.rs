@@ -1,0 +1,576 @@
+//! Batches on PostgreSQL: the item transaction, hooks, stop-on-error, reprocessing, inputs,
+//! dry runs and counters, through the library API. Each test has a database of its own.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use ingot::batch::{BatchError, BatchManager, CreateOptions, ProcessOptions};
+use ingot::input::{Format, InputError, InputSource};
+use ingot::registry::Registry;
+use ingot::store::BatchStatus;
+use ingot::store::batches::Summary;
+use serde_json::{Value, json};
+use sqlx::Row;
+use support::{Processors, TestDb, guest};
+use uuid::Uuid;
+
+const PROBE_SCHEMA: &str = "CREATE TABLE probe_rows (id serial PRIMARY KEY, label text UNIQUE NOT NULL)";
+
+struct Fixture {
+    db: TestDb,
+    manager: BatchManager,
+    _processors: Processors,
+    files: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(manifest: Option<&str>) -> Fixture {
+        let db = TestDb::new().await;
+        db.apply(PROBE_SCHEMA).await;
+        let processors = Processors::new(&[("probe", &guest("probe"), manifest)]);
+        let manager = BatchManager::new(db.pool.clone(), support::runtime(), Registry::new(processors.path()));
+        Fixture { db, manager, _processors: processors, files: tempfile::tempdir().unwrap() }
+    }
+
+    fn file(&self, name: &str, content: &[u8]) -> InputSource {
+        let path = self.files.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        InputSource::from_arg(path.to_str().unwrap(), None).unwrap()
+    }
+
+    fn ndjson(&self, items: &[Value]) -> InputSource {
+        let text: String = items.iter().map(|i| format!("{i}\n")).collect();
+        self.file(&format!("{}.ndjson", Uuid::new_v4().simple()), text.as_bytes())
+    }
+
+    async fn run(&self, items: &[Value], create: CreateOptions, workers: usize) -> Summary {
+        self.manager
+            .run("probe", self.ndjson(items), &create, &ProcessOptions { workers }, None)
+            .await
+            .expect("run")
+    }
+
+    async fn labels(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT label FROM probe_rows ORDER BY label").fetch_all(&self.db.pool).await.unwrap()
+    }
+
+    async fn item(&self, batch: Uuid, index: i64) -> sqlx::postgres::PgRow {
+        sqlx::query("SELECT * FROM import_batch_items WHERE batch_id = $1 AND item_index = $2")
+            .bind(batch)
+            .bind(index)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn log_messages(&self, batch: Uuid) -> Vec<String> {
+        sqlx::query_scalar("SELECT message FROM import_logs WHERE batch_id = $1 ORDER BY id")
+            .bind(batch)
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The counters agree with the item rows.
+    async fn assert_counters_match_items(&self, batch: Uuid) {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FILTER (WHERE status = 'completed') FROM import_batch_items WHERE batch_id = $1) AS completed,
+                    (SELECT count(*) FILTER (WHERE status = 'failed') FROM import_batch_items WHERE batch_id = $1) AS failed,
+                    (SELECT count(*) FILTER (WHERE status = 'skipped') FROM import_batch_items WHERE batch_id = $1) AS skipped,
+                    (SELECT count(*) FROM import_batch_items WHERE batch_id = $1) AS total",
+        )
+        .bind(batch)
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap();
+        let summary = self.manager.summary(batch).await.unwrap();
+        assert_eq!(summary.completed, row.get::<i64, _>("completed"));
+        assert_eq!(summary.failed, row.get::<i64, _>("failed"));
+        assert_eq!(summary.skipped, row.get::<i64, _>("skipped"));
+        assert_eq!(summary.total, row.get::<i64, _>("total"));
+    }
+}
+
+fn insert(label: &str) -> Value {
+    json!({"mode": "sql", "sql": "INSERT INTO probe_rows (label) VALUES ($1)", "params": [label]})
+}
+
+#[tokio::test]
+async fn a_processor_sql_error_rolls_back_only_that_items_writes() {
+    let f = Fixture::new(None).await;
+    let mut failing = insert("b");
+    failing["mode"] = json!("sql_then_invalid");
+    let summary = f.run(&[insert("a"), failing, insert("a"), insert("c")], CreateOptions::default(), 1).await;
+    assert_eq!((summary.completed, summary.failed), (2, 2));
+    assert_eq!(f.labels().await, ["a", "c"]);
+    let after_write = f.item(summary.batch_id, 1).await;
+    assert_eq!(after_write.get::<String, _>("status"), "failed");
+    assert_eq!(after_write.get::<Option<String>, _>("error_code").as_deref(), Some("after_write"));
+    let duplicate = f.item(summary.batch_id, 2).await;
+    assert_eq!(duplicate.get::<Option<String>, _>("error_code").as_deref(), Some("sql_error"));
+    let message: String = duplicate.get("error_message");
+    assert!(message.contains("duplicate key") && message.contains("23505"), "{message}");
+    f.assert_counters_match_items(summary.batch_id).await;
+}
+
+#[tokio::test]
+async fn a_statement_error_the_processor_ignores_still_fails_the_item() {
+    let f = Fixture::new(None).await;
+    let ignored = json!({"mode": "sql_ignore_error", "sql": "INSERT INTO probe_rows (no_such_column) VALUES (1)"});
+    let summary = f.run(&[ignored, insert("next")], CreateOptions::default(), 1).await;
+    assert_eq!((summary.completed, summary.failed), (1, 1));
+    let item = f.item(summary.batch_id, 0).await;
+    assert_eq!(item.get::<Option<String>, _>("error_code").as_deref(), Some("sql_error"));
+    assert!(item.get::<String, _>("error_message").contains("no_such_column"));
+    assert_eq!(f.labels().await, ["next"]);
+}
+
+#[tokio::test]
+async fn logs_written_before_a_failure_survive_the_rollback() {
+    let f = Fixture::new(None).await;
+    let item = json!({"mode": "log_then_fail", "message": "checkpoint", "sql": "INSERT INTO probe_rows (label) VALUES ('gone')"});
+    let summary = f.run(&[item], CreateOptions::default(), 1).await;
+    assert_eq!(summary.failed, 1);
+    assert!(f.labels().await.is_empty(), "the item's write was rolled back");
+    let lines = f.log_messages(summary.batch_id).await;
+    assert!(lines.contains(&"about to fail: checkpoint".to_owned()), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "item failed: failed after logging"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn completed_items_record_outcome_duration_and_attempts() {
+    let f = Fixture::new(None).await;
+    let summary = f.run(&[json!({"mode": "ok", "name": "Ada"})], CreateOptions::default(), 1).await;
+    let item = f.item(summary.batch_id, 0).await;
+    assert_eq!(item.get::<String, _>("status"), "completed");
+    assert_eq!(item.get::<Option<String>, _>("target_table").as_deref(), Some("probe"));
+    assert_eq!(item.get::<Option<String>, _>("target_id").as_deref(), Some("0"));
+    assert_eq!(item.get::<Option<Value>, _>("processed_data").unwrap()["echo"]["name"], "Ada");
+    assert_eq!(item.get::<i32, _>("attempts"), 1);
+    assert!(item.get::<Option<f64>, _>("duration_ms").unwrap() > 0.0);
+    assert!(item.get::<Option<chrono::DateTime<chrono::Utc>>, _>("finished_at").is_some());
+    let batch = f.manager.summary(summary.batch_id).await.unwrap();
+    let digest = batch.processor_digest.expect("digest recorded");
+    assert_eq!(digest.len(), 64);
+}
+
+#[tokio::test]
+async fn hooks_run_in_order_with_the_right_success_flag() {
+    let f = Fixture::new(None).await;
+    let summary = f.run(&[json!({"mode": "ok"}), json!({"mode": "invalid", "message": "nope"})], CreateOptions::default(), 1).await;
+    assert_eq!(summary.status, BatchStatus::Completed);
+    let hooks: Vec<String> = f.log_messages(summary.batch_id).await.into_iter().filter(|l| l.starts_with("hook:")).collect();
+    assert_eq!(
+        hooks,
+        [
+            "hook:validate_batch",
+            "hook:on_batch_start",
+            "hook:on_item_error index=1 message=nope",
+            "hook:on_batch_complete success=true completed=1 failed=1",
+        ]
+    );
+
+    let stopped = f
+        .run(&[json!({"mode": "invalid", "message": "first"}), json!({"mode": "ok"})], CreateOptions { stop_on_error: true, ..Default::default() }, 1)
+        .await;
+    assert_eq!(stopped.status, BatchStatus::Failed);
+    let last = f.log_messages(stopped.batch_id).await.into_iter().filter(|l| l.starts_with("hook:")).last().unwrap();
+    assert_eq!(last, "hook:on_batch_complete success=false completed=0 failed=1");
+}
+
+#[tokio::test]
+async fn validate_batch_can_reject_a_batch_before_any_item_runs() {
+    let f = Fixture::new(None).await;
+    let create = CreateOptions { metadata: Some(json!({"reject": true})), ..Default::default() };
+    let summary = f.run(&[insert("never")], create, 1).await;
+    assert_eq!(summary.status, BatchStatus::Failed);
+    assert!(summary.error_message.as_deref().unwrap().contains("rejected by probe"), "{:?}", summary.error_message);
+    assert_eq!((summary.completed, summary.failed, summary.pending), (0, 0, 1));
+    assert!(f.labels().await.is_empty());
+    let lines = f.log_messages(summary.batch_id).await;
+    assert!(lines.iter().any(|l| l.starts_with("hook:on_batch_complete success=false")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_failing_on_batch_start_fails_the_batch_and_rolls_back_its_writes() {
+    let f = Fixture::new(None).await;
+    let create = CreateOptions {
+        metadata: Some(json!({"fail_start": true, "start_sql": "INSERT INTO probe_rows (label) VALUES ('from-start')"})),
+        ..Default::default()
+    };
+    let summary = f.run(&[insert("never")], create, 1).await;
+    assert_eq!(summary.status, BatchStatus::Failed);
+    assert!(summary.error_message.as_deref().unwrap().contains("on-batch-start failed: start failed on purpose"));
+    assert!(f.labels().await.is_empty());
+}
+
+#[tokio::test]
+async fn on_batch_start_writes_commit_with_the_start() {
+    let f = Fixture::new(None).await;
+    let create = CreateOptions { metadata: Some(json!({"start_sql": "INSERT INTO probe_rows (label) VALUES ('from-start')"})), ..Default::default() };
+    let summary = f.run(&[insert("item")], create, 1).await;
+    assert_eq!(summary.status, BatchStatus::Completed);
+    assert_eq!(f.labels().await, ["from-start", "item"]);
+}
+
+#[tokio::test]
+async fn a_failing_on_batch_complete_is_logged_and_leaves_the_status() {
+    let f = Fixture::new(None).await;
+    for flag in ["fail_complete", "trap_complete"] {
+        let create = CreateOptions { metadata: Some(json!({ flag: true })), ..Default::default() };
+        let summary = f.run(&[json!({"mode": "ok"})], create, 1).await;
+        assert_eq!(summary.status, BatchStatus::Completed, "{flag}");
+        let lines = f.log_messages(summary.batch_id).await;
+        assert!(lines.iter().any(|l| l.starts_with("on-batch-complete failed (the batch status is unchanged)")), "{flag}: {lines:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_trap_in_on_item_error_does_not_change_the_recorded_error() {
+    let f = Fixture::new(None).await;
+    let item = json!({"mode": "invalid", "message": "bad row", "code": "bad", "trap_in_error_hook": true,
+                      "error_hook_sql": "INSERT INTO probe_rows (label) VALUES ('from-error-hook')"});
+    let summary = f.run(&[item, json!({"mode": "ok"})], CreateOptions::default(), 1).await;
+    assert_eq!((summary.completed, summary.failed), (1, 1));
+    let failed = f.item(summary.batch_id, 0).await;
+    assert_eq!(failed.get::<String, _>("error_message"), "bad row");
+    assert_eq!(failed.get::<Option<String>, _>("error_code").as_deref(), Some("bad"));
+    assert!(f.labels().await.is_empty(), "the trapped hook's write was rolled back");
+    let lines = f.log_messages(summary.batch_id).await;
+    assert!(lines.iter().any(|l| l.starts_with("on-item-error failed: processor trapped")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn on_item_error_writes_commit_with_the_failure() {
+    let f = Fixture::new(None).await;
+    let item = json!({"mode": "invalid", "message": "bad", "error_hook_sql": "INSERT INTO probe_rows (label) VALUES ('error-noted')"});
+    f.run(&[item], CreateOptions::default(), 1).await;
+    assert_eq!(f.labels().await, ["error-noted"]);
+}
+
+#[tokio::test]
+async fn stop_on_error_stops_at_the_first_failed_item_and_a_rerun_resumes() {
+    let f = Fixture::new(None).await;
+    let items = [insert("a"), json!({"mode": "invalid", "message": "broken"}), insert("b"), insert("c")];
+    let summary = f.run(&items, CreateOptions { stop_on_error: true, ..Default::default() }, 1).await;
+    assert_eq!(summary.status, BatchStatus::Failed);
+    assert_eq!((summary.completed, summary.failed, summary.pending), (1, 1, 2));
+    let reason = summary.error_message.unwrap();
+    assert!(reason.contains("stopped at item 1") && reason.contains("broken"), "{reason}");
+    assert_eq!(f.labels().await, ["a"]);
+
+    let resumed = f.manager.process(summary.batch_id, &ProcessOptions { workers: 1 }, None).await.unwrap();
+    assert_eq!(resumed.status, BatchStatus::Completed);
+    assert_eq!((resumed.completed, resumed.failed, resumed.pending), (3, 1, 0));
+    assert_eq!(f.labels().await, ["a", "b", "c"]);
+    f.assert_counters_match_items(summary.batch_id).await;
+}
+
+#[tokio::test]
+async fn the_manifest_can_turn_on_stop_on_error() {
+    let f = Fixture::new(Some("[batch]\nstop_on_error = true\n")).await;
+    let summary = f.run(&[json!({"mode": "invalid", "message": "x"}), json!({"mode": "ok"})], CreateOptions::default(), 1).await;
+    assert_eq!(summary.status, BatchStatus::Failed);
+    assert_eq!(summary.pending, 1);
+}
+
+#[tokio::test]
+async fn a_skipped_item_is_recorded_with_its_reason_and_its_writes_undone() {
+    let f = Fixture::new(None).await;
+    let summary = f.run(&[json!({"mode": "skip", "message": "seen before"})], CreateOptions::default(), 1).await;
+    assert_eq!((summary.completed, summary.failed, summary.skipped), (0, 0, 1));
+    assert_eq!(summary.status, BatchStatus::Completed);
+    let item = f.item(summary.batch_id, 0).await;
+    assert_eq!(item.get::<String, _>("status"), "skipped");
+    assert_eq!(item.get::<String, _>("error_message"), "seen before");
+    assert_eq!(item.get::<Option<String>, _>("error_code").as_deref(), Some("duplicate"));
+}
+
+#[tokio::test]
+async fn traps_and_timeouts_fail_their_item_and_the_batch_goes_on() {
+    let f = Fixture::new(Some("[limits]\ntimeout_ms = 300\nmemory_mb = 32\n")).await;
+    let items = [json!({"mode": "loop"}), json!({"mode": "panic", "message": "kaboom"}), json!({"mode": "alloc"}), insert("survivor")];
+    let summary = f.run(&items, CreateOptions::default(), 1).await;
+    assert_eq!(summary.status, BatchStatus::Completed);
+    assert_eq!((summary.completed, summary.failed), (1, 3));
+    let codes: Vec<Option<String>> = {
+        let mut codes = Vec::new();
+        for i in 0..3 {
+            codes.push(f.item(summary.batch_id, i).await.get("error_code"));
+        }
+        codes
+    };
+    assert_eq!(codes, [Some("timeout".into()), Some("trap".into()), Some("memory_limit".into())]);
+    assert!(f.item(summary.batch_id, 1).await.get::<String, _>("error_message").contains("probe panic: kaboom"));
+    assert_eq!(f.labels().await, ["survivor"]);
+}
+
+#[tokio::test]
+async fn reprocess_failed_only_links_to_the_parent_and_keeps_indexes() {
+    let f = Fixture::new(None).await;
+    let items = [insert("a"), json!({"mode": "invalid", "message": "x", "code": "bad"}), insert("b"), json!({"mode": "invalid", "message": "y", "code": "bad"})];
+    let parent = f.run(&items, CreateOptions::default(), 1).await;
+    assert_eq!(parent.failed, 2);
+    let child = f.manager.reprocess(parent.batch_id, true, &ProcessOptions { workers: 1 }, None).await.unwrap().unwrap();
+    assert_eq!(child.parent_batch_id, Some(parent.batch_id));
+    assert_eq!(child.retry_count, 1);
+    assert_eq!((child.total, child.failed), (2, 2));
+    let indexes: Vec<i64> = sqlx::query_scalar("SELECT item_index FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index")
+        .bind(child.batch_id)
+        .fetch_all(&f.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(indexes, [1, 3]);
+    assert_eq!(child.source_info["reprocess_of"], parent.batch_id.to_string());
+
+    let grandchild = f.manager.reprocess(child.batch_id, true, &ProcessOptions { workers: 1 }, None).await.unwrap().unwrap();
+    assert_eq!(grandchild.retry_count, 2);
+}
+
+#[tokio::test]
+async fn reprocess_all_copies_every_item_and_uses_the_processor_installed_now() {
+    let f = Fixture::new(None).await;
+    let parent = f.run(&[json!({"mode": "ok"}), json!({"mode": "skip"})], CreateOptions::default(), 1).await;
+    let child = f.manager.reprocess(parent.batch_id, false, &ProcessOptions { workers: 1 }, None).await.unwrap().unwrap();
+    assert_eq!((child.total, child.completed, child.skipped), (2, 1, 1));
+    assert_eq!(child.processor_digest, parent.processor_digest);
+    assert!(f.manager.reprocess(parent.batch_id, true, &ProcessOptions { workers: 1 }, None).await.unwrap().is_none(), "no failed items: nothing to do");
+}
+
+#[tokio::test]
+async fn concurrent_workers_process_every_item_exactly_once_and_counters_match() {
+    let f = Fixture::new(None).await;
+    let items: Vec<Value> = (0..400)
+        .map(|i| match i % 10 {
+            0 => json!({"mode": "invalid", "message": "tenth"}),
+            5 => json!({"mode": "skip"}),
+            _ => insert(&format!("row-{i:03}")),
+        })
+        .collect();
+    let summary = f.run(&items, CreateOptions::default(), 4).await;
+    assert_eq!(summary.status, BatchStatus::Completed);
+    assert_eq!((summary.completed, summary.failed, summary.skipped), (320, 40, 40));
+    assert_eq!(f.labels().await.len(), 320);
+    f.assert_counters_match_items(summary.batch_id).await;
+    let slots = f.db.scalar_i64(&format!("SELECT count(*) FROM import_batch_counters WHERE batch_id = '{}'", summary.batch_id)).await;
+    assert!(slots >= 2, "workers counted into their own slots ({slots})");
+}
+
+#[tokio::test]
+async fn metadata_set_by_an_item_commits_with_it_and_vanishes_with_a_failed_one() {
+    let f = Fixture::new(None).await;
+    let items = [
+        json!({"mode": "metadata_set", "key": "kept", "value": 42}),
+        json!({"mode": "metadata_set", "key": "dropped", "value": 1, "fail": true}),
+        json!({"mode": "metadata_get", "key": "kept"}),
+    ];
+    let create = CreateOptions { metadata: Some(json!({"source": "crm"})), ..Default::default() };
+    let summary = f.run(&items, create, 1).await;
+    assert_eq!((summary.completed, summary.failed), (2, 1));
+    let metadata: Value = sqlx::query_scalar("SELECT metadata FROM import_batches WHERE id = $1")
+        .bind(summary.batch_id)
+        .fetch_one(&f.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(metadata, json!({"source": "crm", "kept": 42}));
+    let read = f.item(summary.batch_id, 2).await.get::<Option<Value>, _>("processed_data").unwrap();
+    assert_eq!(read["value"], 42, "a later item reads what an earlier one set");
+}
+
+#[tokio::test]
+async fn sql_values_round_trip_through_the_context() {
+    let f = Fixture::new(None).await;
+    f.db.apply(
+        "CREATE TYPE mood AS ENUM ('calm', 'busy');
+         CREATE TABLE typed (i4 int, i8 bigint, n numeric(12,2), f float8, b bool, t text, c char(2), j jsonb,
+                             u uuid, ts timestamptz, d date, tags text[], m mood, raw bytea)",
+    )
+    .await;
+    let insert = json!({"mode": "sql", "sql": "INSERT INTO typed VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        "params": ["7", 9_000_000_000_i64, "12.50", 1.5, "yes", "text", "de", {"a": [1, 2]}, "0b6c3f3e-8f3a-4a41-9d0e-5c3f7a8e2b11",
+                   "2026-01-31T09:30:00+01:00", "2026-01-31", ["x", null, "z"], "busy", "bytes"]});
+    let read = json!({"mode": "sql", "query": true, "sql": "SELECT * FROM typed"});
+    let summary = f.run(&[insert, read], CreateOptions::default(), 1).await;
+    assert_eq!(summary.failed, 0, "{:?}", summary.top_errors);
+    let data = f.item(summary.batch_id, 1).await.get::<Option<Value>, _>("processed_data").unwrap();
+    let row = &data[0];
+    assert_eq!(row["i4"], 7);
+    assert_eq!(row["i8"], 9_000_000_000_i64);
+    assert_eq!(row["n"], "12.50");
+    assert_eq!(row["f"], 1.5);
+    assert_eq!(row["b"], true);
+    assert_eq!(row["c"], "de");
+    assert_eq!(row["j"], json!({"a": [1, 2]}));
+    assert_eq!(row["u"], "0b6c3f3e-8f3a-4a41-9d0e-5c3f7a8e2b11");
+    assert_eq!(row["ts"], "2026-01-31T08:30:00Z");
+    assert_eq!(row["d"], "2026-01-31");
+    assert_eq!(row["tags"], json!(["x", null, "z"]));
+    assert_eq!(row["m"], "busy");
+    assert_eq!(row["raw"], json!(b"bytes".to_vec()));
+}
+
+#[tokio::test]
+async fn a_parameter_that_does_not_fit_its_column_fails_the_item_with_a_clear_message() {
+    let f = Fixture::new(None).await;
+    let item = json!({"mode": "sql", "sql": "INSERT INTO probe_rows (id, label) VALUES ($1, $2)", "params": ["not a number", "x"]});
+    let summary = f.run(&[item], CreateOptions::default(), 1).await;
+    let message: String = f.item(summary.batch_id, 0).await.get("error_message");
+    assert!(message.contains("parameter $1 (int4)") && message.contains("is not an integer"), "{message}");
+}
+
+fn csv_source(f: &Fixture, content: &[u8]) -> InputSource {
+    f.file(&format!("{}.csv", Uuid::new_v4().simple()), content)
+}
+
+async fn assert_no_batch_left(f: &Fixture) {
+    assert_eq!(f.db.scalar_i64("SELECT count(*) FROM import_batches").await, 0);
+    assert_eq!(f.db.scalar_i64("SELECT count(*) FROM import_batch_items").await, 0);
+}
+
+#[tokio::test]
+async fn a_csv_with_an_unterminated_quote_names_its_line_and_leaves_no_batch() {
+    let f = Fixture::new(None).await;
+    let csv = b"email,name\na@x.io,Ann\nb@x.io,Bob\nc@x.io,\"Carl\nd@x.io,Dee\n";
+    let error = f.manager.create("probe", csv_source(&f, csv), &CreateOptions::default()).await.unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, BatchError::Input(InputError::Malformed { line: 4, .. })), "{message}");
+    assert!(message.contains("line 4") && message.contains("unterminated quote"), "{message}");
+    assert_no_batch_left(&f).await;
+}
+
+#[tokio::test]
+async fn malformed_csv_rows_name_their_line() {
+    let f = Fixture::new(None).await;
+    let cases: [(&[u8], u64, &str); 4] = [
+        (b"a,b\n1,2\n3\n", 3, "expected 2 fields"),
+        (b"a,b\n1,2\n\xff\xfe,3\n", 3, "not valid UTF-8"),
+        (b"a,a\n1,2\n", 1, "names column \"a\" twice"),
+        (b"a,,c\n1,2,3\n", 1, "column 2 of the header row has no name"),
+    ];
+    for (csv, line, text) in cases {
+        let error = f.manager.create("probe", csv_source(&f, csv), &CreateOptions::default()).await.unwrap_err();
+        match &error {
+            BatchError::Input(InputError::Malformed { line: l, message, .. }) => {
+                assert_eq!(*l, line, "{error}");
+                assert!(message.contains(text), "{error}");
+            }
+            other => panic!("expected a malformed-input error, got {other}"),
+        }
+    }
+    assert_no_batch_left(&f).await;
+}
+
+#[tokio::test]
+async fn csv_quoting_crlf_bom_and_multiline_fields_parse_exactly() {
+    let f = Fixture::new(None).await;
+    let csv = "\u{feff}email,name,note\r\n\"a@x.io\",\"Lovelace, Ada\",\"line one\r\nline two\"\r\nb@x.io,\"Grace \"\"Amazing\"\" Hopper\",\r\n\r\n";
+    let id = f.manager.create("probe", csv_source(&f, csv.as_bytes()), &CreateOptions::default()).await.unwrap();
+    let rows: Vec<Value> = sqlx::query_scalar("SELECT source_data FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index")
+        .bind(id)
+        .fetch_all(&f.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            json!({"email": "a@x.io", "name": "Lovelace, Ada", "note": "line one\r\nline two"}),
+            json!({"email": "b@x.io", "name": "Grace \"Amazing\" Hopper", "note": ""}),
+        ]
+    );
+    let summary = f.manager.summary(id).await.unwrap();
+    assert_eq!(summary.source_info["bytes"], csv.len());
+    assert_eq!(summary.source_info["format"], "csv");
+    assert_eq!(summary.source_info["items"], 2);
+    use sha2::Digest;
+    assert_eq!(summary.source_info["sha256"], hex::encode(sha2::Sha256::digest(csv.as_bytes())));
+}
+
+#[tokio::test]
+async fn json_arrays_and_ndjson_become_one_item_per_element_or_line() {
+    let f = Fixture::new(None).await;
+    let array = f.file("items.json", br#"[{"sku": "A-1", "price_cents": 100}, {"sku": "B-2", "tags": ["x"]}, 7]"#);
+    let id = f.manager.create("probe", array, &CreateOptions::default()).await.unwrap();
+    assert_eq!(f.manager.summary(id).await.unwrap().total, 3);
+    let lines = f.file("items.ndjson", b"{\"a\": 1}\n\n{\"a\": 2}\r\n");
+    let id = f.manager.create("probe", lines, &CreateOptions::default()).await.unwrap();
+    assert_eq!(f.manager.summary(id).await.unwrap().total, 2);
+    let data: Vec<Value> = sqlx::query_scalar("SELECT source_data FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index")
+        .bind(id)
+        .fetch_all(&f.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(data, [json!({"a": 1}), json!({"a": 2})]);
+}
+
+#[tokio::test]
+async fn malformed_json_inputs_name_their_line_and_leave_no_batch() {
+    let f = Fixture::new(None).await;
+    let cases: [(&str, &[u8], u64); 4] = [
+        ("bad.ndjson", b"{\"a\": 1}\n{\"a\": \n{\"a\": 3}\n", 2),
+        ("bad.json", b"[\n{\"a\": 1},\n{\"a\" 2}\n]", 3),
+        ("object.json", b"{\"a\": 1}", 1),
+        ("nul.ndjson", b"{\"a\": \"\\u0000\"}\n", 1),
+    ];
+    for (name, content, line) in cases {
+        let error = f.manager.create("probe", f.file(name, content), &CreateOptions::default()).await.unwrap_err();
+        assert!(matches!(error, BatchError::Input(InputError::Malformed { line: l, .. }) if l == line), "{name}: {error}");
+        assert!(error.to_string().contains(name), "{error}");
+    }
+    assert_no_batch_left(&f).await;
+}
+
+#[tokio::test]
+async fn the_format_comes_from_the_extension_or_must_be_given() {
+    let error = InputSource::from_arg("data.txt", None).unwrap_err();
+    assert!(error.to_string().contains("pass --format"), "{error}");
+    assert!(InputSource::from_arg("-", None).is_err());
+    assert_eq!(InputSource::from_arg("-", Some(Format::Ndjson)).unwrap().name, "stdin");
+    let missing = InputSource::from_arg("/nonexistent/file.csv", None).unwrap_err();
+    assert!(missing.to_string().contains("/nonexistent/file.csv"), "{missing}");
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_what_would_happen_and_keeps_nothing() {
+    let f = Fixture::new(None).await;
+    let before = f.db.scalar_i64("SELECT (SELECT count(*) FROM import_batches) + (SELECT count(*) FROM import_logs)").await;
+    let items = [insert("a"), insert("a"), json!({"mode": "invalid", "message": "bad", "code": "bad"})];
+    let summary = f.manager.dry_run("probe", f.ndjson(&items), &CreateOptions::default()).await.unwrap();
+    assert!(summary.dry_run);
+    // Each item's writes are rolled back right after it, so the second "a" does not collide.
+    assert_eq!((summary.total, summary.completed, summary.failed), (3, 2, 1));
+    assert_eq!(summary.top_errors[0].code.as_deref(), Some("bad"));
+    assert!(f.labels().await.is_empty());
+    let after = f.db.scalar_i64("SELECT (SELECT count(*) FROM import_batches) + (SELECT count(*) FROM import_logs)").await;
+    assert_eq!(before, after);
+    assert_eq!(f.db.scalar_i64("SELECT count(*) FROM import_batch_items").await, 0);
+}
+
+#[tokio::test]
+async fn several_hosts_migrating_at_once_all_succeed() {
+    let db = TestDb::empty().await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = db.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+            let result = ingot::store::migrate(&pool).await;
+            pool.close().await;
+            result
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().expect("concurrent migrate");
+    }
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM import_batches").await, 0);
+}
+
+#[tokio::test]
+async fn summary_reports_top_errors_by_code_most_frequent_first() {
+    let f = Fixture::new(None).await;
+    let bad = |code: &str, message: &str| json!({"mode": "invalid", "code": code, "message": message});
+    let items = [bad("b", "bee"), bad("a", "ay"), bad("b", "bee"), bad("b", "bee2"), bad("a", "ay"), json!({"mode": "ok"})];
+    let summary = f.run(&items, CreateOptions::default(), 1).await;
+    let top: Vec<(Option<&str>, &str, i64)> = summary.top_errors.iter().map(|e| (e.code.as_deref(), e.message.as_str(), e.count)).collect();
+    assert_eq!(top, [(Some("b"), "bee", 3), (Some("a"), "ay", 2)]);
+    assert!(summary.duration_ms.is_some() && summary.items_per_second.is_some());
+}

@@ -1,0 +1,156 @@
+//! Shared test helpers: built guests, a fresh PostgreSQL database per test, a processors folder
+//! per test, and a way to run the `ingot` binary.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use ingot::runtime::{Runtime, RuntimeConfig};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+}
+
+/// A built test guest or example processor (`make test-guests` / `make processors`).
+pub fn guest(name: &str) -> PathBuf {
+    let path = root().join("target/wasm/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is not built: run `make test-guests` (or `make test`)", path.display());
+    path
+}
+
+/// The compiled-component cache shared by all tests, so each component compiles once per run.
+pub fn cache_dir() -> PathBuf {
+    root().join("target/test-cache")
+}
+
+/// A runtime using the shared cache.
+pub fn runtime() -> Arc<Runtime> {
+    Arc::new(Runtime::new(RuntimeConfig { cache_dir: Some(cache_dir()), fuel_metering: false }).expect("runtime"))
+}
+
+/// A processors folder of its own: `(batch_type, component, manifest)` entries.
+pub struct Processors {
+    pub dir: tempfile::TempDir,
+}
+
+impl Processors {
+    pub fn new(entries: &[(&str, &Path, Option<&str>)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (batch_type, wasm, manifest) in entries {
+            std::fs::copy(wasm, dir.path().join(format!("{batch_type}.wasm"))).expect("copy wasm");
+            if let Some(manifest) = manifest {
+                std::fs::write(dir.path().join(format!("{batch_type}.toml")), manifest).expect("write manifest");
+            }
+        }
+        Processors { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The server tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("INGOT_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (server, _) = base.rsplit_once('/').expect("database URL has a path");
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+/// A fresh database with Ingot's schema, dropped when the test ends.
+pub struct TestDb {
+    pub url: String,
+    pub pool: PgPool,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let db = Self::empty().await;
+        ingot::store::migrate(&db.pool).await.expect("migrate");
+        db
+    }
+
+    /// A fresh database without Ingot's schema.
+    pub async fn empty() -> TestDb {
+        let name = format!("ingot_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("PostgreSQL must run at INGOT_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres)");
+        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
+        let url = with_database(&admin_url(), &name);
+        let pool = PgPoolOptions::new().max_connections(8).connect(&url).await.expect("connect");
+        TestDb { url, pool, name }
+    }
+
+    /// Applies a SQL file (e.g. a processor's schema.sql).
+    pub async fn apply(&self, sql: &str) {
+        sqlx::raw_sql(sql).execute(&self.pool).await.expect("apply SQL");
+    }
+
+    pub async fn scalar_i64(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.pool).await.expect(sql)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // The pool belongs to the test's runtime, which is blocked in this drop: leave it alone and
+        // let FORCE end its connections, from a thread with a runtime of its own.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                    let _ = admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Runs the `ingot` binary in `cwd` against `database_url` with `processors`.
+pub fn ingot(cwd: &Path, database_url: &str, processors: &Path, args: &[&str]) -> Output {
+    ingot_command(cwd, database_url, processors, args).output().expect("run ingot")
+}
+
+/// The `ingot` command, ready to run or to feed stdin.
+pub fn ingot_command(cwd: &Path, database_url: &str, processors: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ingot"));
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env("DATABASE_URL", database_url)
+        .env("INGOT_PROCESSORS", processors)
+        .env("INGOT_CACHE_DIR", cache_dir())
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("INGOT_LOG");
+    command
+}
+
+/// stdout parsed as JSON, with stderr in the panic message when it is not JSON.
+pub fn json_of(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}).\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
