@@ -28,7 +28,8 @@ impl Fixture {
         let db = TestDb::new().await;
         db.apply(PROBE_SCHEMA).await;
         let processors = Processors::new(&[("probe", &guest("probe"), manifest)]);
-        let manager = BatchManager::new(db.pool.clone(), support::runtime(), Registry::new(processors.path()));
+        let manager =
+            BatchManager::new(db.pool.clone(), support::runtime(), Registry::new(processors.path()));
         Fixture { db, manager, _processors: processors, files: tempfile::tempdir().unwrap() }
     }
 
@@ -51,7 +52,10 @@ impl Fixture {
     }
 
     async fn labels(&self) -> Vec<String> {
-        sqlx::query_scalar("SELECT label FROM probe_rows ORDER BY label").fetch_all(&self.db.pool).await.unwrap()
+        sqlx::query_scalar("SELECT label FROM probe_rows ORDER BY label")
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
     }
 
     async fn item(&self, batch: Uuid, index: i64) -> sqlx::postgres::PgRow {
@@ -116,7 +120,8 @@ async fn a_processor_sql_error_rolls_back_only_that_items_writes() {
 #[tokio::test]
 async fn a_statement_error_the_processor_ignores_still_fails_the_item() {
     let f = Fixture::new(None).await;
-    let ignored = json!({"mode": "sql_ignore_error", "sql": "INSERT INTO probe_rows (no_such_column) VALUES (1)"});
+    let ignored =
+        json!({"mode": "sql_ignore_error", "sql": "INSERT INTO probe_rows (no_such_column) VALUES (1)"});
     let summary = f.run(&[ignored, insert("next")], CreateOptions::default(), 1).await;
     assert_eq!((summary.completed, summary.failed), (1, 1));
     let item = f.item(summary.batch_id, 0).await;
@@ -157,9 +162,16 @@ async fn completed_items_record_outcome_duration_and_attempts() {
 #[tokio::test]
 async fn hooks_run_in_order_with_the_right_success_flag() {
     let f = Fixture::new(None).await;
-    let summary = f.run(&[json!({"mode": "ok"}), json!({"mode": "invalid", "message": "nope"})], CreateOptions::default(), 1).await;
+    let summary = f
+        .run(
+            &[json!({"mode": "ok"}), json!({"mode": "invalid", "message": "nope"})],
+            CreateOptions::default(),
+            1,
+        )
+        .await;
     assert_eq!(summary.status, BatchStatus::Completed);
-    let hooks: Vec<String> = f.log_messages(summary.batch_id).await.into_iter().filter(|l| l.starts_with("hook:")).collect();
+    let hooks: Vec<String> =
+        f.log_messages(summary.batch_id).await.into_iter().filter(|l| l.starts_with("hook:")).collect();
     assert_eq!(
         hooks,
         [
@@ -171,10 +183,14 @@ async fn hooks_run_in_order_with_the_right_success_flag() {
     );
 
     let stopped = f
-        .run(&[json!({"mode": "invalid", "message": "first"}), json!({"mode": "ok"})], CreateOptions { stop_on_error: true, ..Default::default() }, 1)
+        .run(
+            &[json!({"mode": "invalid", "message": "first"}), json!({"mode": "ok"})],
+            CreateOptions { stop_on_error: true, ..Default::default() },
+            1,
+        )
         .await;
     assert_eq!(stopped.status, BatchStatus::Failed);
-    let last = f.log_messages(stopped.batch_id).await.into_iter().filter(|l| l.starts_with("hook:")).last().unwrap();
+    let last = f.log_messages(stopped.batch_id).await.into_iter().rfind(|l| l.starts_with("hook:")).unwrap();
     assert_eq!(last, "hook:on_batch_complete success=false completed=0 failed=1");
 }
 
@@ -184,7 +200,11 @@ async fn validate_batch_can_reject_a_batch_before_any_item_runs() {
     let create = CreateOptions { metadata: Some(json!({"reject": true})), ..Default::default() };
     let summary = f.run(&[insert("never")], create, 1).await;
     assert_eq!(summary.status, BatchStatus::Failed);
-    assert!(summary.error_message.as_deref().unwrap().contains("rejected by probe"), "{:?}", summary.error_message);
+    assert!(
+        summary.error_message.as_deref().unwrap().contains("rejected by probe"),
+        "{:?}",
+        summary.error_message
+    );
     assert_eq!((summary.completed, summary.failed, summary.pending), (0, 0, 1));
     assert!(f.labels().await.is_empty());
     let lines = f.log_messages(summary.batch_id).await;
@@ -195,19 +215,26 @@ async fn validate_batch_can_reject_a_batch_before_any_item_runs() {
 async fn a_failing_on_batch_start_fails_the_batch_and_rolls_back_its_writes() {
     let f = Fixture::new(None).await;
     let create = CreateOptions {
-        metadata: Some(json!({"fail_start": true, "start_sql": "INSERT INTO probe_rows (label) VALUES ('from-start')"})),
+        metadata: Some(
+            json!({"fail_start": true, "start_sql": "INSERT INTO probe_rows (label) VALUES ('from-start')"}),
+        ),
         ..Default::default()
     };
     let summary = f.run(&[insert("never")], create, 1).await;
     assert_eq!(summary.status, BatchStatus::Failed);
-    assert!(summary.error_message.as_deref().unwrap().contains("on-batch-start failed: start failed on purpose"));
+    assert!(
+        summary.error_message.as_deref().unwrap().contains("on-batch-start failed: start failed on purpose")
+    );
     assert!(f.labels().await.is_empty());
 }
 
 #[tokio::test]
 async fn on_batch_start_writes_commit_with_the_start() {
     let f = Fixture::new(None).await;
-    let create = CreateOptions { metadata: Some(json!({"start_sql": "INSERT INTO probe_rows (label) VALUES ('from-start')"})), ..Default::default() };
+    let create = CreateOptions {
+        metadata: Some(json!({"start_sql": "INSERT INTO probe_rows (label) VALUES ('from-start')"})),
+        ..Default::default()
+    };
     let summary = f.run(&[insert("item")], create, 1).await;
     assert_eq!(summary.status, BatchStatus::Completed);
     assert_eq!(f.labels().await, ["from-start", "item"]);
@@ -221,7 +248,10 @@ async fn a_failing_on_batch_complete_is_logged_and_leaves_the_status() {
         let summary = f.run(&[json!({"mode": "ok"})], create, 1).await;
         assert_eq!(summary.status, BatchStatus::Completed, "{flag}");
         let lines = f.log_messages(summary.batch_id).await;
-        assert!(lines.iter().any(|l| l.starts_with("on-batch-complete failed (the batch status is unchanged)")), "{flag}: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("on-batch-complete failed (the batch status is unchanged)")),
+            "{flag}: {lines:?}"
+        );
     }
 }
 
@@ -269,7 +299,13 @@ async fn stop_on_error_stops_at_the_first_failed_item_and_a_rerun_resumes() {
 #[tokio::test]
 async fn the_manifest_can_turn_on_stop_on_error() {
     let f = Fixture::new(Some("[batch]\nstop_on_error = true\n")).await;
-    let summary = f.run(&[json!({"mode": "invalid", "message": "x"}), json!({"mode": "ok"})], CreateOptions::default(), 1).await;
+    let summary = f
+        .run(
+            &[json!({"mode": "invalid", "message": "x"}), json!({"mode": "ok"})],
+            CreateOptions::default(),
+            1,
+        )
+        .await;
     assert_eq!(summary.status, BatchStatus::Failed);
     assert_eq!(summary.pending, 1);
 }
@@ -277,7 +313,8 @@ async fn the_manifest_can_turn_on_stop_on_error() {
 #[tokio::test]
 async fn a_skipped_item_is_recorded_with_its_reason_and_its_writes_undone() {
     let f = Fixture::new(None).await;
-    let summary = f.run(&[json!({"mode": "skip", "message": "seen before"})], CreateOptions::default(), 1).await;
+    let summary =
+        f.run(&[json!({"mode": "skip", "message": "seen before"})], CreateOptions::default(), 1).await;
     assert_eq!((summary.completed, summary.failed, summary.skipped), (0, 0, 1));
     assert_eq!(summary.status, BatchStatus::Completed);
     let item = f.item(summary.batch_id, 0).await;
@@ -289,7 +326,12 @@ async fn a_skipped_item_is_recorded_with_its_reason_and_its_writes_undone() {
 #[tokio::test]
 async fn traps_and_timeouts_fail_their_item_and_the_batch_goes_on() {
     let f = Fixture::new(Some("[limits]\ntimeout_ms = 300\nmemory_mb = 32\n")).await;
-    let items = [json!({"mode": "loop"}), json!({"mode": "panic", "message": "kaboom"}), json!({"mode": "alloc"}), insert("survivor")];
+    let items = [
+        json!({"mode": "loop"}),
+        json!({"mode": "panic", "message": "kaboom"}),
+        json!({"mode": "alloc"}),
+        insert("survivor"),
+    ];
     let summary = f.run(&items, CreateOptions::default(), 1).await;
     assert_eq!(summary.status, BatchStatus::Completed);
     assert_eq!((summary.completed, summary.failed), (1, 3));
@@ -301,29 +343,48 @@ async fn traps_and_timeouts_fail_their_item_and_the_batch_goes_on() {
         codes
     };
     assert_eq!(codes, [Some("timeout".into()), Some("trap".into()), Some("memory_limit".into())]);
-    assert!(f.item(summary.batch_id, 1).await.get::<String, _>("error_message").contains("probe panic: kaboom"));
+    assert!(
+        f.item(summary.batch_id, 1).await.get::<String, _>("error_message").contains("probe panic: kaboom")
+    );
     assert_eq!(f.labels().await, ["survivor"]);
 }
 
 #[tokio::test]
 async fn reprocess_failed_only_links_to_the_parent_and_keeps_indexes() {
     let f = Fixture::new(None).await;
-    let items = [insert("a"), json!({"mode": "invalid", "message": "x", "code": "bad"}), insert("b"), json!({"mode": "invalid", "message": "y", "code": "bad"})];
+    let items = [
+        insert("a"),
+        json!({"mode": "invalid", "message": "x", "code": "bad"}),
+        insert("b"),
+        json!({"mode": "invalid", "message": "y", "code": "bad"}),
+    ];
     let parent = f.run(&items, CreateOptions::default(), 1).await;
     assert_eq!(parent.failed, 2);
-    let child = f.manager.reprocess(parent.batch_id, true, &ProcessOptions { workers: 1 }, None).await.unwrap().unwrap();
+    let child = f
+        .manager
+        .reprocess(parent.batch_id, true, &ProcessOptions { workers: 1 }, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(child.parent_batch_id, Some(parent.batch_id));
     assert_eq!(child.retry_count, 1);
     assert_eq!((child.total, child.failed), (2, 2));
-    let indexes: Vec<i64> = sqlx::query_scalar("SELECT item_index FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index")
-        .bind(child.batch_id)
-        .fetch_all(&f.db.pool)
-        .await
-        .unwrap();
+    let indexes: Vec<i64> = sqlx::query_scalar(
+        "SELECT item_index FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index",
+    )
+    .bind(child.batch_id)
+    .fetch_all(&f.db.pool)
+    .await
+    .unwrap();
     assert_eq!(indexes, [1, 3]);
     assert_eq!(child.source_info["reprocess_of"], parent.batch_id.to_string());
 
-    let grandchild = f.manager.reprocess(child.batch_id, true, &ProcessOptions { workers: 1 }, None).await.unwrap().unwrap();
+    let grandchild = f
+        .manager
+        .reprocess(child.batch_id, true, &ProcessOptions { workers: 1 }, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(grandchild.retry_count, 2);
 }
 
@@ -331,10 +392,22 @@ async fn reprocess_failed_only_links_to_the_parent_and_keeps_indexes() {
 async fn reprocess_all_copies_every_item_and_uses_the_processor_installed_now() {
     let f = Fixture::new(None).await;
     let parent = f.run(&[json!({"mode": "ok"}), json!({"mode": "skip"})], CreateOptions::default(), 1).await;
-    let child = f.manager.reprocess(parent.batch_id, false, &ProcessOptions { workers: 1 }, None).await.unwrap().unwrap();
+    let child = f
+        .manager
+        .reprocess(parent.batch_id, false, &ProcessOptions { workers: 1 }, None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((child.total, child.completed, child.skipped), (2, 1, 1));
     assert_eq!(child.processor_digest, parent.processor_digest);
-    assert!(f.manager.reprocess(parent.batch_id, true, &ProcessOptions { workers: 1 }, None).await.unwrap().is_none(), "no failed items: nothing to do");
+    assert!(
+        f.manager
+            .reprocess(parent.batch_id, true, &ProcessOptions { workers: 1 }, None)
+            .await
+            .unwrap()
+            .is_none(),
+        "no failed items: nothing to do"
+    );
 }
 
 #[tokio::test]
@@ -352,7 +425,12 @@ async fn concurrent_workers_process_every_item_exactly_once_and_counters_match()
     assert_eq!((summary.completed, summary.failed, summary.skipped), (320, 40, 40));
     assert_eq!(f.labels().await.len(), 320);
     f.assert_counters_match_items(summary.batch_id).await;
-    let slots = f.db.scalar_i64(&format!("SELECT count(*) FROM import_batch_counters WHERE batch_id = '{}'", summary.batch_id)).await;
+    let slots =
+        f.db.scalar_i64(&format!(
+            "SELECT count(*) FROM import_batch_counters WHERE batch_id = '{}'",
+            summary.batch_id
+        ))
+        .await;
     assert!(slots >= 2, "workers counted into their own slots ({slots})");
 }
 
@@ -448,7 +526,8 @@ async fn malformed_csv_rows_name_their_line() {
         (b"a,,c\n1,2,3\n", 1, "column 2 of the header row has no name"),
     ];
     for (csv, line, text) in cases {
-        let error = f.manager.create("probe", csv_source(&f, csv), &CreateOptions::default()).await.unwrap_err();
+        let error =
+            f.manager.create("probe", csv_source(&f, csv), &CreateOptions::default()).await.unwrap_err();
         match &error {
             BatchError::Input(InputError::Malformed { line: l, message, .. }) => {
                 assert_eq!(*l, line, "{error}");
@@ -464,12 +543,15 @@ async fn malformed_csv_rows_name_their_line() {
 async fn csv_quoting_crlf_bom_and_multiline_fields_parse_exactly() {
     let f = Fixture::new(None).await;
     let csv = "\u{feff}email,name,note\r\n\"a@x.io\",\"Lovelace, Ada\",\"line one\r\nline two\"\r\nb@x.io,\"Grace \"\"Amazing\"\" Hopper\",\r\n\r\n";
-    let id = f.manager.create("probe", csv_source(&f, csv.as_bytes()), &CreateOptions::default()).await.unwrap();
-    let rows: Vec<Value> = sqlx::query_scalar("SELECT source_data FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index")
-        .bind(id)
-        .fetch_all(&f.db.pool)
-        .await
-        .unwrap();
+    let id =
+        f.manager.create("probe", csv_source(&f, csv.as_bytes()), &CreateOptions::default()).await.unwrap();
+    let rows: Vec<Value> = sqlx::query_scalar(
+        "SELECT source_data FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index",
+    )
+    .bind(id)
+    .fetch_all(&f.db.pool)
+    .await
+    .unwrap();
     assert_eq!(
         rows,
         [
@@ -488,17 +570,20 @@ async fn csv_quoting_crlf_bom_and_multiline_fields_parse_exactly() {
 #[tokio::test]
 async fn json_arrays_and_ndjson_become_one_item_per_element_or_line() {
     let f = Fixture::new(None).await;
-    let array = f.file("items.json", br#"[{"sku": "A-1", "price_cents": 100}, {"sku": "B-2", "tags": ["x"]}, 7]"#);
+    let array =
+        f.file("items.json", br#"[{"sku": "A-1", "price_cents": 100}, {"sku": "B-2", "tags": ["x"]}, 7]"#);
     let id = f.manager.create("probe", array, &CreateOptions::default()).await.unwrap();
     assert_eq!(f.manager.summary(id).await.unwrap().total, 3);
     let lines = f.file("items.ndjson", b"{\"a\": 1}\n\n{\"a\": 2}\r\n");
     let id = f.manager.create("probe", lines, &CreateOptions::default()).await.unwrap();
     assert_eq!(f.manager.summary(id).await.unwrap().total, 2);
-    let data: Vec<Value> = sqlx::query_scalar("SELECT source_data FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index")
-        .bind(id)
-        .fetch_all(&f.db.pool)
-        .await
-        .unwrap();
+    let data: Vec<Value> = sqlx::query_scalar(
+        "SELECT source_data FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index",
+    )
+    .bind(id)
+    .fetch_all(&f.db.pool)
+    .await
+    .unwrap();
     assert_eq!(data, [json!({"a": 1}), json!({"a": 2})]);
 }
 
@@ -512,8 +597,12 @@ async fn malformed_json_inputs_name_their_line_and_leave_no_batch() {
         ("nul.ndjson", b"{\"a\": \"\\u0000\"}\n", 1),
     ];
     for (name, content, line) in cases {
-        let error = f.manager.create("probe", f.file(name, content), &CreateOptions::default()).await.unwrap_err();
-        assert!(matches!(error, BatchError::Input(InputError::Malformed { line: l, .. }) if l == line), "{name}: {error}");
+        let error =
+            f.manager.create("probe", f.file(name, content), &CreateOptions::default()).await.unwrap_err();
+        assert!(
+            matches!(error, BatchError::Input(InputError::Malformed { line: l, .. }) if l == line),
+            "{name}: {error}"
+        );
         assert!(error.to_string().contains(name), "{error}");
     }
     assert_no_batch_left(&f).await;
@@ -532,7 +621,9 @@ async fn the_format_comes_from_the_extension_or_must_be_given() {
 #[tokio::test]
 async fn a_dry_run_reports_what_would_happen_and_keeps_nothing() {
     let f = Fixture::new(None).await;
-    let before = f.db.scalar_i64("SELECT (SELECT count(*) FROM import_batches) + (SELECT count(*) FROM import_logs)").await;
+    let before =
+        f.db.scalar_i64("SELECT (SELECT count(*) FROM import_batches) + (SELECT count(*) FROM import_logs)")
+            .await;
     let items = [insert("a"), insert("a"), json!({"mode": "invalid", "message": "bad", "code": "bad"})];
     let summary = f.manager.dry_run("probe", f.ndjson(&items), &CreateOptions::default()).await.unwrap();
     assert!(summary.dry_run);
@@ -540,7 +631,9 @@ async fn a_dry_run_reports_what_would_happen_and_keeps_nothing() {
     assert_eq!((summary.total, summary.completed, summary.failed), (3, 2, 1));
     assert_eq!(summary.top_errors[0].code.as_deref(), Some("bad"));
     assert!(f.labels().await.is_empty());
-    let after = f.db.scalar_i64("SELECT (SELECT count(*) FROM import_batches) + (SELECT count(*) FROM import_logs)").await;
+    let after =
+        f.db.scalar_i64("SELECT (SELECT count(*) FROM import_batches) + (SELECT count(*) FROM import_logs)")
+            .await;
     assert_eq!(before, after);
     assert_eq!(f.db.scalar_i64("SELECT count(*) FROM import_batch_items").await, 0);
 }
@@ -568,9 +661,17 @@ async fn several_hosts_migrating_at_once_all_succeed() {
 async fn summary_reports_top_errors_by_code_most_frequent_first() {
     let f = Fixture::new(None).await;
     let bad = |code: &str, message: &str| json!({"mode": "invalid", "code": code, "message": message});
-    let items = [bad("b", "bee"), bad("a", "ay"), bad("b", "bee"), bad("b", "bee2"), bad("a", "ay"), json!({"mode": "ok"})];
+    let items = [
+        bad("b", "bee"),
+        bad("a", "ay"),
+        bad("b", "bee"),
+        bad("b", "bee2"),
+        bad("a", "ay"),
+        json!({"mode": "ok"}),
+    ];
     let summary = f.run(&items, CreateOptions::default(), 1).await;
-    let top: Vec<(Option<&str>, &str, i64)> = summary.top_errors.iter().map(|e| (e.code.as_deref(), e.message.as_str(), e.count)).collect();
+    let top: Vec<(Option<&str>, &str, i64)> =
+        summary.top_errors.iter().map(|e| (e.code.as_deref(), e.message.as_str(), e.count)).collect();
     assert_eq!(top, [(Some("b"), "bee", 3), (Some("a"), "ay", 2)]);
     assert!(summary.duration_ms.is_some() && summary.items_per_second.is_some());
 }

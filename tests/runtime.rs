@@ -25,7 +25,11 @@ fn probe(limits: Limits) -> Instance {
     Instance::new(Arc::new(code), limits)
 }
 
-async fn process(instance: &mut Instance, ctx: &mut ProcessorContext, data: Value) -> Result<Result<Outcome, ItemError>, CallError> {
+async fn process(
+    instance: &mut Instance,
+    ctx: &mut ProcessorContext,
+    data: Value,
+) -> Result<Result<Outcome, ItemError>, CallError> {
     instance.process_item(ctx, &item(0, data)).await
 }
 
@@ -43,7 +47,8 @@ async fn assert_next_item_succeeds(instance: &mut Instance, ctx: &mut ProcessorC
 async fn normal_call_returns_the_processors_outcome() {
     let mut instance = probe(Limits::default());
     let mut ctx = ProcessorContext::default();
-    let outcome = process(&mut instance, &mut ctx, json!({"mode": "ok", "name": "Ada"})).await.unwrap().unwrap();
+    let outcome =
+        process(&mut instance, &mut ctx, json!({"mode": "ok", "name": "Ada"})).await.unwrap().unwrap();
     assert_eq!(outcome.target_table.as_deref(), Some("probe"));
     assert_eq!(outcome.target_id.as_deref(), Some("0"));
     let data: Value = serde_json::from_str(outcome.processed_data.as_deref().unwrap()).unwrap();
@@ -57,7 +62,12 @@ async fn normal_call_returns_the_processors_outcome() {
 async fn item_errors_come_back_typed_without_replacing_the_instance() {
     let mut instance = probe(Limits::default());
     let mut ctx = ProcessorContext::default();
-    let result = process(&mut instance, &mut ctx, json!({"mode": "invalid", "message": "bad email", "code": "invalid_email", "field": "email"})).await;
+    let result = process(
+        &mut instance,
+        &mut ctx,
+        json!({"mode": "invalid", "message": "bad email", "code": "invalid_email", "field": "email"}),
+    )
+    .await;
     match result.unwrap() {
         Err(ItemError::Invalid(detail)) => {
             assert_eq!(detail.message, "bad email");
@@ -66,8 +76,14 @@ async fn item_errors_come_back_typed_without_replacing_the_instance() {
         }
         other => panic!("expected an invalid item error, got {other:?}"),
     }
-    assert!(matches!(process(&mut instance, &mut ctx, json!({"mode": "skip"})).await.unwrap(), Err(ItemError::Skip(_))));
-    assert!(matches!(process(&mut instance, &mut ctx, json!({"mode": "retryable"})).await.unwrap(), Err(ItemError::Retryable(_))));
+    assert!(matches!(
+        process(&mut instance, &mut ctx, json!({"mode": "skip"})).await.unwrap(),
+        Err(ItemError::Skip(_))
+    ));
+    assert!(matches!(
+        process(&mut instance, &mut ctx, json!({"mode": "retryable"})).await.unwrap(),
+        Err(ItemError::Retryable(_))
+    ));
     assert_eq!(instance.instantiations(), 1, "a returned error is not a trap");
 }
 
@@ -117,7 +133,8 @@ async fn deep_recursion_traps_and_the_host_continues() {
 async fn a_panic_fails_only_that_call_and_reports_the_panic_message() {
     let mut instance = probe(Limits::default());
     let mut ctx = ProcessorContext::default();
-    let error = process(&mut instance, &mut ctx, json!({"mode": "panic", "message": "boom"})).await.unwrap_err();
+    let error =
+        process(&mut instance, &mut ctx, json!({"mode": "panic", "message": "boom"})).await.unwrap_err();
     assert_eq!(error.code(), "trap");
     assert!(error.to_string().contains("probe panic: boom"), "{error}");
     assert_next_item_succeeds(&mut instance, &mut ctx).await;
@@ -127,7 +144,13 @@ async fn a_panic_fails_only_that_call_and_reports_the_panic_message() {
 async fn file_access_is_denied() {
     let mut instance = probe(Limits::default());
     let mut ctx = ProcessorContext::default();
-    for (mode, path) in [("file", "/etc/passwd"), ("file", "Cargo.toml"), ("list_dir", "/"), ("list_dir", "."), ("write_file", "/tmp/ingot-escape")] {
+    for (mode, path) in [
+        ("file", "/etc/passwd"),
+        ("file", "Cargo.toml"),
+        ("list_dir", "/"),
+        ("list_dir", "."),
+        ("write_file", "/tmp/ingot-escape"),
+    ] {
         let data = processed(process(&mut instance, &mut ctx, json!({"mode": mode, "path": path})).await);
         let result = data["result"].as_str().unwrap();
         assert!(result.starts_with("Err("), "{mode} {path} was not denied: {result}");
@@ -178,7 +201,8 @@ async fn stdout_becomes_log_lines_and_is_capped_per_item() {
 
     ctx.begin_scope();
     processed(process(&mut instance, &mut ctx, json!({"mode": "print", "bytes": 1_000_000})).await);
-    let kept: usize = ctx.logs.entries().iter().filter(|e| e.source == LogSource::Stdout).map(|e| e.message.len()).sum();
+    let kept: usize =
+        ctx.logs.entries().iter().filter(|e| e.source == LogSource::Stdout).map(|e| e.message.len()).sum();
     assert!(kept <= 64 << 10, "kept {kept} bytes");
     assert!(kept >= 60 << 10, "kept only {kept} bytes");
     let notes: Vec<_> = ctx.logs.entries().iter().filter(|e| e.source == LogSource::Host).collect();
@@ -199,7 +223,8 @@ async fn log_flood_exceeds_the_cap_and_fails_the_call() {
 
 #[tokio::test]
 async fn fuel_limit_stops_a_loop_and_fuel_use_is_counted() {
-    let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(support::cache_dir()), fuel_metering: true }).unwrap();
+    let runtime =
+        Runtime::new(RuntimeConfig { cache_dir: Some(support::cache_dir()), fuel_metering: true }).unwrap();
     let code = Arc::new(runtime.load(&guest("probe")).unwrap());
     let mut instance = Instance::new(code, Limits { fuel: Some(5_000_000), ..Limits::default() });
     let mut ctx = ProcessorContext::default();
@@ -213,7 +238,9 @@ async fn fuel_limit_stops_a_loop_and_fuel_use_is_counted() {
 #[test]
 fn a_component_built_for_another_contract_version_is_refused() {
     let error = runtime().load(&guest("wrong_version")).unwrap_err();
-    assert!(matches!(error, LoadError::IncompatibleContract { ref found, .. } if found == "ingot:processor@0.2.0"));
+    assert!(
+        matches!(error, LoadError::IncompatibleContract { ref found, .. } if found == "ingot:processor@0.2.0")
+    );
     let message = error.to_string();
     assert!(message.contains("wrong_version.wasm was built for ingot:processor@0.2.0"), "{message}");
     assert!(message.contains("this host speaks ingot:processor@0.1.0"), "{message}");
@@ -255,7 +282,10 @@ fn the_second_load_comes_from_the_compile_cache() {
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(first.digest, second.digest);
     // Fuel changes compiled code: a fuel engine must not load the epoch-only entry.
-    let fuel = Runtime::new(RuntimeConfig { fuel_metering: true, ..config() }).unwrap().load(&guest("probe")).unwrap();
+    let fuel = Runtime::new(RuntimeConfig { fuel_metering: true, ..config() })
+        .unwrap()
+        .load(&guest("probe"))
+        .unwrap();
     assert_eq!(fuel.cache, CacheOutcome::Compiled);
 }
 
@@ -264,7 +294,8 @@ fn a_corrupt_cache_entry_is_recompiled() {
     let cache = tempfile::tempdir().unwrap();
     let config = || RuntimeConfig { cache_dir: Some(cache.path().to_owned()), fuel_metering: false };
     Runtime::new(config()).unwrap().load(&guest("probe")).unwrap();
-    let entries: Vec<_> = walk(cache.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect();
+    let entries: Vec<_> =
+        walk(cache.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect();
     assert_eq!(entries.len(), 1);
     std::fs::write(&entries[0], b"garbage").unwrap();
     let reloaded = Runtime::new(config()).unwrap().load(&guest("probe")).unwrap();
@@ -288,7 +319,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn discovery_names_batch_types_in_snake_case() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["CustomerData.wasm", "transaction-feed.wasm", "product_catalog.wasm", "README.md", "9lives.wasm"] {
+    for name in
+        ["CustomerData.wasm", "transaction-feed.wasm", "product_catalog.wasm", "README.md", "9lives.wasm"]
+    {
         std::fs::write(dir.path().join(name), b"").unwrap();
     }
     let found = Registry::new(dir.path()).discover().unwrap();
@@ -325,7 +358,12 @@ fn processors_json_lists_each_processor_with_its_digest_and_status() {
         ("future", &guest("wrong_version"), None),
     ]);
     let cwd = tempfile::tempdir().unwrap();
-    let output = support::ingot(cwd.path(), "postgres://unused@127.0.0.1:1/none", processors.path(), &["processors", "--json"]);
+    let output = support::ingot(
+        cwd.path(),
+        "postgres://unused@127.0.0.1:1/none",
+        processors.path(),
+        &["processors", "--json"],
+    );
     assert!(output.status.success(), "{}", support::stderr_of(&output));
     let list = support::json_of(&output);
     let list = list.as_array().unwrap();

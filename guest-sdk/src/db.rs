@@ -115,11 +115,7 @@ pub struct SqlError {
 
 impl SqlError {
     fn invalid(message: String) -> Self {
-        SqlError {
-            kind: SqlErrorKind::Invalid,
-            message,
-            sqlstate: None,
-        }
+        SqlError { kind: SqlErrorKind::Invalid, message, sqlstate: None }
     }
 
     /// The class of failure.
@@ -145,11 +141,7 @@ impl SqlError {
             wit::SqlErrorKind::Limit => SqlErrorKind::Limit,
             wit::SqlErrorKind::Aborted => SqlErrorKind::Aborted,
         };
-        SqlError {
-            kind,
-            message: e.message,
-            sqlstate: e.sqlstate,
-        }
+        SqlError { kind, message: e.message, sqlstate: e.sqlstate }
     }
 }
 
@@ -273,10 +265,7 @@ pub trait FromSql: Sized {
 }
 
 fn mismatch<T>(value: &SqlValue, wanted: &str) -> Result<T, SqlError> {
-    Err(SqlError::invalid(format!(
-        "a value of {} cannot be read as {wanted}",
-        value.type_name()
-    )))
+    Err(SqlError::invalid(format!("a value of {} cannot be read as {wanted}", value.type_name())))
 }
 
 impl<T: FromSql> FromSql for Option<T> {
@@ -454,9 +443,7 @@ pub fn query_opt(sql: &str, params: &[SqlValue]) -> Result<Option<Row>, SqlError
     let mut rows = query(sql, params)?;
     match rows.len() {
         0 | 1 => Ok(rows.pop()),
-        n => Err(SqlError::invalid(format!(
-            "the query returned {n} rows; expected at most one"
-        ))),
+        n => Err(SqlError::invalid(format!("the query returned {n} rows; expected at most one"))),
     }
 }
 

@@ -35,12 +35,7 @@ pub struct ItemError {
 
 impl ItemError {
     fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ItemError {
-            kind,
-            message: message.into(),
-            code: None,
-            field: None,
-        }
+        ItemError { kind, message: message.into(), code: None, field: None }
     }
 
     /// Bad data: the item fails and is never retried.
@@ -91,11 +86,7 @@ impl ItemError {
     }
 
     pub(crate) fn into_wit(self) -> wit::ItemError {
-        let detail = wit::ErrorDetail {
-            message: self.message,
-            code: self.code,
-            field: self.field,
-        };
+        let detail = wit::ErrorDetail { message: self.message, code: self.code, field: self.field };
         match self.kind {
             ErrorKind::Invalid => wit::ItemError::Invalid(detail),
             ErrorKind::Retryable => wit::ItemError::Retryable(detail),
@@ -109,12 +100,7 @@ impl ItemError {
             wit::ItemError::Retryable(d) => (ErrorKind::Retryable, d),
             wit::ItemError::Skip(d) => (ErrorKind::Skip, d),
         };
-        ItemError {
-            kind,
-            message: detail.message,
-            code: detail.code,
-            field: detail.field,
-        }
+        ItemError { kind, message: detail.message, code: detail.code, field: detail.field }
     }
 }
 
@@ -131,11 +117,7 @@ impl std::error::Error for ItemError {}
 impl From<SqlError> for ItemError {
     fn from(e: SqlError) -> Self {
         let transient = e.sqlstate().is_some_and(|s| s.starts_with("40"));
-        let error = if transient {
-            Self::retryable(e.to_string())
-        } else {
-            Self::invalid(e.to_string())
-        };
+        let error = if transient { Self::retryable(e.to_string()) } else { Self::invalid(e.to_string()) };
         error.code("sql_error")
     }
 }

@@ -18,10 +18,7 @@ pub struct Item {
 impl Item {
     /// Wraps the item the host passed in.
     pub(crate) fn from_wit(raw: wit::Item) -> Self {
-        Item {
-            raw,
-            json: OnceCell::new(),
-        }
+        Item { raw, json: OnceCell::new() }
     }
 
     /// The item's id (a UUID), stable for its life in the batch.
@@ -49,9 +46,7 @@ impl Item {
         self.json
             .get_or_init(|| serde_json::from_str(&self.raw.data).map_err(|e| e.to_string()))
             .as_ref()
-            .map_err(|e| {
-                ItemError::invalid(format!("item data is not valid JSON: {e}")).code("invalid_data")
-            })
+            .map_err(|e| ItemError::invalid(format!("item data is not valid JSON: {e}")).code("invalid_data"))
     }
 
     /// Deserializes the whole item into `T`. A shape mismatch is an `invalid` error with code

@@ -61,9 +61,7 @@ pub mod prelude {
     pub use crate::log;
     pub use crate::metadata;
     pub use crate::params;
-    pub use crate::{
-        Batch, Deserialize, ErrorKind, Item, ItemError, Outcome, Processor, Serialize,
-    };
+    pub use crate::{Batch, Deserialize, ErrorKind, Item, ItemError, Outcome, Processor, Serialize};
 }
 
 /// Plumbing for `#[processor]`; not part of the public API.

@@ -46,9 +46,8 @@ pub enum Level {
 /// Logs a line with structured details (stored as JSON). Details that cannot be written as JSON
 /// are replaced by a note saying why, so the line itself is never lost.
 pub fn with_details(level: Level, message: impl AsRef<str>, details: &impl Serialize) {
-    let details = serde_json::to_string(details).unwrap_or_else(|e| {
-        serde_json::json!({ "unserializable_details": e.to_string() }).to_string()
-    });
+    let details = serde_json::to_string(details)
+        .unwrap_or_else(|e| serde_json::json!({ "unserializable_details": e.to_string() }).to_string());
     let level = match level {
         Level::Debug => LogLevel::Debug,
         Level::Info => LogLevel::Info,

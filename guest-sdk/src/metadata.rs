@@ -14,7 +14,6 @@ pub fn get<T: DeserializeOwned>(key: &str) -> Option<T> {
 /// Sets one key of the batch metadata. Inside an item the change commits with the item and is
 /// undone if the item fails.
 pub fn set(key: &str, value: &impl Serialize) -> Result<(), String> {
-    let json =
-        serde_json::to_string(value).map_err(|e| format!("{key}: value is not JSON: {e}"))?;
+    let json = serde_json::to_string(value).map_err(|e| format!("{key}: value is not JSON: {e}"))?;
     context::set_metadata(key, &json)
 }

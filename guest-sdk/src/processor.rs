@@ -58,9 +58,7 @@ pub(crate) mod adapter {
 
     /// The exported `process-item`.
     pub fn process_item<P: Processor>(item: wit::Item) -> Result<wit::Outcome, wit::ItemError> {
-        P::process_item(&Item::from_wit(item))
-            .map(crate::Outcome::into_wit)
-            .map_err(ItemError::into_wit)
+        P::process_item(&Item::from_wit(item)).map(crate::Outcome::into_wit).map_err(ItemError::into_wit)
     }
 
     /// The exported `on-batch-start`.
@@ -69,10 +67,7 @@ pub(crate) mod adapter {
     }
 
     /// The exported `on-batch-complete`.
-    pub fn on_batch_complete<P: Processor>(
-        batch: wit::BatchInfo,
-        success: bool,
-    ) -> Result<(), String> {
+    pub fn on_batch_complete<P: Processor>(batch: wit::BatchInfo, success: bool) -> Result<(), String> {
         P::on_batch_complete(&Batch::from_wit(batch), success)
     }
 

@@ -29,7 +29,9 @@ pub fn cache_dir() -> PathBuf {
 
 /// A runtime using the shared cache.
 pub fn runtime() -> Arc<Runtime> {
-    Arc::new(Runtime::new(RuntimeConfig { cache_dir: Some(cache_dir()), fuel_metering: false }).expect("runtime"))
+    Arc::new(
+        Runtime::new(RuntimeConfig { cache_dir: Some(cache_dir()), fuel_metering: false }).expect("runtime"),
+    )
 }
 
 /// A processors folder of its own: `(batch_type, component, manifest)` entries.
@@ -43,7 +45,8 @@ impl Processors {
         for (batch_type, wasm, manifest) in entries {
             std::fs::copy(wasm, dir.path().join(format!("{batch_type}.wasm"))).expect("copy wasm");
             if let Some(manifest) = manifest {
-                std::fs::write(dir.path().join(format!("{batch_type}.toml")), manifest).expect("write manifest");
+                std::fs::write(dir.path().join(format!("{batch_type}.toml")), manifest)
+                    .expect("write manifest");
             }
         }
         Processors { dir }
@@ -56,7 +59,8 @@ impl Processors {
 
 /// The server tests create their databases on.
 pub fn admin_url() -> String {
-    std::env::var("INGOT_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("INGOT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn with_database(url: &str, name: &str) -> String {
@@ -110,10 +114,12 @@ impl Drop for TestDb {
         // let FORCE end its connections, from a thread with a runtime of its own.
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async move {
                 if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                    let _ = admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+                    let _ =
+                        admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
                 }
             });
         })

@@ -6,8 +6,7 @@ use quote::quote;
 use syn::spanned::Spanned;
 use syn::{ItemImpl, Type, parse_macro_input};
 
-const USAGE: &str =
-    "put #[ingot_guest::processor] on your `impl Processor for YourType { … }` block";
+const USAGE: &str = "put #[ingot_guest::processor] on your `impl Processor for YourType { … }` block";
 
 /// Exports the processor implemented by the annotated `impl Processor for T` block.
 ///
@@ -17,9 +16,7 @@ const USAGE: &str =
 pub fn processor(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
         let attr = proc_macro2::TokenStream::from(attr);
-        return syn::Error::new(attr.span(), "#[processor] takes no arguments")
-            .to_compile_error()
-            .into();
+        return syn::Error::new(attr.span(), "#[processor] takes no arguments").to_compile_error().into();
     }
     let input = parse_macro_input!(item as syn::Item);
     match expand(input) {
@@ -75,10 +72,7 @@ fn check_impl(block: &ItemImpl) -> syn::Result<()> {
         return Err(syn::Error::new_spanned(&block.self_ty, USAGE));
     };
     if negative.is_some() {
-        return Err(syn::Error::new_spanned(
-            path,
-            "a processor cannot be a negative impl",
-        ));
+        return Err(syn::Error::new_spanned(path, "a processor cannot be a negative impl"));
     }
     if path.segments.last().is_none_or(|s| s.ident != "Processor") {
         return Err(syn::Error::new_spanned(path, USAGE));

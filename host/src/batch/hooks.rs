@@ -33,17 +33,13 @@ pub(crate) async fn start(
         worker.rollback_quietly(batch.tx).await;
         return Ok(Start::AlreadyStarted);
     }
-    let info = worker
-        .batch_info(batch.id, batch.tx == TxMode::DryRun)
-        .await?;
+    let info = worker.batch_info(batch.id, batch.tx == TxMode::DryRun).await?;
     worker.ctx.begin_scope();
     items::open_scope(worker.conn()?, &batch.settings).await?;
     open_db(worker);
     let mut rejection = match worker.instance.validate_batch(&mut worker.ctx, &info).await {
         Ok(Ok(())) => None,
-        Ok(Err(reason)) => Some(format!(
-            "the processor rejected the batch (validate-batch): {reason}"
-        )),
+        Ok(Err(reason)) => Some(format!("the processor rejected the batch (validate-batch): {reason}")),
         Err(call) => Some(call_failure("validate-batch", &call)?),
     };
     if rejection.is_none() {
@@ -63,10 +59,7 @@ pub(crate) async fn start(
     }
     worker.ctx.metadata.discard();
     if let Some(reason) = &rejection {
-        worker
-            .ctx
-            .logs
-            .push_host(LogLevel::Error, format!("batch failed: {reason}"), None);
+        worker.ctx.logs.push_host(LogLevel::Error, format!("batch failed: {reason}"), None);
     }
     let lines = worker.ctx.logs.take();
     logs::insert_batch_lines(worker.conn()?, batch.id, &lines).await?;
@@ -106,17 +99,11 @@ pub(crate) async fn run_on_batch_complete(
     batch: &BatchScope,
     success: bool,
 ) -> Result<(), BatchError> {
-    let info = worker
-        .batch_info(batch.id, batch.tx == TxMode::DryRun)
-        .await?;
+    let info = worker.batch_info(batch.id, batch.tx == TxMode::DryRun).await?;
     worker.ctx.begin_scope();
     items::open_scope(worker.conn()?, &batch.settings).await?;
     open_db(worker);
-    let mut problem = match worker
-        .instance
-        .on_batch_complete(&mut worker.ctx, &info, success)
-        .await
-    {
+    let mut problem = match worker.instance.on_batch_complete(&mut worker.ctx, &info, success).await {
         Ok(Ok(())) => None,
         Ok(Err(reason)) => Some(reason),
         Err(call) => Some(call_failure("on-batch-complete", &call)?),
@@ -131,8 +118,7 @@ pub(crate) async fn run_on_batch_complete(
     }
     worker.ctx.metadata.discard();
     if let Some(problem) = problem {
-        let message =
-            format!("on-batch-complete failed (the batch status is unchanged): {problem}");
+        let message = format!("on-batch-complete failed (the batch status is unchanged): {problem}");
         worker.ctx.logs.push_host(LogLevel::Warning, message, None);
     }
     let lines = worker.ctx.logs.take();

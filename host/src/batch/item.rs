@@ -33,21 +33,12 @@ pub(crate) struct ItemResult {
 enum Verdict {
     Completed(Outcome),
     Skipped(ErrorDetail),
-    Failed {
-        code: Option<String>,
-        message: String,
-        field: Option<String>,
-        error: ItemError,
-    },
+    Failed { code: Option<String>, message: String, field: Option<String>, error: ItemError },
 }
 
 impl Verdict {
     fn failed(code: &str, message: String) -> Self {
-        let detail = ErrorDetail {
-            message: message.clone(),
-            code: Some(code.to_owned()),
-            field: None,
-        };
+        let detail = ErrorDetail { message: message.clone(), code: Some(code.to_owned()), field: None };
         Verdict::Failed {
             code: Some(code.to_owned()),
             message,
@@ -97,10 +88,7 @@ pub(crate) async fn run_item(
     items::close_scope(worker.conn()?, keep).await?;
 
     if let Verdict::Failed { error, message, .. } = &verdict {
-        worker
-            .ctx
-            .logs
-            .push_host(LogLevel::Error, format!("item failed: {message}"), None);
+        worker.ctx.logs.push_host(LogLevel::Error, format!("item failed: {message}"), None);
         call_on_item_error(worker, batch, &item, error).await?;
     }
     if let Verdict::Completed(_) = verdict
@@ -111,36 +99,20 @@ pub(crate) async fn run_item(
     worker.ctx.metadata.discard();
 
     let logs = worker.ctx.logs.take();
-    let fuel_used = worker
-        .instance
-        .code()
-        .fuel_metering
-        .then(|| i64::try_from(worker.ctx.fuel_used).unwrap_or(i64::MAX));
+    let fuel_used =
+        worker.instance.code().fuel_metering.then(|| i64::try_from(worker.ctx.fuel_used).unwrap_or(i64::MAX));
     let (status, outcome, error) = match &verdict {
         Verdict::Completed(outcome) => (ItemStatus::Completed, Some(outcome), None),
         Verdict::Skipped(detail) => (
             ItemStatus::Skipped,
             None,
-            Some((
-                detail.code.as_deref(),
-                detail.message.as_str(),
-                detail.field.as_deref(),
-            )),
+            Some((detail.code.as_deref(), detail.message.as_str(), detail.field.as_deref())),
         ),
-        Verdict::Failed {
-            code,
-            message,
-            field,
-            ..
-        } => (
-            ItemStatus::Failed,
-            None,
-            Some((code.as_deref(), message.as_str(), field.as_deref())),
-        ),
+        Verdict::Failed { code, message, field, .. } => {
+            (ItemStatus::Failed, None, Some((code.as_deref(), message.as_str(), field.as_deref())))
+        }
     };
-    let processed_data = outcome
-        .and_then(|o| o.processed_data.as_deref())
-        .map(pg_json);
+    let processed_data = outcome.and_then(|o| o.processed_data.as_deref()).map(pg_json);
     let target_table = outcome.and_then(|o| o.target_table.as_deref()).map(pg_text);
     let target_id = outcome.and_then(|o| o.target_id.as_deref()).map(pg_text);
     let message = error.map(|(_, m, _)| pg_text(m));
@@ -166,11 +138,7 @@ pub(crate) async fn run_item(
         },
     )
     .await?;
-    Ok(ItemResult {
-        index: claimed.index,
-        status,
-        error: message.map(|m| m.into_owned()),
-    })
+    Ok(ItemResult { index: claimed.index, status, error: message.map(|m| m.into_owned()) })
 }
 
 /// validate-item, then process-item; the first that does not succeed decides.
@@ -178,16 +146,13 @@ async fn call_processor(worker: &mut Worker, item: &Item) -> Result<Verdict, Cal
     if let Some(db) = worker.ctx.db.as_mut() {
         db.open();
     }
-    match worker.instance.validate_item(&mut worker.ctx, item).await? {
-        Err(error) => return Ok(Verdict::from_item_error(error)),
-        Ok(()) => {}
+    if let Err(error) = worker.instance.validate_item(&mut worker.ctx, item).await? {
+        return Ok(Verdict::from_item_error(error));
     }
-    Ok(
-        match worker.instance.process_item(&mut worker.ctx, item).await? {
-            Ok(outcome) => Verdict::Completed(outcome),
-            Err(error) => Verdict::from_item_error(error),
-        },
-    )
+    Ok(match worker.instance.process_item(&mut worker.ctx, item).await? {
+        Ok(outcome) => Verdict::Completed(outcome),
+        Err(error) => Verdict::from_item_error(error),
+    })
 }
 
 /// Closes the processor's database access and folds in what the processor cannot overrule: a
@@ -215,14 +180,10 @@ fn settle(worker: &mut Worker, verdict: Result<Verdict, CallError>) -> Result<Ve
 }
 
 fn check_outcome(caps: &crate::context::caps::Caps, outcome: Outcome) -> Verdict {
-    let size = [
-        &outcome.target_table,
-        &outcome.target_id,
-        &outcome.processed_data,
-    ]
-    .iter()
-    .map(|s| s.as_ref().map_or(0, String::len))
-    .sum::<usize>();
+    let size = [&outcome.target_table, &outcome.target_id, &outcome.processed_data]
+        .iter()
+        .map(|s| s.as_ref().map_or(0, String::len))
+        .sum::<usize>();
     if size > caps.outcome_bytes {
         return Verdict::failed(
             "cap_exceeded",
@@ -255,10 +216,7 @@ async fn call_on_item_error(
     if let Some(db) = worker.ctx.db.as_mut() {
         db.open();
     }
-    let result = worker
-        .instance
-        .on_item_error(&mut worker.ctx, item, error)
-        .await;
+    let result = worker.instance.on_item_error(&mut worker.ctx, item, error).await;
     let (sql_failure, broken) = match worker.ctx.db.as_mut() {
         Some(db) => (db.close(), db.broken().map(str::to_owned)),
         None => (None, None),
@@ -275,11 +233,7 @@ async fn call_on_item_error(
     let keep = problem.is_none() && batch.tx == TxMode::PerItem;
     items::close_scope(worker.conn()?, keep).await?;
     if let Some(problem) = problem {
-        worker.ctx.logs.push_host(
-            LogLevel::Warning,
-            format!("on-item-error failed: {problem}"),
-            None,
-        );
+        worker.ctx.logs.push_host(LogLevel::Warning, format!("on-item-error failed: {problem}"), None);
     }
     Ok(())
 }

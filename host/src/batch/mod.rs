@@ -98,17 +98,8 @@ pub struct BatchManager {
 impl BatchManager {
     /// A manager over `pool`'s database, running processors from `registry` in `runtime`.
     pub fn new(pool: PgPool, runtime: Arc<Runtime>, registry: Registry) -> Self {
-        let connect = pool
-            .connect_options()
-            .as_ref()
-            .clone()
-            .application_name("ingot worker");
-        BatchManager {
-            pool,
-            connect,
-            runtime,
-            registry,
-        }
+        let connect = pool.connect_options().as_ref().clone().application_name("ingot worker");
+        BatchManager { pool, connect, runtime, registry }
     }
 
     /// The pool, for reads.
@@ -122,41 +113,25 @@ impl BatchManager {
     }
 
     async fn connect(&self) -> Result<PgConnection, BatchError> {
-        self.connect
-            .connect()
-            .await
-            .map_err(|e| BatchError::Connection(e.to_string()))
+        self.connect.connect().await.map_err(|e| BatchError::Connection(e.to_string()))
     }
 
-    async fn worker(
-        &self,
-        processor: &Processor,
-        slot: i16,
-        metadata: &Value,
-    ) -> Result<Worker, BatchError> {
+    async fn worker(&self, processor: &Processor, slot: i16, metadata: &Value) -> Result<Worker, BatchError> {
         let conn = self.connect().await?;
         Ok(Self::worker_on(conn, processor, slot, metadata))
     }
 
     fn worker_on(conn: PgConnection, processor: &Processor, slot: i16, metadata: &Value) -> Worker {
-        let mut ctx =
-            ProcessorContext::with_connection(conn, crate::context::caps::Caps::default());
+        let mut ctx = ProcessorContext::with_connection(conn, crate::context::caps::Caps::default());
         ctx.metadata.load(metadata);
-        Worker {
-            ctx,
-            instance: Instance::new(Arc::clone(&processor.code), processor.manifest.limits),
-            slot,
-        }
+        Worker { ctx, instance: Instance::new(Arc::clone(&processor.code), processor.manifest.limits), slot }
     }
 
     fn scope(id: Uuid, processor: &Processor, stop_on_error: bool, tx: TxMode) -> BatchScope {
         BatchScope {
             id,
             stop_on_error,
-            settings: ScopeSettings {
-                role: None,
-                statement_timeout: processor.manifest.statement_timeout,
-            },
+            settings: ScopeSettings { role: None, statement_timeout: processor.manifest.statement_timeout },
             tx,
         }
     }
@@ -204,9 +179,7 @@ impl BatchManager {
         progress: Option<&Progress>,
     ) -> Result<Summary, BatchError> {
         let mut conn = self.connect().await?;
-        let batch = batches::get(&mut conn, id)
-            .await?
-            .ok_or(BatchError::NotFound(id))?;
+        let batch = batches::get(&mut conn, id).await?.ok_or(BatchError::NotFound(id))?;
         if batch.status == BatchStatus::Completed {
             return self.summary(id).await;
         }
@@ -237,9 +210,7 @@ impl BatchManager {
         }
 
         // The coordinator's connection metadata was read before the start hooks ran.
-        let metadata = batches::get(coordinator.conn()?, id)
-            .await?
-            .map_or(Value::Null, |b| b.metadata);
+        let metadata = batches::get(coordinator.conn()?, id).await?.map_or(Value::Null, |b| b.metadata);
         coordinator.ctx.metadata.load(&metadata);
         let shared = progress.map_or_else(|| Arc::new(Shared::default()), |p| Arc::clone(&p.0));
         let mut workers = Vec::with_capacity(options.workers.max(1));
@@ -307,16 +278,11 @@ impl BatchManager {
         let result = async {
             create::create_in_tx(worker.conn()?, batch, source).await?;
             dry_run_items(&mut worker, &scope, &processor).await?;
-            batches::summary(worker.conn()?, id)
-                .await?
-                .ok_or(BatchError::NotFound(id))
+            batches::summary(worker.conn()?, id).await?.ok_or(BatchError::NotFound(id))
         }
         .await;
         worker.rollback_quietly(TxMode::PerItem).await;
-        result.map(|summary| Summary {
-            dry_run: true,
-            ..summary
-        })
+        result.map(|summary| Summary { dry_run: true, ..summary })
     }
 
     /// Reprocesses a batch: a new batch linked to it, with all its items or only the failed
@@ -330,9 +296,7 @@ impl BatchManager {
         progress: Option<&Progress>,
     ) -> Result<Option<Summary>, BatchError> {
         let mut conn = self.connect().await?;
-        let parent = batches::get(&mut conn, parent_id)
-            .await?
-            .ok_or(BatchError::NotFound(parent_id))?;
+        let parent = batches::get(&mut conn, parent_id).await?.ok_or(BatchError::NotFound(parent_id))?;
         self.processor(&parent.batch_type)?;
         let id = Uuid::now_v7();
         items::begin(&mut conn, None).await?;
@@ -382,9 +346,7 @@ impl BatchManager {
     /// The summary of one batch.
     pub async fn summary(&self, id: Uuid) -> Result<Summary, BatchError> {
         let mut conn = self.pool.acquire().await?;
-        batches::summary(&mut conn, id)
-            .await?
-            .ok_or(BatchError::NotFound(id))
+        batches::summary(&mut conn, id).await?.ok_or(BatchError::NotFound(id))
     }
 }
 

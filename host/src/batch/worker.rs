@@ -48,19 +48,13 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn fail(&self, reason: String) {
-        let mut failure = self
-            .failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut failure = self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         failure.get_or_insert(reason);
         self.stop.store(true, Ordering::SeqCst);
     }
 
     pub(crate) fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 
@@ -81,15 +75,11 @@ impl Worker {
     }
 
     pub(crate) async fn begin(&mut self, tx: TxMode) -> Result<(), BatchError> {
-        items::begin(self.conn()?, savepoint(tx))
-            .await
-            .map_err(Into::into)
+        items::begin(self.conn()?, savepoint(tx)).await.map_err(Into::into)
     }
 
     pub(crate) async fn commit(&mut self, tx: TxMode) -> Result<(), BatchError> {
-        items::commit(self.conn()?, savepoint(tx))
-            .await
-            .map_err(Into::into)
+        items::commit(self.conn()?, savepoint(tx)).await.map_err(Into::into)
     }
 
     /// Rolls back after a failure; errors are ignored because the connection may be what failed.
@@ -100,15 +90,9 @@ impl Worker {
     }
 
     /// Builds what the processor may know about the batch, with its current counts.
-    pub(crate) async fn batch_info(
-        &mut self,
-        id: Uuid,
-        dry_run: bool,
-    ) -> Result<BatchInfo, BatchError> {
+    pub(crate) async fn batch_info(&mut self, id: Uuid, dry_run: bool) -> Result<BatchInfo, BatchError> {
         let conn = self.conn()?;
-        let batch = batches::get(conn, id)
-            .await?
-            .ok_or(BatchError::NotFound(id))?;
+        let batch = batches::get(conn, id).await?.ok_or(BatchError::NotFound(id))?;
         let counts = batches::counts(conn, id).await?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(BatchInfo {
@@ -127,11 +111,7 @@ impl Worker {
     }
 
     /// Claims and processes items until none is left or `shared.stop` is set.
-    pub(crate) async fn run(
-        &mut self,
-        batch: &BatchScope,
-        shared: &Shared,
-    ) -> Result<(), BatchError> {
+    pub(crate) async fn run(&mut self, batch: &BatchScope, shared: &Shared) -> Result<(), BatchError> {
         while !shared.stop.load(Ordering::SeqCst) {
             self.begin(batch.tx).await?;
             let claimed = match items::claim(self.conn()?, batch.id).await {
@@ -194,9 +174,7 @@ pub(crate) async fn run_all(
     }
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        let result = joined
-            .map_err(|e| BatchError::Host(format!("a worker crashed: {e}")))
-            .and_then(|r| r);
+        let result = joined.map_err(|e| BatchError::Host(format!("a worker crashed: {e}"))).and_then(|r| r);
         if let Err(e) = result {
             first_error.get_or_insert(e);
         }

@@ -72,25 +72,15 @@ fn parse_status(s: &str) -> Result<BatchStatus, String> {
 impl BatchCommand {
     pub(crate) async fn run(self, env: &Env) -> anyhow::Result<ExitCode> {
         match self {
-            BatchCommand::Create {
-                batch_type,
-                file,
-                input,
-                json,
-            } => {
+            BatchCommand::Create { batch_type, file, input, json } => {
                 let source = input.source(&file)?;
                 let manager = env.manager(1).await?;
-                let id = manager
-                    .create(&batch_type, source, &input.create_options())
-                    .await?;
+                let id = manager.create(&batch_type, source, &input.create_options()).await?;
                 let summary = manager.summary(id).await?;
                 if json {
                     output::json(&summary)?;
                 } else {
-                    println!(
-                        "Created batch {id} ({batch_type}) with {} items",
-                        summary.total
-                    );
+                    println!("Created batch {id} ({batch_type}) with {} items", summary.total);
                     println!("  next: ingot batch process {id}");
                 }
                 Ok(ExitCode::from(exit::OK))
@@ -100,14 +90,9 @@ impl BatchCommand {
                 let manager = env.manager(workers).await?;
                 let before = manager.summary(id).await?;
                 let progress = Progress::default();
-                let display = ProgressDisplay::start(
-                    &progress,
-                    u64::try_from(before.pending).unwrap_or(0),
-                    json,
-                );
-                let summary = manager
-                    .process(id, &ProcessOptions { workers }, Some(&progress))
-                    .await;
+                let display =
+                    ProgressDisplay::start(&progress, u64::try_from(before.pending).unwrap_or(0), json);
+                let summary = manager.process(id, &ProcessOptions { workers }, Some(&progress)).await;
                 drop(display);
                 let summary = summary?;
                 if json {
@@ -120,9 +105,9 @@ impl BatchCommand {
             BatchCommand::Show { id, json } => {
                 let db = env.database(2).await?;
                 let mut conn = db.pool.acquire().await?;
-                let summary = batches::summary(&mut conn, id).await?.ok_or_else(|| {
-                    anyhow::anyhow!("batch {id} does not exist (see `ingot batch list`)")
-                })?;
+                let summary = batches::summary(&mut conn, id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("batch {id} does not exist (see `ingot batch list`)"))?;
                 if json {
                     output::json(&summary)?;
                 } else {
@@ -130,23 +115,11 @@ impl BatchCommand {
                 }
                 Ok(ExitCode::from(exit::OK))
             }
-            BatchCommand::List {
-                batch_type,
-                status,
-                limit,
-                json,
-            } => {
+            BatchCommand::List { batch_type, status, limit, json } => {
                 let db = env.database(2).await?;
                 let mut conn = db.pool.acquire().await?;
-                let list = batches::list(
-                    &mut conn,
-                    &ListFilter {
-                        batch_type,
-                        status,
-                        limit: limit.max(0),
-                    },
-                )
-                .await?;
+                let list =
+                    batches::list(&mut conn, &ListFilter { batch_type, status, limit: limit.max(0) }).await?;
                 if json {
                     output::json(&list)?;
                 } else if list.is_empty() {
@@ -198,21 +171,11 @@ impl ReprocessArgs {
         let manager = env.manager(workers).await?;
         let progress = Progress::default();
         let display = ProgressDisplay::start(&progress, 0, self.json);
-        let summary = manager
-            .reprocess(
-                self.id,
-                self.failed_only,
-                &ProcessOptions { workers },
-                Some(&progress),
-            )
-            .await;
+        let summary =
+            manager.reprocess(self.id, self.failed_only, &ProcessOptions { workers }, Some(&progress)).await;
         drop(display);
         let Some(summary) = summary? else {
-            let what = if self.failed_only {
-                "no failed items"
-            } else {
-                "no items"
-            };
+            let what = if self.failed_only { "no failed items" } else { "no items" };
             if self.json {
                 output::json(
                     &serde_json::json!({ "reprocessed": false, "reason": what, "batch_id": self.id }),

@@ -31,9 +31,7 @@ impl DbCommand {
                     output::json(&status)?;
                 } else {
                     let state = match (status.initialized, status.running) {
-                        (false, _) => {
-                            "not created yet (the first command that needs it creates it)"
-                        }
+                        (false, _) => "not created yet (the first command that needs it creates it)",
                         (true, false) => "stopped",
                         (true, true) => "running",
                     };
@@ -45,10 +43,7 @@ impl DbCommand {
             }
             DbCommand::Stop => {
                 if cluster.stop()? {
-                    println!(
-                        "stopped the embedded database in {}",
-                        cluster.status().path.display()
-                    );
+                    println!("stopped the embedded database in {}", cluster.status().path.display());
                 } else {
                     println!("the embedded database is not running");
                 }

@@ -29,8 +29,7 @@ pub(crate) struct LogsArgs {
 }
 
 fn parse_level(s: &str) -> Result<LogLevel, String> {
-    LogLevel::parse(s)
-        .ok_or_else(|| format!("unknown level {s:?}; use debug, info, warning or error"))
+    LogLevel::parse(s).ok_or_else(|| format!("unknown level {s:?}; use debug, info, warning or error"))
 }
 
 impl LogsArgs {
@@ -40,11 +39,7 @@ impl LogsArgs {
         if batches::get(&mut conn, self.id).await?.is_none() {
             anyhow::bail!("batch {} does not exist (see `ingot batch list`)", self.id);
         }
-        let query = LogQuery {
-            batch_id: self.id,
-            item_index: self.item,
-            min_level: self.level,
-        };
+        let query = LogQuery { batch_id: self.id, item_index: self.item, min_level: self.level };
         let mut lines = logs::stream(&mut conn, &query);
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut count = 0_u64;
@@ -54,23 +49,10 @@ impl LogsArgs {
         while let Some(line) = lines.next().await {
             let line = line?;
             if self.json {
-                write!(
-                    out,
-                    "{}\n  {}",
-                    if count == 0 { "" } else { "," },
-                    serde_json::to_string(&line)?
-                )?;
+                write!(out, "{}\n  {}", if count == 0 { "" } else { "," }, serde_json::to_string(&line)?)?;
             } else {
-                let item = line
-                    .item_index
-                    .map_or_else(|| "batch".to_owned(), |i| format!("item {i}"));
-                writeln!(
-                    out,
-                    "[{item}] {} {}: {}",
-                    line.level.to_uppercase(),
-                    line.source,
-                    line.message
-                )?;
+                let item = line.item_index.map_or_else(|| "batch".to_owned(), |i| format!("item {i}"));
+                writeln!(out, "[{item}] {} {}: {}", line.level.to_uppercase(), line.source, line.message)?;
                 if let Some(details) = &line.details {
                     writeln!(out, "    details: {details}")?;
                 }

@@ -42,21 +42,11 @@ pub mod exit {
 #[command(name = "ingot", version, about, max_term_width = 100)]
 pub struct Cli {
     /// Where processors (<batch_type>.wasm and <batch_type>.toml) live.
-    #[arg(
-        long,
-        global = true,
-        env = "INGOT_PROCESSORS",
-        default_value = "processors"
-    )]
+    #[arg(long, global = true, env = "INGOT_PROCESSORS", default_value = "processors")]
     processors: PathBuf,
 
     /// Where compiled processors are cached.
-    #[arg(
-        long,
-        global = true,
-        env = "INGOT_CACHE_DIR",
-        default_value = ".ingot/cache"
-    )]
+    #[arg(long, global = true, env = "INGOT_CACHE_DIR", default_value = ".ingot/cache")]
     cache_dir: PathBuf,
 
     #[command(subcommand)]
@@ -86,10 +76,7 @@ enum Command {
 impl Cli {
     /// Runs the command and returns the process exit code.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let env = Env {
-            processors: self.processors,
-            cache_dir: self.cache_dir,
-        };
+        let env = Env { processors: self.processors, cache_dir: self.cache_dir };
         match self.command {
             Command::Run(args) => args.run(&env).await,
             Command::Batch(command) => command.run(&env).await,
@@ -122,28 +109,21 @@ impl Env {
     fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
         let registry = self.registry();
         let fuel_metering = registry.discover().unwrap_or_default().iter().any(|found| {
-            Manifest::load(&registry.manifest_path(&found.batch_type))
-                .is_ok_and(|m| m.limits.fuel.is_some())
+            Manifest::load(&registry.manifest_path(&found.batch_type)).is_ok_and(|m| m.limits.fuel.is_some())
         });
-        let runtime = Runtime::new(RuntimeConfig {
-            cache_dir: Some(self.cache_dir.clone()),
-            fuel_metering,
-        })
-        .context("cannot start the WebAssembly runtime")?;
+        let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(self.cache_dir.clone()), fuel_metering })
+            .context("cannot start the WebAssembly runtime")?;
         Ok(Arc::new(runtime))
     }
 
     async fn database(&self, connections: u32) -> anyhow::Result<Database> {
         let project = std::env::current_dir().context("cannot read the current directory")?;
-        let (options, target) =
-            tokio::task::spawn_blocking(move || database::resolve(&project)).await??;
+        let (options, target) = tokio::task::spawn_blocking(move || database::resolve(&project)).await??;
         Ok(database::open(options, target, connections).await?)
     }
 
     async fn manager(&self, workers: usize) -> anyhow::Result<BatchManager> {
-        let db = self
-            .database(u32::try_from(workers).unwrap_or(64).saturating_add(2))
-            .await?;
+        let db = self.database(u32::try_from(workers).unwrap_or(64).saturating_add(2)).await?;
         Ok(BatchManager::new(db.pool, self.runtime()?, self.registry()))
     }
 }

@@ -34,51 +34,28 @@ pub(crate) fn summary(summary: &Summary) {
         BatchStatus::Pending => "is pending",
         BatchStatus::Cancelled => "was cancelled",
     };
-    let dry = if summary.dry_run {
-        " (dry run: nothing was written)"
-    } else {
-        ""
-    };
-    out.push_str(&format!(
-        "Batch {} ({}) {verdict}{dry}\n",
-        short(&summary.batch_id),
-        summary.batch_type
-    ));
+    let dry = if summary.dry_run { " (dry run: nothing was written)" } else { "" };
+    out.push_str(&format!("Batch {} ({}) {verdict}{dry}\n", short(&summary.batch_id), summary.batch_type));
     if let Some(parent) = summary.parent_batch_id {
-        out.push_str(&format!(
-            "  reprocesses {parent} (retry {})\n",
-            summary.retry_count
-        ));
+        out.push_str(&format!("  reprocesses {parent} (retry {})\n", summary.retry_count));
     }
-    let rate = summary
-        .items_per_second
-        .map_or(String::new(), |r| format!(" · {r:.0} items/s"));
-    let duration = summary.duration_ms.map_or(String::new(), |ms| {
-        format!(" · {:.1} s", ms as f64 / 1000.0)
-    });
+    let rate = summary.items_per_second.map_or(String::new(), |r| format!(" · {r:.0} items/s"));
+    let duration = summary.duration_ms.map_or(String::new(), |ms| format!(" · {:.1} s", ms as f64 / 1000.0));
     out.push_str(&format!(
         "  total {} · completed {} · failed {} · skipped {}{}{duration}{rate}\n",
         summary.total,
         summary.completed,
         summary.failed,
         summary.skipped,
-        if summary.pending > 0 {
-            format!(" · pending {}", summary.pending)
-        } else {
-            String::new()
-        },
+        if summary.pending > 0 { format!(" · pending {}", summary.pending) } else { String::new() },
     ));
     if let Some(error) = &summary.error_message {
         out.push_str(&format!("  error: {error}\n"));
     }
     if !summary.top_errors.is_empty() {
         out.push_str("  top errors:\n");
-        let width = summary
-            .top_errors
-            .iter()
-            .map(|e| e.code.as_deref().unwrap_or("-").len())
-            .max()
-            .unwrap_or(0);
+        let width =
+            summary.top_errors.iter().map(|e| e.code.as_deref().unwrap_or("-").len()).max().unwrap_or(0);
         for e in &summary.top_errors {
             out.push_str(&format!(
                 "    {:>6} × {:width$}  {}\n",
@@ -89,15 +66,9 @@ pub(crate) fn summary(summary: &Summary) {
         }
     }
     if !summary.dry_run && (summary.failed > 0 || summary.status == BatchStatus::Failed) {
-        out.push_str(&format!(
-            "  next: ingot logs {} --level error\n",
-            summary.batch_id
-        ));
+        out.push_str(&format!("  next: ingot logs {} --level error\n", summary.batch_id));
         if summary.failed > 0 {
-            out.push_str(&format!(
-                "        ingot reprocess {} --failed-only\n",
-                summary.batch_id
-            ));
+            out.push_str(&format!("        ingot reprocess {} --failed-only\n", summary.batch_id));
         }
     }
     print!("{out}");
@@ -118,14 +89,8 @@ impl ProgressDisplay {
         let task = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let (bar, template) = match total {
-                0 => (
-                    ProgressBar::no_length(),
-                    "{spinner} {pos} items · {per_sec}",
-                ),
-                n => (
-                    ProgressBar::new(n),
-                    "{bar:40} {pos}/{len} items · {per_sec} · eta {eta}",
-                ),
+                0 => (ProgressBar::no_length(), "{spinner} {pos} items · {per_sec}"),
+                n => (ProgressBar::new(n), "{bar:40} {pos}/{len} items · {per_sec} · eta {eta}"),
             };
             if let Ok(style) = ProgressStyle::with_template(template) {
                 bar.set_style(style);

@@ -36,14 +36,12 @@ impl ProcessorsArgs {
         let entries: Vec<Entry> = found
             .iter()
             .map(|d| {
-                let digest = std::fs::read(&d.path)
-                    .ok()
-                    .map(|bytes| hex::encode(Sha256::digest(bytes)));
+                let digest = std::fs::read(&d.path).ok().map(|bytes| hex::encode(Sha256::digest(bytes)));
                 let (contract, error) = match registry.load_discovered(&runtime, d) {
                     Ok(p) => (Some(p.code.contract.clone()), None),
-                    Err(RegistryError::Load(LoadError::IncompatibleContract {
-                        ref found, ..
-                    })) => (Some(found.clone()), Some(registry_error(d, found))),
+                    Err(RegistryError::Load(LoadError::IncompatibleContract { ref found, .. })) => {
+                        (Some(found.clone()), Some(registry_error(d, found)))
+                    }
                     Err(e) => (None, Some(e.to_string())),
                 };
                 Entry {
@@ -81,9 +79,5 @@ impl ProcessorsArgs {
 }
 
 fn registry_error(d: &crate::registry::Discovered, found: &str) -> String {
-    LoadError::IncompatibleContract {
-        path: d.path.clone(),
-        found: found.to_owned(),
-    }
-    .to_string()
+    LoadError::IncompatibleContract { path: d.path.clone(), found: found.to_owned() }.to_string()
 }

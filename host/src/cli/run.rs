@@ -49,10 +49,7 @@ impl InputArgs {
     }
 
     pub(crate) fn create_options(&self) -> CreateOptions {
-        CreateOptions {
-            stop_on_error: self.stop_on_error,
-            metadata: self.metadata.clone(),
-        }
+        CreateOptions { stop_on_error: self.stop_on_error, metadata: self.metadata.clone() }
     }
 }
 
@@ -77,9 +74,7 @@ impl RunArgs {
             let total = u64::try_from(manager.summary(id).await?.total).unwrap_or(0);
             let progress = Progress::default();
             let display = ProgressDisplay::start(&progress, total, self.json);
-            let summary = manager
-                .process(id, &ProcessOptions { workers }, Some(&progress))
-                .await;
+            let summary = manager.process(id, &ProcessOptions { workers }, Some(&progress)).await;
             drop(display);
             summary?
         };

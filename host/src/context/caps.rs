@@ -54,16 +54,10 @@ pub struct CapExceeded {
 
 impl CapExceeded {
     pub(crate) fn bytes(what: &'static str, limit: usize) -> Self {
-        CapExceeded {
-            what,
-            limit: format!("{limit} bytes"),
-        }
+        CapExceeded { what, limit: format!("{limit} bytes") }
     }
 
     pub(crate) fn count(what: &'static str, limit: usize, unit: &str) -> Self {
-        CapExceeded {
-            what,
-            limit: format!("{limit} {unit}"),
-        }
+        CapExceeded { what, limit: format!("{limit} {unit}") }
     }
 }

@@ -10,9 +10,7 @@ use crate::runtime::bindings::LogLevel as WitLevel;
 use crate::store::{pg_json, pg_text};
 
 /// Severity of a log line, as stored in `import_logs.log_level`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Detail for debugging.
@@ -124,42 +122,21 @@ impl LogBuffer {
         details: Option<String>,
     ) -> Result<(), CapExceeded> {
         if message.len() > caps.log_message_bytes {
-            return Err(CapExceeded::bytes(
-                "log message size",
-                caps.log_message_bytes,
-            ));
+            return Err(CapExceeded::bytes("log message size", caps.log_message_bytes));
         }
-        if details
-            .as_ref()
-            .is_some_and(|d| d.len() > caps.log_details_bytes)
-        {
-            return Err(CapExceeded::bytes(
-                "log details size",
-                caps.log_details_bytes,
-            ));
+        if details.as_ref().is_some_and(|d| d.len() > caps.log_details_bytes) {
+            return Err(CapExceeded::bytes("log details size", caps.log_details_bytes));
         }
         self.guest_lines += 1;
         if self.guest_lines > caps.log_lines {
-            return Err(CapExceeded::count(
-                "log lines per item",
-                caps.log_lines,
-                "lines",
-            ));
+            return Err(CapExceeded::count("log lines per item", caps.log_lines, "lines"));
         }
-        let details = details.map(
-            |d| match serde_json::from_str::<serde::de::IgnoredAny>(&d) {
-                Ok(_) => pg_json(&d).into_owned(),
-                Err(_) => serde_json::Value::String(pg_text(&d).into_owned()).to_string(),
-            },
-        );
-        let message = pg_text(&message).into_owned();
-        self.entries.push(LogEntry {
-            level,
-            source: LogSource::Processor,
-            message,
-            details,
-            at: Utc::now(),
+        let details = details.map(|d| match serde_json::from_str::<serde::de::IgnoredAny>(&d) {
+            Ok(_) => pg_json(&d).into_owned(),
+            Err(_) => serde_json::Value::String(pg_text(&d).into_owned()).to_string(),
         });
+        let message = pg_text(&message).into_owned();
+        self.entries.push(LogEntry { level, source: LogSource::Processor, message, details, at: Utc::now() });
         Ok(())
     }
 
@@ -202,12 +179,7 @@ impl LogBuffer {
     }
 
     /// A line written by the host about the item or batch.
-    pub(crate) fn push_host(
-        &mut self,
-        level: LogLevel,
-        message: String,
-        details: Option<serde_json::Value>,
-    ) {
+    pub(crate) fn push_host(&mut self, level: LogLevel, message: String, details: Option<serde_json::Value>) {
         self.entries.push(LogEntry {
             level,
             source: LogSource::Host,
@@ -220,23 +192,12 @@ impl LogBuffer {
     /// The last lines the processor wrote to stderr, for trap messages (a Rust panic message
     /// arrives there).
     pub(crate) fn stderr_tail(&self) -> Option<String> {
-        let last = self
-            .entries
-            .iter()
-            .rev()
-            .find(|e| e.source == LogSource::Stderr)?;
-        let lines: Vec<&str> = last
-            .message
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
+        let last = self.entries.iter().rev().find(|e| e.source == LogSource::Stderr)?;
+        let lines: Vec<&str> = last.message.lines().filter(|l| !l.trim().is_empty()).collect();
         let tail = lines[lines.len().saturating_sub(2)..].join(" ");
         let mut tail = tail.trim().to_owned();
         if tail.len() > 300 {
-            let cut = (0..=300)
-                .rev()
-                .find(|i| tail.is_char_boundary(*i))
-                .unwrap_or(0);
+            let cut = (0..=300).rev().find(|i| tail.is_char_boundary(*i)).unwrap_or(0);
             tail.truncate(cut);
             tail.push('…');
         }

@@ -22,10 +22,7 @@ impl MetadataView {
 
     /// One key as JSON text.
     pub(crate) fn get(&self, key: &str) -> Option<String> {
-        self.pending
-            .get(key)
-            .or_else(|| self.snapshot.get(key))
-            .map(Value::to_string)
+        self.pending.get(key).or_else(|| self.snapshot.get(key)).map(Value::to_string)
     }
 
     /// Sets one key; the value must be JSON. Oversized values trap.
@@ -36,10 +33,7 @@ impl MetadataView {
         value: &str,
     ) -> Result<Result<(), String>, CapExceeded> {
         if value.len() > caps.metadata_bytes || key.len() > 256 {
-            return Err(CapExceeded::bytes(
-                "metadata value size",
-                caps.metadata_bytes,
-            ));
+            return Err(CapExceeded::bytes("metadata value size", caps.metadata_bytes));
         }
         match serde_json::from_str(value) {
             Ok(v) => {

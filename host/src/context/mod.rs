@@ -46,11 +46,7 @@ pub struct ProcessorContext {
 impl ProcessorContext {
     /// A context whose processor may use `conn` while the host holds an item or hook savepoint.
     pub fn with_connection(conn: sqlx::PgConnection, caps: Caps) -> Self {
-        ProcessorContext {
-            db: Some(DbSession::new(conn)),
-            caps,
-            ..Default::default()
-        }
+        ProcessorContext { db: Some(DbSession::new(conn)), caps, ..Default::default() }
     }
 
     /// Forgets the previous item's logs, fuel and metadata changes.
@@ -73,9 +69,7 @@ impl ProcessorContext {
                 sqlstate: None,
             }));
         };
-        db.run(&self.caps, &sql, params, want_rows)
-            .await
-            .map_err(wasmtime::Error::new)
+        db.run(&self.caps, &sql, params, want_rows).await.map_err(wasmtime::Error::new)
     }
 }
 
@@ -88,14 +82,10 @@ impl context::Host for HostState {
         sql: String,
         params: Vec<SqlValue>,
     ) -> wasmtime::Result<Result<u64, SqlError>> {
-        Ok(self
-            .context
-            .run_sql(sql, params, false)
-            .await?
-            .map(|out| match out {
-                SqlOutput::Affected(n) => n,
-                SqlOutput::Rows(rows) => rows.rows.len() as u64,
-            }))
+        Ok(self.context.run_sql(sql, params, false).await?.map(|out| match out {
+            SqlOutput::Affected(n) => n,
+            SqlOutput::Rows(rows) => rows.rows.len() as u64,
+        }))
     }
 
     async fn query(
@@ -103,17 +93,10 @@ impl context::Host for HostState {
         sql: String,
         params: Vec<SqlValue>,
     ) -> wasmtime::Result<Result<Rows, SqlError>> {
-        Ok(self
-            .context
-            .run_sql(sql, params, true)
-            .await?
-            .map(|out| match out {
-                SqlOutput::Rows(rows) => rows,
-                SqlOutput::Affected(_) => Rows {
-                    columns: Vec::new(),
-                    rows: Vec::new(),
-                },
-            }))
+        Ok(self.context.run_sql(sql, params, true).await?.map(|out| match out {
+            SqlOutput::Rows(rows) => rows,
+            SqlOutput::Affected(_) => Rows { columns: Vec::new(), rows: Vec::new() },
+        }))
     }
 
     async fn log(
@@ -132,14 +115,8 @@ impl context::Host for HostState {
         Ok(self.context.metadata.get(&key))
     }
 
-    async fn set_metadata(
-        &mut self,
-        key: String,
-        value: String,
-    ) -> wasmtime::Result<Result<(), String>> {
+    async fn set_metadata(&mut self, key: String, value: String) -> wasmtime::Result<Result<(), String>> {
         let ctx = &mut self.context;
-        ctx.metadata
-            .set(&ctx.caps, key, &value)
-            .map_err(|cap| wasmtime::Error::new(ContextTrap::Cap(cap)))
+        ctx.metadata.set(&ctx.caps, key, &value).map_err(|cap| wasmtime::Error::new(ContextTrap::Cap(cap)))
     }
 }

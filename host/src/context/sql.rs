@@ -71,22 +71,13 @@ impl std::fmt::Debug for DbSession {
 }
 
 fn sql_error(kind: SqlErrorKind, message: impl Into<String>) -> SqlError {
-    SqlError {
-        kind,
-        message: message.into(),
-        sqlstate: None,
-    }
+    SqlError { kind, message: message.into(), sqlstate: None }
 }
 
 impl DbSession {
     /// Wraps a connection; the processor may not use it until [`open`](Self::open).
     pub fn new(conn: PgConnection) -> Self {
-        DbSession {
-            conn,
-            open: false,
-            aborted: None,
-            broken: None,
-        }
+        DbSession { conn, open: false, aborted: None, broken: None }
     }
 
     /// The connection, for the host's own statements.
@@ -128,9 +119,7 @@ impl DbSession {
             return Err(CapExceeded::bytes("SQL text per statement", caps.sql_bytes).into());
         }
         if params.len() > caps.params {
-            return Err(
-                CapExceeded::count("parameters per statement", caps.params, "parameters").into(),
-            );
+            return Err(CapExceeded::count("parameters per statement", caps.params, "parameters").into());
         }
         if !self.open {
             return Ok(Err(sql_error(
@@ -168,10 +157,7 @@ impl DbSession {
                 Err(message) => return Ok(Err(sql_error(SqlErrorKind::Invalid, message))),
             };
             if let Err(e) = sqlx::Arguments::add(&mut arguments, bound) {
-                return Ok(Err(sql_error(
-                    SqlErrorKind::Invalid,
-                    format!("parameter ${}: {e}", i + 1),
-                )));
+                return Ok(Err(sql_error(SqlErrorKind::Invalid, format!("parameter ${}: {e}", i + 1))));
             }
         }
         let query = sqlx::query_with(sql, arguments);
@@ -187,12 +173,9 @@ impl DbSession {
             match stream.try_next().await {
                 Ok(Some(row)) if rows.len() >= caps.query_rows => {
                     drop(row);
-                    return Err(CapExceeded::count(
-                        "rows returned by one query",
-                        caps.query_rows,
-                        "rows",
-                    )
-                    .into());
+                    return Err(
+                        CapExceeded::count("rows returned by one query", caps.query_rows, "rows").into()
+                    );
                 }
                 Ok(Some(row)) => rows.push(row),
                 Ok(None) => break,
@@ -234,28 +217,15 @@ impl DbSession {
 
 fn convert_rows(rows: &[PgRow]) -> Result<Rows, SqlError> {
     let Some(first) = rows.first() else {
-        return Ok(Rows {
-            columns: Vec::new(),
-            rows: Vec::new(),
-        });
+        return Ok(Rows { columns: Vec::new(), rows: Vec::new() });
     };
-    let columns: Vec<String> = first
-        .columns()
-        .iter()
-        .map(|c| c.name().to_owned())
-        .collect();
+    let columns: Vec<String> = first.columns().iter().map(|c| c.name().to_owned()).collect();
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let mut values = Vec::with_capacity(columns.len());
         for (i, column) in row.columns().iter().enumerate() {
-            let raw = row
-                .try_get_raw(i)
-                .map_err(|e| sql_error(SqlErrorKind::Invalid, e.to_string()))?;
-            let bytes = if raw.is_null() {
-                None
-            } else {
-                raw.as_bytes().ok()
-            };
+            let raw = row.try_get_raw(i).map_err(|e| sql_error(SqlErrorKind::Invalid, e.to_string()))?;
+            let bytes = if raw.is_null() { None } else { raw.as_bytes().ok() };
             let value = decode(column.type_info(), bytes).map_err(|why| {
                 sql_error(
                     SqlErrorKind::Invalid,

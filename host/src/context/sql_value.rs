@@ -46,10 +46,7 @@ enum Scalar {
 #[derive(Debug, Clone)]
 enum Shape {
     Scalar(Scalar),
-    Array {
-        element: Scalar,
-        element_type: PgTypeInfo,
-    },
+    Array { element: Scalar, element_type: PgTypeInfo },
 }
 
 fn scalar_of(ty: &PgTypeInfo) -> Option<Scalar> {
@@ -80,10 +77,9 @@ fn scalar_of(ty: &PgTypeInfo) -> Option<Scalar> {
 
 fn shape_of(ty: &PgTypeInfo) -> Option<Shape> {
     match ty.kind() {
-        PgTypeKind::Array(element) => Some(Shape::Array {
-            element: scalar_of(element)?,
-            element_type: element.clone(),
-        }),
+        PgTypeKind::Array(element) => {
+            Some(Shape::Array { element: scalar_of(element)?, element_type: element.clone() })
+        }
         PgTypeKind::Domain(base) => shape_of(base),
         _ => scalar_of(ty).map(Shape::Scalar),
     }
@@ -114,20 +110,13 @@ impl BoundParam {
         let bytes = match (shape, value) {
             (_, SqlValue::Null) => None,
             (Shape::Scalar(scalar), value) => Some(encode_scalar(scalar, value)),
-            (
-                Shape::Array {
-                    element,
-                    element_type,
-                },
-                value,
-            ) => Some(encode_array(element, &element_type, value)),
+            (Shape::Array { element, element_type }, value) => {
+                Some(encode_array(element, &element_type, value))
+            }
         }
         .transpose()
         .map_err(|e| format!("parameter ${position} ({}): {e}", type_label(ty)))?;
-        Ok(BoundParam {
-            ty: ty.clone(),
-            bytes,
-        })
+        Ok(BoundParam { ty: ty.clone(), bytes })
     }
 }
 
@@ -182,19 +171,14 @@ fn encode_scalar(scalar: Scalar, value: SqlValue) -> Result<Vec<u8>, String> {
             bytes.extend_from_slice(json_text(v)?.as_bytes());
             bytes
         }
-        (Scalar::Uuid, V::Uuid(s) | V::Text(s)) => Uuid::parse_str(s.trim())
-            .map_err(|_| format!("{s:?} is not a uuid"))?
-            .as_bytes()
-            .to_vec(),
+        (Scalar::Uuid, V::Uuid(s) | V::Text(s)) => {
+            Uuid::parse_str(s.trim()).map_err(|_| format!("{s:?} is not a uuid"))?.as_bytes().to_vec()
+        }
         (Scalar::TimestampTz, V::Timestamp(s) | V::Text(s)) => {
-            micros_since_pg_epoch(parse_timestamptz(&s)?.naive_utc())
-                .to_be_bytes()
-                .to_vec()
+            micros_since_pg_epoch(parse_timestamptz(&s)?.naive_utc()).to_be_bytes().to_vec()
         }
         (Scalar::Timestamp, V::Timestamp(s) | V::Text(s)) => {
-            micros_since_pg_epoch(parse_timestamp(&s)?)
-                .to_be_bytes()
-                .to_vec()
+            micros_since_pg_epoch(parse_timestamp(&s)?).to_be_bytes().to_vec()
         }
         (Scalar::Date, V::Timestamp(s) | V::Text(s)) => {
             let date = parse_date(&s)?;
@@ -205,35 +189,22 @@ fn encode_scalar(scalar: Scalar, value: SqlValue) -> Result<Vec<u8>, String> {
         (Scalar::Bytea, V::Bytes(b)) => b,
         (Scalar::Bytea, V::Text(s)) => s.into_bytes(),
         (scalar, value) => {
-            return Err(format!(
-                "{} cannot be converted to {scalar:?}",
-                describe(&value)
-            ));
+            return Err(format!("{} cannot be converted to {scalar:?}", describe(&value)));
         }
     })
 }
 
 /// A JSON array bound to an array parameter, element by element, in PostgreSQL's binary array
 /// format (one dimension, lower bound 1).
-fn encode_array(
-    element: Scalar,
-    element_type: &PgTypeInfo,
-    value: SqlValue,
-) -> Result<Vec<u8>, String> {
+fn encode_array(element: Scalar, element_type: &PgTypeInfo, value: SqlValue) -> Result<Vec<u8>, String> {
     let SqlValue::Json(json) = value else {
-        return Err(format!(
-            "{} given; array parameters take a JSON array",
-            describe(&value)
-        ));
+        return Err(format!("{} given; array parameters take a JSON array", describe(&value)));
     };
     let items: Vec<serde_json::Value> =
         serde_json::from_str(&json).map_err(|_| "array parameters take a JSON array".to_owned())?;
-    let oid = element_type.oid().ok_or_else(|| {
-        format!(
-            "the element type {} has no known oid",
-            type_label(element_type)
-        )
-    })?;
+    let oid = element_type
+        .oid()
+        .ok_or_else(|| format!("the element type {} has no known oid", type_label(element_type)))?;
     let mut out = Vec::with_capacity(20 + items.len() * 8);
     let has_null = items.iter().any(serde_json::Value::is_null);
     out.extend_from_slice(&1_i32.to_be_bytes());
@@ -283,10 +254,7 @@ fn integer(value: SqlValue) -> Result<i64, String> {
         SqlValue::Int(i) => Ok(i),
         #[allow(clippy::cast_possible_truncation)]
         SqlValue::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(f as i64),
-        SqlValue::Text(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not an integer")),
+        SqlValue::Text(s) => s.trim().parse().map_err(|_| format!("{s:?} is not an integer")),
         other => Err(format!("{} is not an integer", describe(&other))),
     }
 }
@@ -297,10 +265,7 @@ fn float(value: SqlValue) -> Result<f64, String> {
         // Integers beyond 2^53 round, exactly as PostgreSQL's own int8-to-float8 cast does.
         #[allow(clippy::cast_precision_loss)]
         SqlValue::Int(i) => Ok(i as f64),
-        SqlValue::Text(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not a number")),
+        SqlValue::Text(s) => s.trim().parse().map_err(|_| format!("{s:?} is not a number")),
         other => Err(format!("{} is not a number", describe(&other))),
     }
 }
@@ -311,9 +276,7 @@ fn text(value: SqlValue) -> Result<String, String> {
         SqlValue::Int(i) => i.to_string(),
         SqlValue::Float(f) => f.to_string(),
         SqlValue::Boolean(b) => b.to_string(),
-        SqlValue::Bytes(b) => {
-            String::from_utf8(b).map_err(|_| "bytes that are not UTF-8".to_owned())?
-        }
+        SqlValue::Bytes(b) => String::from_utf8(b).map_err(|_| "bytes that are not UTF-8".to_owned())?,
         SqlValue::Null => return Err("NULL".into()),
     })
 }
@@ -327,8 +290,7 @@ fn json_text(value: SqlValue) -> Result<String, String> {
         SqlValue::Boolean(b) => b.to_string(),
         other => return Err(format!("{} is not JSON", describe(&other))),
     };
-    serde_json::from_str::<serde::de::IgnoredAny>(&json)
-        .map_err(|e| format!("invalid JSON: {e}"))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&json).map_err(|e| format!("invalid JSON: {e}"))?;
     Ok(json)
 }
 
@@ -360,12 +322,7 @@ fn parse_timestamptz(s: &str) -> Result<DateTime<Utc>, String> {
 
 fn parse_timestamp(s: &str) -> Result<NaiveDateTime, String> {
     let s = s.trim();
-    for format in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M",
-    ] {
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
             return Ok(t);
         }
@@ -389,13 +346,8 @@ fn parse_date(s: &str) -> Result<NaiveDate, String> {
 fn encode_numeric(s: &str) -> Result<Vec<u8>, String> {
     let invalid = || format!("{s:?} is not a number");
     if s.eq_ignore_ascii_case("nan") {
-        return Ok([
-            0_i16.to_be_bytes(),
-            0_i16.to_be_bytes(),
-            0xC000_u16.to_be_bytes(),
-            0_u16.to_be_bytes(),
-        ]
-        .concat());
+        return Ok([0_i16.to_be_bytes(), 0_i16.to_be_bytes(), 0xC000_u16.to_be_bytes(), 0_u16.to_be_bytes()]
+            .concat());
     }
     let (negative, unsigned) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
@@ -403,10 +355,7 @@ fn encode_numeric(s: &str) -> Result<Vec<u8>, String> {
         _ => (false, s),
     };
     let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
-        Some(at) => (
-            &unsigned[..at],
-            unsigned[at + 1..].parse::<i32>().map_err(|_| invalid())?,
-        ),
+        Some(at) => (&unsigned[..at], unsigned[at + 1..].parse::<i32>().map_err(|_| invalid())?),
         None => (unsigned, 0),
     };
     let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -415,11 +364,7 @@ fn encode_numeric(s: &str) -> Result<Vec<u8>, String> {
         return Err(invalid());
     }
     // All digits, and where the decimal point sits among them once the exponent is applied.
-    let digits: Vec<u8> = int_part
-        .bytes()
-        .chain(frac_part.bytes())
-        .map(|b| b - b'0')
-        .collect();
+    let digits: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).map(|b| b - b'0').collect();
     let point = i64::try_from(int_part.len()).map_err(|_| invalid())? + i64::from(exponent);
     let scale = (i64::try_from(digits.len()).map_err(|_| invalid())? - point).max(0);
     if !(-131_072..=131_072).contains(&point) || scale > 16_383 {
@@ -427,16 +372,13 @@ fn encode_numeric(s: &str) -> Result<Vec<u8>, String> {
     }
     // Pad so that the point falls on a group boundary, then group by four.
     let lead = (4 - point.rem_euclid(4)) % 4;
-    let mut padded: Vec<u8> = std::iter::repeat_n(0, usize::try_from(lead).unwrap_or(0))
-        .chain(digits)
-        .collect();
-    while padded.len() % 4 != 0 {
+    let mut padded: Vec<u8> =
+        std::iter::repeat_n(0, usize::try_from(lead).unwrap_or(0)).chain(digits).collect();
+    while !padded.len().is_multiple_of(4) {
         padded.push(0);
     }
-    let mut groups: Vec<i16> = padded
-        .chunks(4)
-        .map(|c| c.iter().fold(0_i16, |acc, d| acc * 10 + i16::from(*d)))
-        .collect();
+    let mut groups: Vec<i16> =
+        padded.chunks(4).map(|c| c.iter().fold(0_i16, |acc, d| acc * 10 + i16::from(*d))).collect();
     let mut weight = (point + lead) / 4 - 1;
     while groups.first() == Some(&0) {
         groups.remove(0);
@@ -448,17 +390,9 @@ fn encode_numeric(s: &str) -> Result<Vec<u8>, String> {
     if groups.is_empty() {
         weight = 0;
     }
-    let sign: u16 = if negative && !groups.is_empty() {
-        0x4000
-    } else {
-        0
-    };
+    let sign: u16 = if negative && !groups.is_empty() { 0x4000 } else { 0 };
     let mut out = Vec::with_capacity(8 + groups.len() * 2);
-    out.extend_from_slice(
-        &i16::try_from(groups.len())
-            .map_err(|_| invalid())?
-            .to_be_bytes(),
-    );
+    out.extend_from_slice(&i16::try_from(groups.len()).map_err(|_| invalid())?.to_be_bytes());
     out.extend_from_slice(&i16::try_from(weight).map_err(|_| invalid())?.to_be_bytes());
     out.extend_from_slice(&sign.to_be_bytes());
     out.extend_from_slice(&u16::try_from(scale).map_err(|_| invalid())?.to_be_bytes());
@@ -470,11 +404,7 @@ fn encode_numeric(s: &str) -> Result<Vec<u8>, String> {
 
 /// Reads PostgreSQL's binary numeric back as exact decimal text with its display scale.
 fn decode_numeric(bytes: &[u8]) -> Option<String> {
-    let word = |i: usize| {
-        bytes
-            .get(i..i + 2)
-            .map(|b| i16::from_be_bytes([b[0], b[1]]))
-    };
+    let word = |i: usize| bytes.get(i..i + 2).map(|b| i16::from_be_bytes([b[0], b[1]]));
     let ndigits = usize::try_from(word(0)?).ok()?;
     let weight = i64::from(word(2)?);
     let sign = u16::from_be_bytes([*bytes.get(4)?, *bytes.get(5)?]);
@@ -485,14 +415,9 @@ fn decode_numeric(bytes: &[u8]) -> Option<String> {
         0xF000 => return Some("-Infinity".into()),
         _ => {}
     }
-    let groups: Vec<i16> = (0..ndigits)
-        .map(|i| word(8 + i * 2))
-        .collect::<Option<_>>()?;
+    let groups: Vec<i16> = (0..ndigits).map(|i| word(8 + i * 2)).collect::<Option<_>>()?;
     let group = |position: i64| -> i16 {
-        usize::try_from(position)
-            .ok()
-            .and_then(|p| groups.get(p).copied())
-            .unwrap_or(0)
+        usize::try_from(position).ok().and_then(|p| groups.get(p).copied()).unwrap_or(0)
     };
     let mut out = String::new();
     if sign == 0x4000 {
@@ -536,47 +461,34 @@ pub(crate) fn decode(ty: &PgTypeInfo, bytes: Option<&[u8]>) -> Result<SqlValue, 
 
 fn decode_scalar(scalar: Scalar, bytes: &[u8]) -> Result<SqlValue, String> {
     let corrupt = || format!("{scalar:?} value has an unexpected binary form");
-    let fixed = |n: usize| {
-        bytes
-            .get(..n)
-            .filter(|_| bytes.len() == n)
-            .ok_or_else(corrupt)
-    };
+    let fixed = |n: usize| bytes.get(..n).filter(|_| bytes.len() == n).ok_or_else(corrupt);
     Ok(match scalar {
         Scalar::Bool => SqlValue::Boolean(fixed(1)?[0] != 0),
-        Scalar::Int2 => SqlValue::Int(i64::from(i16::from_be_bytes(
-            fixed(2)?.try_into().map_err(|_| corrupt())?,
-        ))),
-        Scalar::Int4 => SqlValue::Int(i64::from(i32::from_be_bytes(
-            fixed(4)?.try_into().map_err(|_| corrupt())?,
-        ))),
-        Scalar::Int8 => SqlValue::Int(i64::from_be_bytes(
-            fixed(8)?.try_into().map_err(|_| corrupt())?,
-        )),
-        Scalar::Float4 => SqlValue::Float(f64::from(f32::from_be_bytes(
-            fixed(4)?.try_into().map_err(|_| corrupt())?,
-        ))),
-        Scalar::Float8 => SqlValue::Float(f64::from_be_bytes(
-            fixed(8)?.try_into().map_err(|_| corrupt())?,
-        )),
+        Scalar::Int2 => {
+            SqlValue::Int(i64::from(i16::from_be_bytes(fixed(2)?.try_into().map_err(|_| corrupt())?)))
+        }
+        Scalar::Int4 => {
+            SqlValue::Int(i64::from(i32::from_be_bytes(fixed(4)?.try_into().map_err(|_| corrupt())?)))
+        }
+        Scalar::Int8 => SqlValue::Int(i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| corrupt())?)),
+        Scalar::Float4 => {
+            SqlValue::Float(f64::from(f32::from_be_bytes(fixed(4)?.try_into().map_err(|_| corrupt())?)))
+        }
+        Scalar::Float8 => SqlValue::Float(f64::from_be_bytes(fixed(8)?.try_into().map_err(|_| corrupt())?)),
         Scalar::Numeric => SqlValue::Text(decode_numeric(bytes).ok_or_else(corrupt)?),
         Scalar::Text => SqlValue::Text(utf8(bytes)?),
         Scalar::Json => SqlValue::Json(utf8(bytes)?),
         Scalar::Jsonb => SqlValue::Json(utf8(bytes.get(1..).ok_or_else(corrupt)?)?),
-        Scalar::Uuid => SqlValue::Uuid(
-            Uuid::from_slice(bytes)
-                .map_err(|_| corrupt())?
-                .hyphenated()
-                .to_string(),
-        ),
+        Scalar::Uuid => {
+            SqlValue::Uuid(Uuid::from_slice(bytes).map_err(|_| corrupt())?.hyphenated().to_string())
+        }
         Scalar::TimestampTz | Scalar::Timestamp => {
             let micros = i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| corrupt())?);
             SqlValue::Timestamp(match micros {
                 i64::MAX => "infinity".into(),
                 i64::MIN => "-infinity".into(),
                 _ => {
-                    let t = DateTime::from_timestamp_micros(micros + PG_EPOCH_MICROS)
-                        .ok_or_else(corrupt)?;
+                    let t = DateTime::from_timestamp_micros(micros + PG_EPOCH_MICROS).ok_or_else(corrupt)?;
                     if scalar == Scalar::TimestampTz {
                         t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
                     } else {
@@ -588,9 +500,7 @@ fn decode_scalar(scalar: Scalar, bytes: &[u8]) -> Result<SqlValue, String> {
         Scalar::Date => {
             let days = i32::from_be_bytes(fixed(4)?.try_into().map_err(|_| corrupt())?);
             let date = NaiveDate::default()
-                .checked_add_signed(chrono::Duration::days(
-                    i64::from(days) + i64::from(PG_EPOCH_DAYS),
-                ))
+                .checked_add_signed(chrono::Duration::days(i64::from(days) + i64::from(PG_EPOCH_DAYS)))
                 .ok_or_else(corrupt)?;
             SqlValue::Timestamp(date.format("%Y-%m-%d").to_string())
         }
@@ -606,10 +516,7 @@ fn utf8(bytes: &[u8]) -> Result<String, String> {
 fn decode_array(element: Scalar, bytes: &[u8]) -> Result<serde_json::Value, String> {
     let corrupt = || "array value has an unexpected binary form".to_owned();
     let int = |at: usize| -> Result<i32, String> {
-        bytes
-            .get(at..at + 4)
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-            .ok_or_else(corrupt)
+        bytes.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])).ok_or_else(corrupt)
     };
     let dims = usize::try_from(int(0)?).map_err(|_| corrupt())?;
     let mut count = 1_usize;

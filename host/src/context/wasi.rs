@@ -23,14 +23,8 @@ const CAPTURE_LIMIT: usize = 64 << 10;
 /// preopens, host clocks and random.
 pub(crate) fn sandboxed_wasi(output: &CapturedOutput) -> WasiCtx {
     WasiCtxBuilder::new()
-        .stdout(CaptureStream {
-            output: output.clone(),
-            stream: Stream::Stdout,
-        })
-        .stderr(CaptureStream {
-            output: output.clone(),
-            stream: Stream::Stderr,
-        })
+        .stdout(CaptureStream { output: output.clone(), stream: Stream::Stdout })
+        .stderr(CaptureStream { output: output.clone(), stream: Stream::Stderr })
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
@@ -85,10 +79,7 @@ impl CapturedOutput {
     pub(crate) fn drain(&self) -> Drained {
         let mut captured = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let taken = std::mem::take(&mut *captured);
-        Drained {
-            chunks: taken.chunks,
-            dropped: taken.dropped,
-        }
+        Drained { chunks: taken.chunks, dropped: taken.dropped }
     }
 }
 
@@ -137,11 +128,7 @@ impl Pollable for CaptureStream {
 }
 
 impl tokio::io::AsyncWrite for CaptureStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.output.write(self.stream, buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -35,6 +35,12 @@ pub enum EmbeddedError {
          embedded database as: run ingot as an ordinary user, create a `postgres` user, or set DATABASE_URL"
     )]
     RootWithoutPostgresUser,
+    /// The `postgres` user cannot reach the project folder.
+    #[error(
+        "the embedded database runs as the `postgres` system user, which cannot enter {0}: make it \
+         traversable (chmod o+x) or set DATABASE_URL"
+    )]
+    Unreachable(PathBuf),
     /// The socket path would be too long.
     #[error(
         "the embedded database's socket folder {0} is too long for a unix socket path; run ingot from a shorter path or set DATABASE_URL"
@@ -86,13 +92,8 @@ pub struct ClusterStatus {
 impl EmbeddedCluster {
     /// The cluster under `project_dir/.ingot/pg`, using the newest PostgreSQL found.
     pub fn new(project_dir: &Path) -> Result<Self, EmbeddedError> {
-        let root =
-            std::path::absolute(project_dir.join(".ingot").join("pg")).map_err(|source| {
-                EmbeddedError::Io {
-                    path: project_dir.to_owned(),
-                    source,
-                }
-            })?;
+        let root = std::path::absolute(project_dir.join(".ingot").join("pg"))
+            .map_err(|source| EmbeddedError::Io { path: project_dir.to_owned(), source })?;
         let bin = find_bin_dir().ok_or(EmbeddedError::NotInstalled)?;
         let run_as = if is_root() {
             Some(postgres_user().ok_or(EmbeddedError::RootWithoutPostgresUser)?)
@@ -129,10 +130,7 @@ impl EmbeddedCluster {
 
     /// Connection options for the cluster's `ingot` database.
     pub fn connect_options(&self) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .socket(self.socket_dir())
-            .username(SUPERUSER)
-            .database(DATABASE)
+        PgConnectOptions::new().socket(self.socket_dir()).username(SUPERUSER).database(DATABASE)
     }
 
     /// Whether the server is up.
@@ -182,6 +180,14 @@ impl EmbeddedCluster {
 
     fn init(&self) -> Result<(), EmbeddedError> {
         if let Some((uid, gid)) = self.run_as {
+            // The postgres user must be able to walk down to the cluster's folder.
+            for dir in self.root.ancestors().skip(1) {
+                let mode =
+                    std::fs::metadata(dir).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
+                if mode.is_ok_and(|mode| mode & 0o001 == 0) {
+                    return Err(EmbeddedError::Unreachable(dir.to_owned()));
+                }
+            }
             eprintln!(
                 "ingot: running as root, so the embedded PostgreSQL in {} runs as the `postgres` system user",
                 self.root.display()
@@ -193,20 +199,9 @@ impl EmbeddedCluster {
             .command("initdb")
             .arg("-D")
             .arg(self.data_dir())
-            .args([
-                "-U",
-                SUPERUSER,
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ])
+            .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
             .output()
-            .map_err(|source| EmbeddedError::Io {
-                path: self.bin.join("initdb"),
-                source,
-            })?;
+            .map_err(|source| EmbeddedError::Io { path: self.bin.join("initdb"), source })?;
         if !output.status.success() {
             return Err(EmbeddedError::Command {
                 what: "initdb".into(),
@@ -219,26 +214,18 @@ impl EmbeddedCluster {
 
     fn start(&self) -> Result<(), EmbeddedError> {
         let socket_dir = self.socket_dir();
-        std::fs::create_dir_all(&socket_dir).map_err(|source| EmbeddedError::Io {
-            path: socket_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&socket_dir)
+            .map_err(|source| EmbeddedError::Io { path: socket_dir.clone(), source })?;
         if let Some((uid, gid)) = self.run_as {
             chown_tree(&socket_dir, uid, gid)?;
             let log = self.log_file();
             if !log.exists() {
-                File::create(&log).map_err(|source| EmbeddedError::Io {
-                    path: log.clone(),
-                    source,
-                })?;
+                File::create(&log).map_err(|source| EmbeddedError::Io { path: log.clone(), source })?;
             }
             std::os::unix::fs::chown(&log, Some(uid), Some(gid))
                 .map_err(|source| EmbeddedError::Io { path: log, source })?;
         }
-        let options = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}'",
-            socket_dir.display()
-        );
+        let options = format!("-c listen_addresses='' -c unix_socket_directories='{}'", socket_dir.display());
         let status = self
             .command("pg_ctl")
             .arg("start")
@@ -250,10 +237,7 @@ impl EmbeddedCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
-            .map_err(|source| EmbeddedError::Io {
-                path: self.bin.join("pg_ctl"),
-                source,
-            })?;
+            .map_err(|source| EmbeddedError::Io { path: self.bin.join("pg_ctl"), source })?;
         if !status.status.success() {
             return Err(EmbeddedError::Command {
                 what: "starting the embedded PostgreSQL".into(),
@@ -270,14 +254,9 @@ impl EmbeddedCluster {
             .arg("-h")
             .arg(self.socket_dir())
             .args(["-U", SUPERUSER, "-d", "postgres", "-tAc"])
-            .arg(format!(
-                "SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"
-            ))
+            .arg(format!("SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"))
             .output()
-            .map_err(|source| EmbeddedError::Io {
-                path: self.bin.join("psql"),
-                source,
-            })?;
+            .map_err(|source| EmbeddedError::Io { path: self.bin.join("psql"), source })?;
         if String::from_utf8_lossy(&exists.stdout).trim() == "1" {
             return Ok(());
         }
@@ -287,10 +266,7 @@ impl EmbeddedCluster {
             .arg(self.socket_dir())
             .args(["-U", SUPERUSER, DATABASE])
             .output()
-            .map_err(|source| EmbeddedError::Io {
-                path: self.bin.join("createdb"),
-                source,
-            })?;
+            .map_err(|source| EmbeddedError::Io { path: self.bin.join("createdb"), source })?;
         if !output.status.success() {
             return Err(EmbeddedError::Command {
                 what: "creating the ingot database".into(),
@@ -313,10 +289,7 @@ impl EmbeddedCluster {
             .arg(self.data_dir())
             .args(["-m", "fast", "-w"])
             .output()
-            .map_err(|source| EmbeddedError::Io {
-                path: self.bin.join("pg_ctl"),
-                source,
-            })?;
+            .map_err(|source| EmbeddedError::Io { path: self.bin.join("pg_ctl"), source })?;
         if !output.status.success() {
             return Err(EmbeddedError::Command {
                 what: "stopping the embedded PostgreSQL".into(),
@@ -330,11 +303,8 @@ impl EmbeddedCluster {
 
 /// `initdb` and `pg_ctl` from PATH, else the newest `/usr/lib/postgresql/<version>/bin`.
 fn find_bin_dir() -> Option<PathBuf> {
-    let has_tools = |dir: &Path| {
-        ["initdb", "pg_ctl", "psql", "createdb"]
-            .iter()
-            .all(|t| dir.join(t).is_file())
-    };
+    let has_tools =
+        |dir: &Path| ["initdb", "pg_ctl", "psql", "createdb"].iter().all(|t| dir.join(t).is_file());
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
@@ -345,12 +315,7 @@ fn find_bin_dir() -> Option<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(Result::ok)
-        .filter_map(|e| {
-            Some((
-                e.file_name().to_str()?.parse::<u32>().ok()?,
-                e.path().join("bin"),
-            ))
-        })
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin"))))
         .filter(|(_, bin)| has_tools(bin))
         .collect();
     versions.sort();
@@ -374,10 +339,7 @@ fn postgres_user() -> Option<(u32, u32)> {
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), EmbeddedError> {
-    let io = |source| EmbeddedError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |source| EmbeddedError::Io { path: path.to_owned(), source };
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io)?;
     if path.is_dir() {
         for entry in std::fs::read_dir(path).map_err(io)? {

@@ -46,8 +46,8 @@ pub struct Database {
 pub fn resolve(project_dir: &Path) -> Result<(PgConnectOptions, String), DatabaseError> {
     match std::env::var("DATABASE_URL") {
         Ok(url) if !url.trim().is_empty() => {
-            let options = PgConnectOptions::from_str(&url)
-                .map_err(|e| DatabaseError::BadUrl(e.to_string()))?;
+            let options =
+                PgConnectOptions::from_str(&url).map_err(|e| DatabaseError::BadUrl(e.to_string()))?;
             Ok((options, redact(&url)))
         }
         _ => {
@@ -55,10 +55,7 @@ pub fn resolve(project_dir: &Path) -> Result<(PgConnectOptions, String), Databas
             cluster.ensure_running()?;
             Ok((
                 cluster.connect_options(),
-                format!(
-                    "embedded database in {}",
-                    project_dir.join(".ingot").display()
-                ),
+                format!("embedded database in {}", project_dir.join(".ingot").display()),
             ))
         }
     }
@@ -75,10 +72,7 @@ pub async fn open(
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options.application_name("ingot"))
         .await
-        .map_err(|e| DatabaseError::Unreachable {
-            target: target.clone(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| DatabaseError::Unreachable { target: target.clone(), message: e.to_string() })?;
     store::migrate(&pool).await?;
     Ok(Database { pool, target })
 }
@@ -103,10 +97,7 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("postgres:///db"), "postgres:///db");
     }

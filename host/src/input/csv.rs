@@ -85,24 +85,16 @@ pub(super) fn parse(reader: impl BufRead, sink: &mut ItemSink) -> Result<(), Inp
         // Read to the end: an error caused by an unclosed quote is best reported where it opened.
         let _ = std::io::copy(&mut watch, &mut std::io::sink());
     }
-    if !matches!(
-        result,
-        Err(InputError::Cancelled { .. }) | Err(InputError::Io { .. })
-    ) && let Some(line) = watch.unterminated()
+    if !matches!(result, Err(InputError::Cancelled { .. }) | Err(InputError::Io { .. }))
+        && let Some(line) = watch.unterminated()
     {
         return Err(sink.malformed(line, "a quoted field is never closed (unterminated quote)"));
     }
     result
 }
 
-fn parse_records<R: BufRead>(
-    watch: &mut QuoteWatch<R>,
-    sink: &mut ItemSink,
-) -> Result<(), InputError> {
-    let mut csv = ::csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(watch);
+fn parse_records<R: BufRead>(watch: &mut QuoteWatch<R>, sink: &mut ItemSink) -> Result<(), InputError> {
+    let mut csv = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(watch);
     let mut records = csv.records();
     let header = match records.next() {
         None => return Ok(()),
@@ -112,9 +104,7 @@ fn parse_records<R: BufRead>(
     for (i, name) in header.iter().enumerate() {
         let name = name.trim().to_owned();
         if name.is_empty() {
-            return Err(
-                sink.malformed(1, format!("column {} of the header row has no name", i + 1))
-            );
+            return Err(sink.malformed(1, format!("column {} of the header row has no name", i + 1)));
         }
         if columns.contains(&name) {
             return Err(sink.malformed(1, format!("the header row names column {name:?} twice")));
@@ -130,18 +120,11 @@ fn parse_records<R: BufRead>(
         if record.len() != columns.len() {
             return Err(sink.malformed(
                 line,
-                format!(
-                    "expected {} fields (as in the header row), found {}",
-                    columns.len(),
-                    record.len()
-                ),
+                format!("expected {} fields (as in the header row), found {}", columns.len(), record.len()),
             ));
         }
-        let object: Map<String, Value> = columns
-            .iter()
-            .cloned()
-            .zip(record.iter().map(|v| Value::String(v.to_owned())))
-            .collect();
+        let object: Map<String, Value> =
+            columns.iter().cloned().zip(record.iter().map(|v| Value::String(v.to_owned()))).collect();
         sink.push(Value::Object(object).to_string(), line)?;
     }
     Ok(())

@@ -20,10 +20,7 @@ pub(super) fn parse_array(mut reader: impl BufRead, sink: &mut ItemSink) -> Resu
     }
     let mut de = serde_json::Deserializer::from_reader(reader);
     let mut failure = None;
-    let seed = ArraySeed {
-        sink,
-        failure: &mut failure,
-    };
+    let seed = ArraySeed { sink, failure: &mut failure };
     let result = seed.deserialize(&mut de).and_then(|()| de.end());
     if let Some(failure) = failure {
         return Err(failure);
@@ -34,11 +31,7 @@ pub(super) fn parse_array(mut reader: impl BufRead, sink: &mut ItemSink) -> Resu
 fn sink_error(sink: &ItemSink, e: &serde_json::Error) -> InputError {
     let message = e.to_string();
     // serde_json appends " at line L column C"; the line goes in front instead.
-    let message = message
-        .split(" at line ")
-        .next()
-        .unwrap_or(&message)
-        .to_owned();
+    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
     let message = if message.starts_with("invalid type") {
         "expected a JSON array of items (for one item per line, use .ndjson)".to_owned()
     } else {
@@ -92,26 +85,15 @@ pub(super) fn parse_lines(mut reader: impl BufRead, sink: &mut ItemSink) -> Resu
             return Ok(());
         }
         number += 1;
-        let text = std::str::from_utf8(&line).map_err(|_| {
-            sink.malformed(
-                number,
-                "the text is not valid UTF-8; save the file as UTF-8",
-            )
-        })?;
+        let text = std::str::from_utf8(&line)
+            .map_err(|_| sink.malformed(number, "the text is not valid UTF-8; save the file as UTF-8"))?;
         let text = text.trim_start_matches('\u{feff}').trim();
         if text.is_empty() {
             continue;
         }
         let value: Value = serde_json::from_str(text).map_err(|e| {
             let message = e.to_string();
-            sink.malformed(
-                number,
-                message
-                    .split(" at line ")
-                    .next()
-                    .unwrap_or(&message)
-                    .to_owned(),
-            )
+            sink.malformed(number, message.split(" at line ").next().unwrap_or(&message).to_owned())
         })?;
         sink.push(value.to_string(), number)?;
     }

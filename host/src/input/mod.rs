@@ -104,32 +104,17 @@ impl InputSource {
     /// An input from a command-line argument: a path, or `-` for stdin (which needs `format`).
     pub fn from_arg(arg: &str, format: Option<Format>) -> Result<InputSource, InputError> {
         if arg == "-" {
-            let format = format.ok_or_else(|| InputError::UnknownFormat {
-                name: "stdin".into(),
-            })?;
-            return Ok(InputSource {
-                path: None,
-                name: "stdin".into(),
-                format,
-            });
+            let format = format.ok_or_else(|| InputError::UnknownFormat { name: "stdin".into() })?;
+            return Ok(InputSource { path: None, name: "stdin".into(), format });
         }
         let path = PathBuf::from(arg);
-        let format = format.or_else(|| Format::from_path(&path)).ok_or_else(|| {
-            InputError::UnknownFormat {
-                name: arg.to_owned(),
-            }
-        })?;
+        let format = format
+            .or_else(|| Format::from_path(&path))
+            .ok_or_else(|| InputError::UnknownFormat { name: arg.to_owned() })?;
         if let Err(source) = std::fs::metadata(&path) {
-            return Err(InputError::Io {
-                name: arg.to_owned(),
-                source,
-            });
+            return Err(InputError::Io { name: arg.to_owned(), source });
         }
-        Ok(InputSource {
-            path: Some(path),
-            name: arg.to_owned(),
-            format,
-        })
+        Ok(InputSource { path: Some(path), name: arg.to_owned(), format })
     }
 }
 
@@ -189,9 +174,7 @@ impl ItemSink {
             return Err(InputError::Malformed {
                 name: self.name.clone(),
                 line,
-                message:
-                    "the item contains a NUL character (\\u0000), which PostgreSQL cannot store"
-                        .into(),
+                message: "the item contains a NUL character (\\u0000), which PostgreSQL cannot store".into(),
             });
         }
         self.chunk.push(ParsedItem { json, line });
@@ -207,19 +190,11 @@ impl ItemSink {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_ITEMS));
-        self.tx
-            .blocking_send(chunk)
-            .map_err(|_| InputError::Cancelled {
-                name: self.name.clone(),
-            })
+        self.tx.blocking_send(chunk).map_err(|_| InputError::Cancelled { name: self.name.clone() })
     }
 
     pub(crate) fn malformed(&self, line: u64, message: impl Into<String>) -> InputError {
-        InputError::Malformed {
-            name: self.name.clone(),
-            line,
-            message: message.into(),
-        }
+        InputError::Malformed { name: self.name.clone(), line, message: message.into() }
     }
 }
 
@@ -236,10 +211,9 @@ impl Reader {
         drop(self.items);
         match self.handle.await {
             Ok(result) => result,
-            Err(e) => Err(InputError::Io {
-                name: "input".into(),
-                source: std::io::Error::other(e.to_string()),
-            }),
+            Err(e) => {
+                Err(InputError::Io { name: "input".into(), source: std::io::Error::other(e.to_string()) })
+            }
         }
     }
 }
@@ -251,29 +225,15 @@ pub fn read(source: InputSource) -> Reader {
     Reader { items: rx, handle }
 }
 
-fn parse(
-    source: &InputSource,
-    tx: mpsc::Sender<Vec<ParsedItem>>,
-) -> Result<SourceStats, InputError> {
-    let io_error = |source_error| InputError::Io {
-        name: source.name.clone(),
-        source: source_error,
-    };
+fn parse(source: &InputSource, tx: mpsc::Sender<Vec<ParsedItem>>) -> Result<SourceStats, InputError> {
+    let io_error = |source_error| InputError::Io { name: source.name.clone(), source: source_error };
     let raw: Box<dyn Read + Send> = match &source.path {
         Some(path) => Box::new(std::fs::File::open(path).map_err(io_error)?),
         None => Box::new(std::io::stdin()),
     };
-    let mut hashing = Hashing {
-        inner: raw,
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
-    let mut sink = ItemSink {
-        name: source.name.clone(),
-        tx,
-        chunk: Vec::with_capacity(CHUNK_ITEMS),
-        items: 0,
-    };
+    let mut hashing = Hashing { inner: raw, hasher: Sha256::new(), bytes: 0 };
+    let mut sink =
+        ItemSink { name: source.name.clone(), tx, chunk: Vec::with_capacity(CHUNK_ITEMS), items: 0 };
     {
         let reader = BufReader::with_capacity(64 << 10, &mut hashing);
         match source.format {

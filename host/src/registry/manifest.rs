@@ -28,9 +28,7 @@ use serde::Deserialize;
 use crate::runtime::Limits;
 
 /// A table privilege a manifest may grant.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Privilege {
     /// SELECT.
@@ -131,10 +129,7 @@ impl Manifest {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
             Err(e) => {
-                return Err(ManifestError {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                });
+                return Err(ManifestError { path: path.to_owned(), message: e.to_string() });
             }
         };
         Self::parse(path, &text)
@@ -142,12 +137,8 @@ impl Manifest {
 
     /// Parses manifest text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
-        let fail = |message: String| ManifestError {
-            path: path.to_owned(),
-            message,
-        };
-        let raw: RawManifest =
-            toml::from_str(text).map_err(|e| fail(e.to_string().trim_end().to_owned()))?;
+        let fail = |message: String| ManifestError { path: path.to_owned(), message };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| fail(e.to_string().trim_end().to_owned()))?;
         let defaults = Manifest::default();
         for (table, privileges) in &raw.grants {
             if !valid_table_name(table) {
@@ -193,11 +184,7 @@ impl Manifest {
         Ok(Manifest {
             path: Some(path.to_owned()),
             grants,
-            limits: Limits {
-                timeout,
-                memory_bytes,
-                fuel,
-            },
+            limits: Limits { timeout, memory_bytes, fuel },
             statement_timeout,
             stop_on_error: raw.batch.stop_on_error.unwrap_or(false),
             max_attempts,
@@ -207,9 +194,7 @@ impl Manifest {
 
 fn valid_table_name(name: &str) -> bool {
     let part = |p: &str| {
-        p.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && p.len() <= 63
     };
@@ -234,10 +219,7 @@ mod tests {
              [limits]\ntimeout_ms = 2500\nmemory_mb = 32\nfuel = 1000\n[batch]\nstop_on_error = true\nmax_attempts = 5\n",
         )
         .expect("parses");
-        assert_eq!(
-            m.grants["customers"],
-            vec![Privilege::Select, Privilege::Insert, Privilege::Update]
-        );
+        assert_eq!(m.grants["customers"], vec![Privilege::Select, Privilege::Insert, Privilege::Update]);
         assert_eq!(m.grants["billing.invoices"], vec![Privilege::Select]);
         assert_eq!(m.limits.timeout, Duration::from_millis(2500));
         assert_eq!(m.statement_timeout, Duration::from_millis(2500));

@@ -31,9 +31,7 @@ pub struct Discovered {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The processors directory is missing or unreadable.
-    #[error(
-        "cannot read the processors directory {dir}: {source} (set --processors or INGOT_PROCESSORS)"
-    )]
+    #[error("cannot read the processors directory {dir}: {source} (set --processors or INGOT_PROCESSORS)")]
     Directory {
         /// The directory.
         dir: PathBuf,
@@ -101,25 +99,16 @@ impl Registry {
     /// Lists the processors in the directory, sorted by batch type. Files whose stem makes no
     /// batch type are skipped with a warning.
     pub fn discover(&self) -> Result<Vec<Discovered>, RegistryError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|source| RegistryError::Directory {
-            dir: self.dir.clone(),
-            source,
-        })?;
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|source| RegistryError::Directory { dir: self.dir.clone(), source })?;
         let mut by_type: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         for entry in entries {
-            let path = entry
-                .map_err(|source| RegistryError::Directory {
-                    dir: self.dir.clone(),
-                    source,
-                })?
-                .path();
+            let path =
+                entry.map_err(|source| RegistryError::Directory { dir: self.dir.clone(), source })?.path();
             if path.extension().is_none_or(|ext| ext != "wasm") || !path.is_file() {
                 continue;
             }
-            let stem = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default();
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
             match batch_type_from_stem(stem) {
                 Some(batch_type) => by_type.entry(batch_type).or_default().push(path),
                 None => {
@@ -131,16 +120,8 @@ impl Registry {
             .into_iter()
             .map(|(batch_type, mut paths)| {
                 paths.sort();
-                let clash = if paths.len() > 1 {
-                    paths.clone()
-                } else {
-                    Vec::new()
-                };
-                Discovered {
-                    batch_type,
-                    path: paths.swap_remove(0),
-                    clash,
-                }
+                let clash = if paths.len() > 1 { paths.clone() } else { Vec::new() };
+                Discovered { batch_type, path: paths.swap_remove(0), clash }
             })
             .collect())
     }
@@ -151,27 +132,13 @@ impl Registry {
         let known = if all.is_empty() {
             "it has no .wasm files".to_owned()
         } else {
-            format!(
-                "it has: {}",
-                all.iter()
-                    .map(|d| d.batch_type.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!("it has: {}", all.iter().map(|d| d.batch_type.as_str()).collect::<Vec<_>>().join(", "))
         };
-        let found = all
-            .into_iter()
-            .find(|d| d.batch_type == batch_type)
-            .ok_or_else(|| RegistryError::Unknown {
-                batch_type: batch_type.to_owned(),
-                dir: self.dir.clone(),
-                known,
-            })?;
+        let found = all.into_iter().find(|d| d.batch_type == batch_type).ok_or_else(|| {
+            RegistryError::Unknown { batch_type: batch_type.to_owned(), dir: self.dir.clone(), known }
+        })?;
         if !found.clash.is_empty() {
-            return Err(RegistryError::Duplicate {
-                batch_type: found.batch_type,
-                paths: found.clash,
-            });
+            return Err(RegistryError::Duplicate { batch_type: found.batch_type, paths: found.clash });
         }
         Ok(found)
     }
@@ -183,11 +150,7 @@ impl Registry {
 
     /// Loads a discovered processor: compiles (or reads the cache), checks the contract, reads
     /// the manifest.
-    pub fn load_discovered(
-        &self,
-        runtime: &Runtime,
-        found: &Discovered,
-    ) -> Result<Processor, RegistryError> {
+    pub fn load_discovered(&self, runtime: &Runtime, found: &Discovered) -> Result<Processor, RegistryError> {
         if !found.clash.is_empty() {
             return Err(RegistryError::Duplicate {
                 batch_type: found.batch_type.clone(),

@@ -8,9 +8,7 @@ use heck::ToSnakeCase;
 pub fn batch_type_from_stem(stem: &str) -> Option<String> {
     let name = stem.to_snake_case();
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     valid.then_some(name)
 }
 
@@ -20,26 +18,11 @@ mod tests {
 
     #[test]
     fn stems_become_snake_case_batch_types() {
-        assert_eq!(
-            batch_type_from_stem("CustomerData").as_deref(),
-            Some("customer_data")
-        );
-        assert_eq!(
-            batch_type_from_stem("customer-data").as_deref(),
-            Some("customer_data")
-        );
-        assert_eq!(
-            batch_type_from_stem("customer_data").as_deref(),
-            Some("customer_data")
-        );
-        assert_eq!(
-            batch_type_from_stem("TransactionFeedV2").as_deref(),
-            Some("transaction_feed_v2")
-        );
-        assert_eq!(
-            batch_type_from_stem("HTTPImport").as_deref(),
-            Some("http_import")
-        );
+        assert_eq!(batch_type_from_stem("CustomerData").as_deref(), Some("customer_data"));
+        assert_eq!(batch_type_from_stem("customer-data").as_deref(), Some("customer_data"));
+        assert_eq!(batch_type_from_stem("customer_data").as_deref(), Some("customer_data"));
+        assert_eq!(batch_type_from_stem("TransactionFeedV2").as_deref(), Some("transaction_feed_v2"));
+        assert_eq!(batch_type_from_stem("HTTPImport").as_deref(), Some("http_import"));
     }
 
     #[test]

@@ -44,10 +44,7 @@ impl ComponentCache {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let config = hasher.finish();
-        Some(
-            dir.join(WASMTIME_RELEASE)
-                .join(format!("{digest}-{config:016x}.cwasm")),
-        )
+        Some(dir.join(WASMTIME_RELEASE).join(format!("{digest}-{config:016x}.cwasm")))
     }
 
     /// Loads the component for `bytes` (whose sha256 is `digest`) from the cache, or compiles it
@@ -95,11 +92,7 @@ fn store(path: &Path, component: &Component) -> wasmtime::Result<()> {
     let bytes = component.serialize()?;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
+    let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), uuid::Uuid::new_v4().simple()));
     std::fs::write(&tmp, bytes)?;
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);

@@ -110,12 +110,7 @@ macro_rules! guest_call {
 impl Instance {
     /// An instance of `code` under `limits`; the store is created on the first call.
     pub fn new(code: Arc<ProcessorCode>, limits: Limits) -> Self {
-        Instance {
-            code,
-            limits,
-            live: None,
-            instantiations: 0,
-        }
+        Instance { code, limits, live: None, instantiations: 0 }
     }
 
     /// The processor's code.
@@ -192,9 +187,7 @@ impl Instance {
 
     fn epoch_ticks(&self) -> u64 {
         let tick = EPOCH_TICK.as_millis().max(1);
-        u64::try_from(self.limits.timeout.as_millis().div_ceil(tick))
-            .unwrap_or(u64::MAX)
-            .max(1)
+        u64::try_from(self.limits.timeout.as_millis().div_ceil(tick)).unwrap_or(u64::MAX).max(1)
     }
 
     /// Moves the context into the store (instantiating first if there is no live store) and
@@ -205,28 +198,20 @@ impl Instance {
             self.live = Some(live);
         }
         let ticks = self.epoch_ticks();
-        let fuel = self
-            .code
-            .fuel_metering
-            .then(|| self.limits.fuel.unwrap_or(u64::MAX));
+        let fuel = self.code.fuel_metering.then(|| self.limits.fuel.unwrap_or(u64::MAX));
         let Some(live) = self.live.as_mut() else {
             return Err(CallError::Instantiate("no instance".into()));
         };
         live.store.data_mut().context = std::mem::take(ctx);
         live.store.set_epoch_deadline(ticks);
         if let Some(fuel) = fuel {
-            live.store
-                .set_fuel(fuel)
-                .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+            live.store.set_fuel(fuel).map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         }
         Ok(live)
     }
 
     async fn instantiate(&mut self, ctx: &mut ProcessorContext) -> Result<Live, CallError> {
-        let mut store = Store::new(
-            self.code.pre.engine(),
-            HostState::new(self.limits.memory_bytes),
-        );
+        let mut store = Store::new(self.code.pre.engine(), HostState::new(self.limits.memory_bytes));
         store.limiter(|state| &mut state.memory);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.epoch_ticks());
@@ -238,23 +223,17 @@ impl Instance {
         // Start functions may already log or print: they run with the context in place.
         store.data_mut().context = std::mem::take(ctx);
         let instantiated =
-            tokio::time::timeout(self.backstop(), self.code.pre.instantiate_async(&mut store))
-                .await;
+            tokio::time::timeout(self.backstop(), self.code.pre.instantiate_async(&mut store)).await;
         self.instantiations += 1;
         let mut live_store = store;
         let result = match instantiated {
             Ok(Ok(processor)) => Ok(processor),
             Ok(Err(e)) => Err(classify(&self.limits, &mut live_store, &e)),
-            Err(_) => Err(CallError::Timeout {
-                limit: self.limits.timeout,
-            }),
+            Err(_) => Err(CallError::Timeout { limit: self.limits.timeout }),
         };
         self.take_back(ctx, &mut live_store);
         match result {
-            Ok(processor) => Ok(Live {
-                store: live_store,
-                processor,
-            }),
+            Ok(processor) => Ok(Live { store: live_store, processor }),
             Err(CallError::Trap { message }) => Err(CallError::Instantiate(message)),
             Err(other) => Err(other),
         }
@@ -262,11 +241,7 @@ impl Instance {
 
     /// Takes the context back out of the store, with the call's captured output and fuel.
     fn take_back(&self, ctx: &mut ProcessorContext, store: &mut Store<HostState>) {
-        let fuel_left = self
-            .code
-            .fuel_metering
-            .then(|| store.get_fuel().ok())
-            .flatten();
+        let fuel_left = self.code.fuel_metering.then(|| store.get_fuel().ok()).flatten();
         let state = store.data_mut();
         let drained = state.output.drain();
         *ctx = std::mem::take(&mut state.context);
@@ -293,15 +268,11 @@ impl Instance {
                 return Ok(value);
             }
             Ok(Err(e)) => classify(&self.limits, &mut live.store, &e),
-            Err(_) => CallError::Timeout {
-                limit: self.limits.timeout,
-            },
+            Err(_) => CallError::Timeout { limit: self.limits.timeout },
         };
         let error = match error {
             CallError::Trap { message } => match ctx.logs.stderr_tail() {
-                Some(stderr) => CallError::Trap {
-                    message: format!("{message}; its stderr said: {stderr}"),
-                },
+                Some(stderr) => CallError::Trap { message: format!("{message}; its stderr said: {stderr}") },
                 None => CallError::Trap { message },
             },
             other => other,
@@ -320,20 +291,12 @@ fn classify(limits: &Limits, store: &mut Store<HostState>, e: &wasmtime::Error) 
         };
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => CallError::Timeout {
-            limit: limits.timeout,
-        },
-        Some(Trap::OutOfFuel) => CallError::OutOfFuel {
-            limit: limits.fuel.unwrap_or(u64::MAX),
-        },
-        _ if store.data().memory.refused().is_some() => CallError::MemoryLimit {
-            limit_bytes: store.data().memory.max_bytes(),
-        },
-        Some(trap) => CallError::Trap {
-            message: trap.to_string(),
-        },
-        None => CallError::Trap {
-            message: e.root_cause().to_string(),
-        },
+        Some(Trap::Interrupt) => CallError::Timeout { limit: limits.timeout },
+        Some(Trap::OutOfFuel) => CallError::OutOfFuel { limit: limits.fuel.unwrap_or(u64::MAX) },
+        _ if store.data().memory.refused().is_some() => {
+            CallError::MemoryLimit { limit_bytes: store.data().memory.max_bytes() }
+        }
+        Some(trap) => CallError::Trap { message: trap.to_string() },
+        None => CallError::Trap { message: e.root_cause().to_string() },
     }
 }

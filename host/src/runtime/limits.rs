@@ -17,11 +17,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            timeout: Duration::from_secs(10),
-            memory_bytes: 128 << 20,
-            fuel: None,
-        }
+        Limits { timeout: Duration::from_secs(10), memory_bytes: 128 << 20, fuel: None }
     }
 }
 
@@ -36,11 +32,7 @@ pub(crate) struct MemoryCap {
 
 impl MemoryCap {
     pub(crate) fn new(max_bytes: usize) -> Self {
-        MemoryCap {
-            max_bytes,
-            in_use: 0,
-            refused: None,
-        }
+        MemoryCap { max_bytes, in_use: 0, refused: None }
     }
 
     /// The size a refused growth asked for, if any growth was refused.

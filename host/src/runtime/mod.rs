@@ -181,9 +181,7 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("cache", &self.cache)
-            .finish_non_exhaustive()
+        f.debug_struct("Runtime").field("cache", &self.cache).finish_non_exhaustive()
     }
 }
 
@@ -218,40 +216,26 @@ impl Runtime {
 
     /// Reads, checks, compiles (or loads from the cache) and links the processor at `path`.
     pub fn load(&self, path: &Path) -> Result<ProcessorCode, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes =
+            std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
         let digest = hex::encode(Sha256::digest(&bytes));
         match bytes.get(0..8) {
             Some([0, b'a', b's', b'm', _, _, 0x01, 0x00]) => {}
             Some([0, b'a', b's', b'm', ..]) => {
-                return Err(LoadError::CoreModule {
-                    path: path.to_owned(),
-                });
+                return Err(LoadError::CoreModule { path: path.to_owned() });
             }
             _ => {
-                return Err(LoadError::NotWasm {
-                    path: path.to_owned(),
-                });
+                return Err(LoadError::NotWasm { path: path.to_owned() });
             }
         }
         let (component, cache) = self
             .cache
             .load_or_compile(&self.engine, &digest, &bytes)
-            .map_err(|e| LoadError::Compile {
-                path: path.to_owned(),
-                message: format!("{e:#}"),
-            })?;
+            .map_err(|e| LoadError::Compile { path: path.to_owned(), message: format!("{e:#}") })?;
         let contract = check_contract(&self.engine, &component, path)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| link_error(path, &e))?;
-        let pre = ImportProcessorPre::new(pre).map_err(|e| LoadError::Link {
-            path: path.to_owned(),
-            message: format!("{e:#}"),
-        })?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| link_error(path, &e))?;
+        let pre = ImportProcessorPre::new(pre)
+            .map_err(|e| LoadError::Link { path: path.to_owned(), message: format!("{e:#}") })?;
         Ok(ProcessorCode {
             pre,
             fuel_metering: self.fuel_metering,
@@ -270,49 +254,27 @@ fn check_contract(
     path: &Path,
 ) -> Result<String, LoadError> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty
-        .exports(engine)
-        .map(|(name, _)| name.to_owned())
-        .collect();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
     let prefix = format!("{CONTRACT_PACKAGE}/processor");
     let Some(export) = exports.iter().find(|name| name.starts_with(&prefix)) else {
-        let exports = if exports.is_empty() {
-            "nothing".to_owned()
-        } else {
-            exports.join(", ")
-        };
-        return Err(LoadError::NotAProcessor {
-            path: path.to_owned(),
-            exports,
-        });
+        let exports = if exports.is_empty() { "nothing".to_owned() } else { exports.join(", ") };
+        return Err(LoadError::NotAProcessor { path: path.to_owned(), exports });
     };
     let version = export.split_once('@').map_or("(unversioned)", |(_, v)| v);
     let contract = format!("{CONTRACT_PACKAGE}@{version}");
     if !compatible(version) {
-        return Err(LoadError::IncompatibleContract {
-            path: path.to_owned(),
-            found: contract,
-        });
+        return Err(LoadError::IncompatibleContract { path: path.to_owned(), found: contract });
     }
     for (import, _) in ty.imports(engine) {
-        let known =
-            import.starts_with("wasi:") || import.starts_with(&format!("{CONTRACT_PACKAGE}/"));
+        let known = import.starts_with("wasi:") || import.starts_with(&format!("{CONTRACT_PACKAGE}/"));
         if !known {
-            return Err(LoadError::UnsupportedImport {
-                path: path.to_owned(),
-                import: import.to_owned(),
-            });
+            return Err(LoadError::UnsupportedImport { path: path.to_owned(), import: import.to_owned() });
         }
-        if let Some(v) = import
-            .strip_prefix(CONTRACT_PACKAGE)
-            .and_then(|r| r.split_once('@'))
+        if let Some(v) = import.strip_prefix(CONTRACT_PACKAGE).and_then(|r| r.split_once('@'))
             && !compatible(v.1)
         {
             let found = format!("{CONTRACT_PACKAGE}@{}", v.1);
-            return Err(LoadError::IncompatibleContract {
-                path: path.to_owned(),
-                found,
-            });
+            return Err(LoadError::IncompatibleContract { path: path.to_owned(), found });
         }
     }
     Ok(contract)
@@ -332,15 +294,9 @@ fn link_error(path: &Path, e: &wasmtime::Error) -> LoadError {
     if let Some(rest) = message.split("imports instance `").nth(1)
         && let Some((import, _)) = rest.split_once('`')
     {
-        return LoadError::UnsupportedImport {
-            path: path.to_owned(),
-            import: import.to_owned(),
-        };
+        return LoadError::UnsupportedImport { path: path.to_owned(), import: import.to_owned() };
     }
-    LoadError::Link {
-        path: path.to_owned(),
-        message,
-    }
+    LoadError::Link { path: path.to_owned(), message }
 }
 
 #[cfg(test)]

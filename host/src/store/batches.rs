@@ -120,12 +120,10 @@ pub async fn set_total(
 
 /// One batch, if it exists.
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Batch>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {BATCH_COLUMNS} FROM import_batches WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
+    let row = sqlx::query(&format!("SELECT {BATCH_COLUMNS} FROM import_batches WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
     row.as_ref().map(batch_from_row).transpose()
 }
 
@@ -184,11 +182,7 @@ pub async fn fail(conn: &mut PgConnection, id: Uuid, reason: &str) -> Result<boo
 }
 
 /// Merges metadata changes (a JSON object) into the batch's metadata.
-pub async fn merge_metadata(
-    conn: &mut PgConnection,
-    id: Uuid,
-    changes: &Value,
-) -> Result<(), StoreError> {
+pub async fn merge_metadata(conn: &mut PgConnection, id: Uuid, changes: &Value) -> Result<(), StoreError> {
     sqlx::query("UPDATE import_batches SET metadata = metadata || $2 WHERE id = $1")
         .bind(id)
         .bind(changes)
@@ -256,11 +250,7 @@ pub struct TopError {
 }
 
 /// The most frequent failure codes of the batch's failed items, most frequent first.
-pub async fn top_errors(
-    conn: &mut PgConnection,
-    id: Uuid,
-    limit: i64,
-) -> Result<Vec<TopError>, StoreError> {
+pub async fn top_errors(conn: &mut PgConnection, id: Uuid, limit: i64) -> Result<Vec<TopError>, StoreError> {
     let rows = sqlx::query(
         "SELECT error_code, mode() WITHIN GROUP (ORDER BY error_message) AS message, count(*) AS n
          FROM import_batch_items
@@ -277,9 +267,7 @@ pub async fn top_errors(
         .map(|row| {
             Ok(TopError {
                 code: row.try_get("error_code")?,
-                message: row
-                    .try_get::<Option<String>, _>("message")?
-                    .unwrap_or_default(),
+                message: row.try_get::<Option<String>, _>("message")?.unwrap_or_default(),
                 count: row.try_get("n")?,
             })
         })
@@ -336,13 +324,10 @@ impl Summary {
     /// Builds a summary from a batch row, its counts and its top errors.
     pub fn new(batch: Batch, counts: Counts, top_errors: Vec<TopError>) -> Self {
         let end = batch.completed_at.unwrap_or_else(Utc::now);
-        let duration_ms = batch
-            .started_at
-            .map(|start| (end - start).num_milliseconds().max(0));
+        let duration_ms = batch.started_at.map(|start| (end - start).num_milliseconds().max(0));
         #[allow(clippy::cast_precision_loss)]
-        let items_per_second = duration_ms
-            .filter(|ms| *ms > 0)
-            .map(|ms| (counts.finished() as f64) * 1000.0 / ms as f64);
+        let items_per_second =
+            duration_ms.filter(|ms| *ms > 0).map(|ms| (counts.finished() as f64) * 1000.0 / ms as f64);
         Summary {
             batch_id: batch.id,
             batch_type: batch.batch_type,
@@ -390,10 +375,7 @@ pub struct ListFilter {
 }
 
 /// The newest batches matching `filter`, with their counts.
-pub async fn list(
-    conn: &mut PgConnection,
-    filter: &ListFilter,
-) -> Result<Vec<Summary>, StoreError> {
+pub async fn list(conn: &mut PgConnection, filter: &ListFilter) -> Result<Vec<Summary>, StoreError> {
     let rows = sqlx::query(&format!(
         "SELECT {BATCH_COLUMNS} FROM import_batches
          WHERE ($1::text IS NULL OR batch_type = $1) AND ($2::text IS NULL OR status = $2)

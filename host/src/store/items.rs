@@ -50,10 +50,7 @@ pub async fn begin(conn: &mut PgConnection, nested: Option<&str>) -> Result<(), 
 pub async fn commit(conn: &mut PgConnection, nested: Option<&str>) -> Result<(), StoreError> {
     match nested {
         None => conn.execute("COMMIT").await?,
-        Some(name) => {
-            conn.execute(format!("RELEASE SAVEPOINT {name}").as_str())
-                .await?
-        }
+        Some(name) => conn.execute(format!("RELEASE SAVEPOINT {name}").as_str()).await?,
     };
     Ok(())
 }
@@ -63,18 +60,14 @@ pub async fn rollback(conn: &mut PgConnection, nested: Option<&str>) -> Result<(
     match nested {
         None => conn.execute("ROLLBACK").await?,
         Some(name) => {
-            conn.execute(format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}").as_str())
-                .await?
+            conn.execute(format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}").as_str()).await?
         }
     };
     Ok(())
 }
 
 /// Claims the lowest-index pending item of the batch that no other transaction holds.
-pub async fn claim(
-    conn: &mut PgConnection,
-    batch_id: Uuid,
-) -> Result<Option<ClaimedItem>, StoreError> {
+pub async fn claim(conn: &mut PgConnection, batch_id: Uuid) -> Result<Option<ClaimedItem>, StoreError> {
     let row = sqlx::query(
         "SELECT id, item_index, source_data::text AS data, attempts
          FROM import_batch_items
@@ -108,10 +101,7 @@ pub struct ScopeSettings {
 
 /// Opens the processor's savepoint and switches to its role and statement timeout, in one round
 /// trip. `SET LOCAL` inside the savepoint is undone by a rollback to it.
-pub async fn open_scope(
-    conn: &mut PgConnection,
-    settings: &ScopeSettings,
-) -> Result<(), StoreError> {
+pub async fn open_scope(conn: &mut PgConnection, settings: &ScopeSettings) -> Result<(), StoreError> {
     let mut sql = format!(
         "SAVEPOINT {PROCESSOR_SAVEPOINT}; SET LOCAL statement_timeout = {}",
         settings.statement_timeout.as_millis().max(1)
@@ -127,13 +117,9 @@ pub async fn open_scope(
 /// host's role and the default statement timeout.
 pub async fn close_scope(conn: &mut PgConnection, keep: bool) -> Result<(), StoreError> {
     let sql = if keep {
-        format!(
-            "RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}; RESET ROLE; SET LOCAL statement_timeout TO DEFAULT"
-        )
+        format!("RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}; RESET ROLE; SET LOCAL statement_timeout TO DEFAULT")
     } else {
-        format!(
-            "ROLLBACK TO SAVEPOINT {PROCESSOR_SAVEPOINT}; RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}"
-        )
+        format!("ROLLBACK TO SAVEPOINT {PROCESSOR_SAVEPOINT}; RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}")
     };
     conn.execute(sql.as_str()).await?;
     Ok(())

@@ -78,16 +78,11 @@ pub fn stream<'c>(
     conn: &'c mut PgConnection,
     query: &LogQuery,
 ) -> impl Stream<Item = Result<LogLine, StoreError>> + 'c {
-    let levels: Vec<&'static str> = [
-        LogLevel::Debug,
-        LogLevel::Info,
-        LogLevel::Warning,
-        LogLevel::Error,
-    ]
-    .into_iter()
-    .filter(|l| query.min_level.is_none_or(|min| *l >= min))
-    .map(LogLevel::as_str)
-    .collect();
+    let levels: Vec<&'static str> = [LogLevel::Debug, LogLevel::Info, LogLevel::Warning, LogLevel::Error]
+        .into_iter()
+        .filter(|l| query.min_level.is_none_or(|min| *l >= min))
+        .map(LogLevel::as_str)
+        .collect();
     sqlx::query(
         "SELECT l.id, l.item_index, l.log_level, l.source, l.message, l.details, l.created_at,
                 CASE WHEN l.source = 'host' AND l.log_level = 'error' THEN i.source_data END AS item_data

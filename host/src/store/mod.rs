@@ -37,11 +37,7 @@ pub enum StoreError {
 /// PostgreSQL text cannot hold NUL characters; guest-supplied strings get U+FFFD instead, so a
 /// processor can never make the host's own write fail.
 pub(crate) fn pg_text(s: &str) -> Cow<'_, str> {
-    if s.contains('\0') {
-        Cow::Owned(s.replace('\0', "\u{FFFD}"))
-    } else {
-        Cow::Borrowed(s)
-    }
+    if s.contains('\0') { Cow::Owned(s.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(s) }
 }
 
 /// jsonb cannot hold `\u0000`; JSON with it gets U+FFFD in its strings instead.

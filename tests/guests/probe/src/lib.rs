@@ -25,7 +25,9 @@ fn params_of(data: &Value) -> Vec<SqlValue> {
         .map(|p| match p {
             Value::Null => SqlValue::Null,
             Value::Bool(b) => SqlValue::Bool(*b),
-            Value::Number(n) => n.as_i64().map_or_else(|| SqlValue::Float(n.as_f64().unwrap_or(0.0)), SqlValue::Int),
+            Value::Number(n) => {
+                n.as_i64().map_or_else(|| SqlValue::Float(n.as_f64().unwrap_or(0.0)), SqlValue::Int)
+            }
             Value::String(s) => SqlValue::Text(s.clone()),
             other => SqlValue::Json(other.to_string()),
         })
@@ -95,7 +97,11 @@ impl Processor for Probe {
     }
 
     fn on_batch_complete(batch: &Batch, success: bool) -> Result<(), String> {
-        log::info(format!("hook:on_batch_complete success={success} completed={} failed={}", batch.completed(), batch.failed()));
+        log::info(format!(
+            "hook:on_batch_complete success={success} completed={} failed={}",
+            batch.completed(),
+            batch.failed()
+        ));
         if batch.metadata().get("trap_complete").is_some() {
             panic!("on_batch_complete trapped on purpose");
         }
@@ -171,8 +177,12 @@ impl Processor for Probe {
                 json!({ "allocated_mb": block.len() >> 20 })
             }
             "file" => json!({ "result": format!("{:?}", std::fs::read_to_string(str_field(&data, "path"))) }),
-            "list_dir" => json!({ "result": format!("{:?}", std::fs::read_dir(str_field(&data, "path")).map(|d| d.count())) }),
-            "write_file" => json!({ "result": format!("{:?}", std::fs::write(str_field(&data, "path"), b"escaped")) }),
+            "list_dir" => {
+                json!({ "result": format!("{:?}", std::fs::read_dir(str_field(&data, "path")).map(|d| d.count())) })
+            }
+            "write_file" => {
+                json!({ "result": format!("{:?}", std::fs::write(str_field(&data, "path"), b"escaped")) })
+            }
             "env" => json!({
                 "vars": std::env::vars().count(),
                 "home": format!("{:?}", std::env::var("HOME")),
@@ -186,7 +196,10 @@ impl Processor for Probe {
                 json!({ "result": format!("{:?}", "localhost:80".to_socket_addrs().map(|a| a.count())) })
             }
             "clock" => {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
                 json!({ "unix_seconds": now })
             }
             "print" => {
