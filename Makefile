@@ -9,9 +9,15 @@ DEMO_DB     := $(CURDIR)/.ingot/pg/run
 
 .PHONY: setup processors test-guests build release test lint demo clean
 
-## Installs what a fresh machine needs to build processors.
+## Installs what a fresh machine needs: the wasm target for processors, and libclang, which the
+## pg_query crate's bindgen needs to build PostgreSQL's parser into the host.
 setup:
 	rustup target add $(WASM_TARGET)
+	@if command -v dpkg >/dev/null && ! dpkg -s libclang-dev >/dev/null 2>&1; then \
+	  echo "installing libclang-dev (needed to build the SQL gate's parser)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libclang-dev >/dev/null; \
+	fi
 
 ## Builds every example processor and copies it to processors/<batch_type>.wasm.
 processors: setup
@@ -23,13 +29,13 @@ test-guests: setup
 	cargo build --release --target $(WASM_TARGET) --manifest-path tests/guests/Cargo.toml --target-dir target/wasm
 
 ## Builds the host (test profile: dependencies optimised, our code with debug assertions).
-build:
+build: setup
 	cargo build --workspace
 
-release:
+release: setup
 	cargo build --release -p ingot
 
-lint:
+lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 

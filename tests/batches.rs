@@ -15,6 +15,8 @@ use support::{Processors, TestDb, guest};
 use uuid::Uuid;
 
 const PROBE_SCHEMA: &str = "CREATE TABLE probe_rows (id serial PRIMARY KEY, label text UNIQUE NOT NULL)";
+/// The probe's manifest: it may use probe_rows. Tests append more grant lines or sections.
+const PROBE_GRANTS: &str = "[grants]\nprobe_rows = [\"select\", \"insert\", \"update\", \"delete\"]\n";
 
 struct Fixture {
     db: TestDb,
@@ -24,10 +26,13 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new(manifest: Option<&str>) -> Fixture {
+    /// A database with probe_rows, and the probe processor with `PROBE_GRANTS` plus `extra`
+    /// appended to its manifest.
+    async fn new(extra: Option<&str>) -> Fixture {
         let db = TestDb::new().await;
         db.apply(PROBE_SCHEMA).await;
-        let processors = Processors::new(&[("probe", &guest("probe"), manifest)]);
+        let manifest = format!("{PROBE_GRANTS}{}", extra.unwrap_or_default());
+        let processors = Processors::new(&[("probe", &guest("probe"), Some(&manifest))]);
         let manager =
             BatchManager::new(db.pool.clone(), support::runtime(), Registry::new(processors.path()));
         Fixture { db, manager, _processors: processors, files: tempfile::tempdir().unwrap() }
@@ -457,7 +462,7 @@ async fn metadata_set_by_an_item_commits_with_it_and_vanishes_with_a_failed_one(
 
 #[tokio::test]
 async fn sql_values_round_trip_through_the_context() {
-    let f = Fixture::new(None).await;
+    let f = Fixture::new(Some("typed = [\"select\", \"insert\"]\n")).await;
     f.db.apply(
         "CREATE TYPE mood AS ENUM ('calm', 'busy');
          CREATE TABLE typed (i4 int, i8 bigint, n numeric(12,2), f float8, b bool, t text, c char(2), j jsonb,

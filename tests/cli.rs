@@ -11,6 +11,8 @@ use std::process::Stdio;
 use serde_json::{Value, json};
 use support::{Processors, TestDb, guest, ingot, ingot_command, json_of, stderr_of};
 
+const PROBE_MANIFEST: &str = "[grants]\nprobe_rows = [\"select\", \"insert\", \"update\", \"delete\"]\n";
+
 struct Cli {
     db: TestDb,
     processors: Processors,
@@ -21,7 +23,7 @@ impl Cli {
     async fn new() -> Cli {
         let db = TestDb::new().await;
         db.apply("CREATE TABLE probe_rows (id serial PRIMARY KEY, label text UNIQUE NOT NULL)").await;
-        let processors = Processors::new(&[("probe", &guest("probe"), None)]);
+        let processors = Processors::new(&[("probe", &guest("probe"), Some(PROBE_MANIFEST))]);
         Cli { db, processors, cwd: tempfile::tempdir().unwrap() }
     }
 

@@ -72,6 +72,14 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// The processor-role prefix of a test database: roles are cluster-wide, so each test database
+/// gets roles of its own, dropped with it.
+pub fn role_prefix_for(database_url: &str) -> String {
+    let name = database_url.rsplit('/').next().unwrap_or_default();
+    let name = name.split('?').next().unwrap_or_default();
+    format!("it_{}_", name.trim_start_matches("ingot_test_").chars().take(12).collect::<String>())
+}
+
 /// A fresh database with Ingot's schema, dropped when the test ends.
 pub struct TestDb {
     pub url: String,
@@ -103,6 +111,11 @@ impl TestDb {
         sqlx::raw_sql(sql).execute(&self.pool).await.expect("apply SQL");
     }
 
+    /// The processor-role prefix for this database.
+    pub fn role_prefix(&self) -> String {
+        role_prefix_for(&self.url)
+    }
+
     pub async fn scalar_i64(&self, sql: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.pool).await.expect(sql)
     }
@@ -113,13 +126,22 @@ impl Drop for TestDb {
         // The pool belongs to the test's runtime, which is blocked in this drop: leave it alone and
         // let FORCE end its connections, from a thread with a runtime of its own.
         let name = self.name.clone();
+        let prefix = self.role_prefix();
         let _ = std::thread::spawn(move || {
             let runtime =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                    let _ =
-                        admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+                let Ok(mut admin) = PgConnection::connect(&admin_url()).await else { return };
+                let _ = admin.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+                // Processor roles are cluster-wide: drop this database's.
+                let roles: Vec<String> =
+                    sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)")
+                        .bind(&prefix)
+                        .fetch_all(&mut admin)
+                        .await
+                        .unwrap_or_default();
+                for role in roles {
+                    let _ = admin.execute(format!("DROP ROLE IF EXISTS \"{role}\"").as_str()).await;
                 }
             });
         })
@@ -139,6 +161,7 @@ pub fn ingot_command(cwd: &Path, database_url: &str, processors: &Path, args: &[
         .args(args)
         .current_dir(cwd)
         .env("DATABASE_URL", database_url)
+        .env("INGOT_ROLE_PREFIX", role_prefix_for(database_url))
         .env("INGOT_PROCESSORS", processors)
         .env("INGOT_CACHE_DIR", cache_dir())
         .env("RUST_BACKTRACE", "0")

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use self::worker::{BatchScope, Shared, TxMode, Worker};
 use crate::context::ProcessorContext;
+use crate::context::grants::{self, DEFAULT_ROLE_PREFIX, GrantError};
 use crate::context::logs::LogLevel;
 use crate::input::{InputError, InputSource};
 use crate::registry::{Processor, Registry, RegistryError};
@@ -42,6 +43,9 @@ pub enum BatchError {
     /// The database connection failed.
     #[error("the database connection failed: {0}")]
     Connection(String),
+    /// The processor's database role could not be set up.
+    #[error(transparent)]
+    Grant(#[from] GrantError),
     /// Anything else the host could not do.
     #[error("{0}")]
     Host(String),
@@ -93,13 +97,33 @@ pub struct BatchManager {
     connect: PgConnectOptions,
     runtime: Arc<Runtime>,
     registry: Registry,
+    role_prefix: String,
 }
 
 impl BatchManager {
     /// A manager over `pool`'s database, running processors from `registry` in `runtime`.
     pub fn new(pool: PgPool, runtime: Arc<Runtime>, registry: Registry) -> Self {
         let connect = pool.connect_options().as_ref().clone().application_name("ingot worker");
-        BatchManager { pool, connect, runtime, registry }
+        BatchManager { pool, connect, runtime, registry, role_prefix: DEFAULT_ROLE_PREFIX.to_owned() }
+    }
+
+    /// Names processor roles `<prefix><batch_type>` instead of `ingot_p_<batch_type>` (roles are
+    /// shared by every database of a cluster; a prefix keeps separate deployments apart).
+    pub fn with_role_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.role_prefix = prefix.into();
+        self
+    }
+
+    /// Creates or updates the processor's role so its privileges equal the manifest's grants,
+    /// and returns how its SQL must run.
+    async fn sandbox(
+        &self,
+        conn: &mut PgConnection,
+        processor: &Processor,
+    ) -> Result<ScopeSettings, BatchError> {
+        let role = grants::role_name(&self.role_prefix, &processor.batch_type);
+        grants::sync(conn, &role, &processor.batch_type, &processor.manifest).await?;
+        Ok(ScopeSettings { role: Some(role), statement_timeout: processor.manifest.statement_timeout })
     }
 
     /// The pool, for reads.
@@ -124,16 +148,14 @@ impl BatchManager {
     fn worker_on(conn: PgConnection, processor: &Processor, slot: i16, metadata: &Value) -> Worker {
         let mut ctx = ProcessorContext::with_connection(conn, crate::context::caps::Caps::default());
         ctx.metadata.load(metadata);
+        if let Some(db) = ctx.db.as_mut() {
+            db.set_permission_hint(permission_hint(processor));
+        }
         Worker { ctx, instance: Instance::new(Arc::clone(&processor.code), processor.manifest.limits), slot }
     }
 
-    fn scope(id: Uuid, processor: &Processor, stop_on_error: bool, tx: TxMode) -> BatchScope {
-        BatchScope {
-            id,
-            stop_on_error,
-            settings: ScopeSettings { role: None, statement_timeout: processor.manifest.statement_timeout },
-            tx,
-        }
+    fn scope(id: Uuid, settings: ScopeSettings, stop_on_error: bool, tx: TxMode) -> BatchScope {
+        BatchScope { id, stop_on_error, settings, tx }
     }
 
     /// Creates a pending batch of `batch_type` from `source`. Nothing is left behind if the
@@ -184,7 +206,8 @@ impl BatchManager {
             return self.summary(id).await;
         }
         let processor = self.processor(&batch.batch_type)?;
-        let scope = Self::scope(id, &processor, batch.stop_on_error, TxMode::PerItem);
+        let settings = self.sandbox(&mut conn, &processor).await?;
+        let scope = Self::scope(id, settings, batch.stop_on_error, TxMode::PerItem);
         let base_slot: i16 = (Uuid::new_v4().as_u128() % 64) as i16;
         let mut coordinator = Self::worker_on(conn, &processor, base_slot, &batch.metadata);
 
@@ -271,8 +294,9 @@ impl BatchManager {
             parent_batch_id: None,
             retry_count: 0,
         };
-        let scope = Self::scope(id, &processor, batch.stop_on_error, TxMode::DryRun);
-        let conn = self.connect().await?;
+        let mut conn = self.connect().await?;
+        let settings = self.sandbox(&mut conn, &processor).await?;
+        let scope = Self::scope(id, settings, batch.stop_on_error, TxMode::DryRun);
         let mut worker = Self::worker_on(conn, &processor, 0, &json!({}));
         worker.begin(TxMode::PerItem).await?;
         let result = async {
@@ -347,6 +371,36 @@ impl BatchManager {
     pub async fn summary(&self, id: Uuid) -> Result<Summary, BatchError> {
         let mut conn = self.pool.acquire().await?;
         batches::summary(&mut conn, id).await?.ok_or(BatchError::NotFound(id))
+    }
+}
+
+/// What a permission error tells the processor's author: what its manifest grants.
+fn permission_hint(processor: &Processor) -> String {
+    let manifest = &processor.manifest;
+    match &manifest.path {
+        None => format!(
+            "processor {} has no manifest, so it may use no table; grant what it needs in {}.toml beside it",
+            processor.batch_type, processor.batch_type
+        ),
+        Some(path) if manifest.grants.is_empty() => {
+            format!("processor {} may use no table: {} grants nothing", processor.batch_type, path.display())
+        }
+        Some(path) => {
+            let granted: Vec<String> = manifest
+                .grants
+                .iter()
+                .map(|(table, privileges)| {
+                    let privileges: Vec<&str> = privileges.iter().map(|p| p.as_sql()).collect();
+                    format!("{table} ({})", privileges.join(", ").to_lowercase())
+                })
+                .collect();
+            format!(
+                "processor {} may use only what {} grants: {}",
+                processor.batch_type,
+                path.display(),
+                granted.join("; ")
+            )
+        }
     }
 }
 

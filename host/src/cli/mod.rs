@@ -3,6 +3,7 @@
 
 mod batch;
 mod db;
+mod grant;
 mod logs;
 mod output;
 mod processors;
@@ -16,6 +17,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::batch::BatchManager;
+use crate::context::grants::DEFAULT_ROLE_PREFIX;
 use crate::database::{self, Database};
 use crate::registry::Registry;
 use crate::registry::manifest::Manifest;
@@ -49,6 +51,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "INGOT_CACHE_DIR", default_value = ".ingot/cache")]
     cache_dir: PathBuf,
 
+    /// Prefix of the per-processor database roles (roles are shared by every database of a
+    /// PostgreSQL cluster; a prefix keeps deployments apart).
+    #[arg(long, global = true, env = "INGOT_ROLE_PREFIX", default_value = DEFAULT_ROLE_PREFIX)]
+    role_prefix: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -68,6 +75,9 @@ enum Command {
     Processors(processors::ProcessorsArgs),
     /// Apply Ingot's schema to the database (also done automatically on first use).
     Migrate,
+    /// Create or update processors' database roles to match their manifests (run it once as an
+    /// administrator when Ingot's own database user may not create roles).
+    Grant(grant::GrantArgs),
     /// Status of, or stop, the embedded database under .ingot/.
     #[command(subcommand)]
     Db(db::DbCommand),
@@ -76,7 +86,8 @@ enum Command {
 impl Cli {
     /// Runs the command and returns the process exit code.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let env = Env { processors: self.processors, cache_dir: self.cache_dir };
+        let env =
+            Env { processors: self.processors, cache_dir: self.cache_dir, role_prefix: self.role_prefix };
         match self.command {
             Command::Run(args) => args.run(&env).await,
             Command::Batch(command) => command.run(&env).await,
@@ -89,6 +100,7 @@ impl Cli {
                 Ok(ExitCode::from(exit::OK))
             }
             Command::Db(command) => command.run(),
+            Command::Grant(args) => args.run(&env).await,
         }
     }
 }
@@ -97,6 +109,7 @@ impl Cli {
 pub(crate) struct Env {
     processors: PathBuf,
     cache_dir: PathBuf,
+    role_prefix: String,
 }
 
 impl Env {
@@ -124,7 +137,7 @@ impl Env {
 
     async fn manager(&self, workers: usize) -> anyhow::Result<BatchManager> {
         let db = self.database(u32::try_from(workers).unwrap_or(64).saturating_add(2)).await?;
-        Ok(BatchManager::new(db.pool, self.runtime()?, self.registry()))
+        Ok(BatchManager::new(db.pool, self.runtime()?, self.registry()).with_role_prefix(&self.role_prefix))
     }
 }
 

@@ -178,12 +178,13 @@ impl LogBuffer {
         }
     }
 
-    /// A line written by the host about the item or batch.
+    /// A line written by the host about the item or batch. It may quote the processor (an error
+    /// message), so it gets the same NUL scrubbing.
     pub(crate) fn push_host(&mut self, level: LogLevel, message: String, details: Option<serde_json::Value>) {
         self.entries.push(LogEntry {
             level,
             source: LogSource::Host,
-            message,
+            message: pg_text(&message).into_owned(),
             details: details.map(|d| d.to_string()),
             at: Utc::now(),
         });

@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::caps::{CapExceeded, Caps};
+use crate::store::{pg_json, pg_text};
 
 /// The metadata view of one worker.
 #[derive(Debug, Default)]
@@ -35,9 +36,9 @@ impl MetadataView {
         if value.len() > caps.metadata_bytes || key.len() > 256 {
             return Err(CapExceeded::bytes("metadata value size", caps.metadata_bytes));
         }
-        match serde_json::from_str(value) {
+        match serde_json::from_str(&pg_json(value)) {
             Ok(v) => {
-                self.pending.insert(key, v);
+                self.pending.insert(pg_text(&key).into_owned(), v);
                 Ok(Ok(()))
             }
             Err(e) => Ok(Err(format!("metadata {key:?}: the value is not JSON: {e}"))),

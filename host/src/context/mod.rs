@@ -4,6 +4,8 @@
 //!   allowed); stdout/stderr captured into item logs.
 //! - [`sql`]: one statement at a time, in the item's transaction, parameters bound, on a
 //!   connection lent only while the host holds the item's savepoint.
+//! - [`gate`]: the SQL gate, PostgreSQL's own parser deciding which statements may pass.
+//! - [`grants`]: the processor's database role, whose privileges are its manifest's grants.
 //! - [`logs`]: buffered lines that survive the item's rollback.
 //! - [`metadata`]: the batch's JSON metadata, changed together with the item.
 //! - [`caps`]: the bounds on all of the above.
@@ -12,6 +14,8 @@
 //! handle; an exceeded cap or a broken connection ends the call with a trap.
 
 pub mod caps;
+pub mod gate;
+pub mod grants;
 pub mod logs;
 pub mod metadata;
 pub mod sql;

@@ -11,9 +11,15 @@ use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Column, Executor, Row, Statement, ValueRef};
 
+use std::collections::HashMap;
+
 use super::caps::{CapExceeded, Caps};
+use super::gate::{self, Refusal};
 use super::sql_value::{BoundParam, decode};
 use crate::runtime::bindings::{Rows, SqlError, SqlErrorKind, SqlValue};
+
+/// Distinct statements whose gate verdict a connection remembers.
+const GATE_CACHE_ENTRIES: usize = 1024;
 
 /// A failure inside a context call that ends the guest call (a trap) instead of being handed
 /// to the guest. Blame: the guest for caps, the host for connection failures.
@@ -58,6 +64,10 @@ pub struct DbSession {
     open: bool,
     aborted: Option<SqlFailure>,
     broken: Option<String>,
+    /// The gate's verdict per SQL text: processors send the same few statements again and again.
+    verdicts: HashMap<String, Result<(), Refusal>>,
+    /// Appended to "permission denied" errors: what the processor's manifest grants.
+    permission_hint: Option<String>,
 }
 
 impl std::fmt::Debug for DbSession {
@@ -77,7 +87,32 @@ fn sql_error(kind: SqlErrorKind, message: impl Into<String>) -> SqlError {
 impl DbSession {
     /// Wraps a connection; the processor may not use it until [`open`](Self::open).
     pub fn new(conn: PgConnection) -> Self {
-        DbSession { conn, open: false, aborted: None, broken: None }
+        DbSession {
+            conn,
+            open: false,
+            aborted: None,
+            broken: None,
+            verdicts: HashMap::new(),
+            permission_hint: None,
+        }
+    }
+
+    /// Sets the sentence appended to permission errors, e.g. what the manifest grants.
+    pub fn set_permission_hint(&mut self, hint: String) {
+        self.permission_hint = Some(hint);
+    }
+
+    /// The gate's verdict on `sql`, remembered for the life of the connection.
+    fn gate(&mut self, sql: &str) -> Result<(), Refusal> {
+        if let Some(verdict) = self.verdicts.get(sql) {
+            return verdict.clone();
+        }
+        let verdict = gate::check(sql);
+        if self.verdicts.len() >= GATE_CACHE_ENTRIES {
+            self.verdicts.clear();
+        }
+        self.verdicts.insert(sql.to_owned(), verdict.clone());
+        verdict
     }
 
     /// The connection, for the host's own statements.
@@ -132,6 +167,13 @@ impl DbSession {
                 SqlErrorKind::Aborted,
                 format!("an earlier statement of this item failed ({first}); the item will fail"),
             )));
+        }
+        if let Err(refusal) = self.gate(sql) {
+            return Ok(Err(SqlError {
+                kind: SqlErrorKind::Denied,
+                message: refusal.to_string(),
+                sqlstate: None,
+            }));
         }
         let types = match self.conn.prepare(sql).await {
             Ok(statement) => match statement.parameters() {
@@ -194,10 +236,12 @@ impl DbSession {
     fn database_error(&mut self, e: sqlx::Error) -> Result<SqlError, ContextTrap> {
         match e {
             sqlx::Error::Database(db) => {
-                let failure = SqlFailure {
-                    message: db.message().to_owned(),
-                    sqlstate: db.code().map(|c| c.into_owned()),
-                };
+                let sqlstate = db.code().map(|c| c.into_owned());
+                let mut message = db.message().to_owned();
+                if let (Some("42501"), Some(hint)) = (sqlstate.as_deref(), &self.permission_hint) {
+                    message = format!("{message} ({hint})");
+                }
+                let failure = SqlFailure { message, sqlstate };
                 let error = SqlError {
                     kind: SqlErrorKind::Database,
                     message: failure.message.clone(),

@@ -10,8 +10,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::ingot::processor::processor::{BatchInfo, Item, ItemError, Outcome};
-pub use ingot::processor::types::{ErrorDetail, LogLevel, Rows, SqlError, SqlErrorKind, SqlValue};
+pub use self::exports::ingot::processor::processor::{BatchInfo, Item, ItemError, Outcome};
+pub use self::ingot::processor::types::{ErrorDetail, LogLevel, Rows, SqlError, SqlErrorKind, SqlValue};
 
 /// The contract this host speaks, as components name it in their imports and exports.
 pub const CONTRACT_PACKAGE: &str = "ingot:processor";

@@ -167,15 +167,17 @@ pub async fn complete(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreEr
     Ok(done.rows_affected() == 1)
 }
 
-/// Marks a batch failed with a reason, unless it already completed.
+/// Marks a batch failed with a reason, unless it already completed. The reason may quote the
+/// processor, so NUL characters are scrubbed.
 pub async fn fail(conn: &mut PgConnection, id: Uuid, reason: &str) -> Result<bool, StoreError> {
+    let reason = super::pg_text(reason);
     let done = sqlx::query(
         "UPDATE import_batches SET status = 'failed', error_message = $2, completed_at = now(),
                 started_at = coalesce(started_at, now())
          WHERE id = $1 AND status IN ('pending', 'processing')",
     )
     .bind(id)
-    .bind(reason)
+    .bind(reason.as_ref())
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

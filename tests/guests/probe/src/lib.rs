@@ -79,8 +79,10 @@ struct Probe;
 impl Processor for Probe {
     fn validate_batch(batch: &Batch) -> Result<(), String> {
         log::info("hook:validate_batch");
-        if batch.metadata().get("reject").is_some() {
-            return Err("rejected by probe".into());
+        match batch.metadata().get("reject") {
+            Some(Value::String(reason)) => return Err(reason.replace("<NUL>", "\u{0}")),
+            Some(_) => return Err("rejected by probe".into()),
+            None => {}
         }
         Ok(())
     }
@@ -132,7 +134,8 @@ impl Processor for Probe {
 
     fn process_item(item: &Item) -> Result<Outcome, ItemError> {
         let data = item.json()?.clone();
-        let message = str_field(&data, "message").to_owned();
+        // "<NUL>" lets a test make the processor itself produce NUL characters.
+        let message = str_field(&data, "message").replace("<NUL>", "\u{0}");
         let result: Value = match str_field(&data, "mode") {
             "" | "ok" => json!({ "echo": data }),
             "sql" => run_sql(&data)?,
@@ -148,7 +151,7 @@ impl Processor for Probe {
             "invalid" => {
                 let mut e = ItemError::invalid(message);
                 if let Some(code) = data.get("code").and_then(Value::as_str) {
-                    e = e.code(code);
+                    e = e.code(code.replace("<NUL>", "\u{0}"));
                 }
                 if let Some(field) = data.get("field").and_then(Value::as_str) {
                     e = e.field(field);
@@ -183,11 +186,15 @@ impl Processor for Probe {
             "write_file" => {
                 json!({ "result": format!("{:?}", std::fs::write(str_field(&data, "path"), b"escaped")) })
             }
-            "env" => json!({
-                "vars": std::env::vars().count(),
-                "home": format!("{:?}", std::env::var("HOME")),
-                "args": std::env::args().count(),
-            }),
+            "env" => {
+                let vars = std::env::vars().count();
+                json!({
+                    "vars": vars,
+                    "home": format!("{:?}", std::env::var("HOME")),
+                    "args": std::env::args().count(),
+                    "result": if vars == 0 { "Err(the environment is empty)".to_owned() } else { format!("Ok({vars} variables)") },
+                })
+            }
             "socket" => json!({
                 "result": format!("{:?}", std::net::TcpStream::connect(str_field(&data, "addr")).map(|_| "connected")),
             }),
@@ -231,8 +238,12 @@ impl Processor for Probe {
             }
             "huge_outcome" => json!({ "blob": "z".repeat(u64_field(&data, "bytes", 1024) as usize) }),
             "metadata_set" => {
-                metadata::set(str_field(&data, "key"), &data.get("value").cloned().unwrap_or(Value::Null))
-                    .map_err(ItemError::invalid)?;
+                let key = str_field(&data, "key").replace("<NUL>", "\u{0}");
+                let value = match data.get("value") {
+                    Some(Value::String(s)) => Value::String(s.replace("<NUL>", "\u{0}")),
+                    other => other.cloned().unwrap_or(Value::Null),
+                };
+                metadata::set(&key, &value).map_err(ItemError::invalid)?;
                 if data.get("fail").is_some() {
                     return Err(ItemError::invalid("failed after setting metadata").code("after_metadata"));
                 }
@@ -241,6 +252,14 @@ impl Processor for Probe {
             "metadata_get" => json!({ "value": metadata::get::<Value>(str_field(&data, "key")) }),
             other => return Err(ItemError::invalid(format!("unknown mode {other:?}")).code("unknown_mode")),
         };
+        // With "must", an attempt the sandbox refused fails the item instead of being reported.
+        if data.get("must").is_some()
+            && let Some(outcome) = result.get("result").and_then(Value::as_str)
+            && outcome.starts_with("Err")
+        {
+            return Err(ItemError::invalid(format!("{} was refused: {outcome}", str_field(&data, "mode")))
+                .code("denied"));
+        }
         Outcome::new("probe", item.index()).with_data(&result)
     }
 }

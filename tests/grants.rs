@@ -1,0 +1,181 @@
+//! Per-processor database roles: created with no special attributes, privileges exactly the
+//! manifest's grants (revoked when removed), and a clear admin step when Ingot may not create
+//! roles.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use ingot::batch::{BatchError, BatchManager, CreateOptions, ProcessOptions};
+use ingot::context::grants::GrantError;
+use ingot::input::InputSource;
+use ingot::registry::Registry;
+use serde_json::{Value, json};
+use sqlx::Executor;
+use support::{Processors, TestDb, guest};
+
+const SCHEMA: &str = "CREATE TABLE probe_rows (id serial PRIMARY KEY, label text UNIQUE NOT NULL);
+                      CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int PRIMARY KEY)";
+
+async fn run(
+    db: &TestDb,
+    manager: &BatchManager,
+    items: &[Value],
+) -> Result<ingot::store::batches::Summary, BatchError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("items.ndjson");
+    std::fs::write(&path, items.iter().map(|i| format!("{i}\n")).collect::<String>()).unwrap();
+    let _ = db;
+    manager
+        .run(
+            "probe",
+            InputSource::from_arg(path.to_str().unwrap(), None).unwrap(),
+            &CreateOptions::default(),
+            &ProcessOptions { workers: 1 },
+            None,
+        )
+        .await
+}
+
+fn manager(db: &TestDb, processors: &Processors) -> BatchManager {
+    BatchManager::new(db.pool.clone(), support::runtime(), Registry::new(processors.path()))
+        .with_role_prefix(db.role_prefix())
+}
+
+async fn privileges(db: &TestDb, role: &str) -> BTreeSet<String> {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT table_schema || '.' || table_name || ':' || privilege_type FROM information_schema.role_table_grants WHERE grantee = $1",
+    )
+    .bind(role)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    rows.into_iter().collect()
+}
+
+#[tokio::test]
+async fn a_processor_role_has_exactly_the_manifests_grants_and_loses_removed_ones() {
+    let db = TestDb::new().await;
+    db.apply(SCHEMA).await;
+    let role = format!("{}probe", db.role_prefix());
+    let wide = "[grants]\nprobe_rows = [\"select\", \"insert\", \"update\", \"delete\"]\n\"billing.invoices\" = [\"select\"]\n";
+    let processors = Processors::new(&[("probe", &guest("probe"), Some(wide))]);
+    let summary = run(&db, &manager(&db, &processors), &[json!({"mode": "ok"})]).await.unwrap();
+    assert_eq!(summary.completed, 1);
+    let expected: BTreeSet<String> = [
+        "public.probe_rows:SELECT",
+        "public.probe_rows:INSERT",
+        "public.probe_rows:UPDATE",
+        "public.probe_rows:DELETE",
+        "billing.invoices:SELECT",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(privileges(&db, &role).await, expected);
+
+    let attributes: (bool, bool, bool, bool, bool, bool) = sqlx::query_as(
+        "SELECT rolsuper, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(&role)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(attributes, (false, false, false, false, false, false));
+
+    // The operator narrows the manifest; the next run revokes the rest.
+    std::fs::write(processors.path().join("probe.toml"), "[grants]\nprobe_rows = [\"select\", \"insert\"]\n")
+        .unwrap();
+    let insert = json!({"mode": "sql", "sql": "INSERT INTO probe_rows (label) VALUES ('x')"});
+    let delete = json!({"mode": "sql", "sql": "DELETE FROM probe_rows"});
+    let summary = run(&db, &manager(&db, &processors), &[insert, delete]).await.unwrap();
+    assert_eq!((summary.completed, summary.failed), (1, 1), "{:?}", summary.top_errors);
+    let narrowed: BTreeSet<String> =
+        ["public.probe_rows:SELECT", "public.probe_rows:INSERT"].map(String::from).into();
+    assert_eq!(privileges(&db, &role).await, narrowed);
+    assert!(summary.top_errors[0].message.contains("permission denied for table probe_rows"));
+}
+
+#[tokio::test]
+async fn a_processor_without_a_manifest_may_touch_no_table() {
+    let db = TestDb::new().await;
+    db.apply(SCHEMA).await;
+    let processors = Processors::new(&[("probe", &guest("probe"), None)]);
+    let items =
+        [json!({"mode": "sql", "sql": "SELECT * FROM probe_rows", "query": true}), json!({"mode": "ok"})];
+    let summary = run(&db, &manager(&db, &processors), &items).await.unwrap();
+    assert_eq!((summary.completed, summary.failed), (1, 1));
+    let message = &summary.top_errors[0].message;
+    assert!(message.contains("permission denied for table probe_rows"), "{message}");
+    assert!(message.contains("processor probe has no manifest, so it may use no table"), "{message}");
+    assert!(privileges(&db, &format!("{}probe", db.role_prefix())).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_manifest_granting_a_missing_table_is_a_clear_error() {
+    let db = TestDb::new().await;
+    let processors =
+        Processors::new(&[("probe", &guest("probe"), Some("[grants]\nnowhere = [\"select\"]\n"))]);
+    let error = run(&db, &manager(&db, &processors), &[json!({"mode": "ok"})]).await.unwrap_err();
+    assert!(matches!(error, BatchError::Grant(GrantError::NoSuchTable { .. })), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("probe.toml grants \"nowhere\"") && message.contains("no such table"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn when_ingot_may_not_create_roles_the_error_names_the_admin_step_that_fixes_it() {
+    let admin = TestDb::empty().await;
+    let prefix = admin.role_prefix();
+    let host = format!("{prefix}host");
+    let database = admin.url.rsplit('/').next().unwrap().to_owned();
+    admin
+        .pool
+        .execute(format!("CREATE ROLE \"{host}\" LOGIN NOSUPERUSER NOCREATEROLE; ALTER DATABASE {database} OWNER TO \"{host}\"; GRANT CREATE ON SCHEMA public TO \"{host}\"").as_str())
+        .await
+        .unwrap();
+    // Ingot connects as an ordinary user that owns its tables but may not create roles.
+    let url = admin.url.replacen("postgres@", &format!("{host}@"), 1);
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&url).await.unwrap();
+    ingot::store::migrate(&pool).await.unwrap();
+    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+    let processors = Processors::new(&[(
+        "probe",
+        &guest("probe"),
+        Some("[grants]\nprobe_rows = [\"select\", \"insert\"]\n"),
+    )]);
+    let manager = BatchManager::new(pool.clone(), support::runtime(), Registry::new(processors.path()))
+        .with_role_prefix(&prefix);
+    let items = [json!({"mode": "sql", "sql": "INSERT INTO probe_rows (label) VALUES ('ok')"})];
+
+    let error = run(&admin, &manager, &items).await.unwrap_err();
+    let message = error.to_string();
+    let role = format!("{prefix}probe");
+    assert!(matches!(error, BatchError::Grant(GrantError::CannotCreateRole { .. })), "{message}");
+    let step = format!("CREATE ROLE {role} NOLOGIN; GRANT {role} TO {host};");
+    assert!(message.contains(&step), "{message}");
+
+    // The administrator runs exactly that, once; from then on Ingot manages the privileges itself.
+    admin.pool.execute(step.as_str()).await.unwrap();
+    let summary = run(&admin, &manager, &items).await.unwrap();
+    assert_eq!(summary.completed, 1, "{:?}", summary.top_errors);
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn ingot_grant_syncs_roles_from_the_command_line() {
+    let db = TestDb::new().await;
+    db.apply(SCHEMA).await;
+    let processors =
+        Processors::new(&[("probe", &guest("probe"), Some("[grants]\nprobe_rows = [\"select\"]\n"))]);
+    let cwd = tempfile::tempdir().unwrap();
+    let output = support::ingot(cwd.path(), &db.url, processors.path(), &["grant"]);
+    assert!(output.status.success(), "{}", support::stderr_of(&output));
+    let role = format!("{}probe", db.role_prefix());
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("{role}: may use probe_rows"));
+    assert_eq!(privileges(&db, &role).await, ["public.probe_rows:SELECT".to_owned()].into());
+    let unknown = support::ingot(cwd.path(), &db.url, processors.path(), &["grant", "orders"]);
+    assert_eq!(unknown.status.code(), Some(1));
+}
