@@ -217,6 +217,20 @@ async fn validate_batch_can_reject_a_batch_before_any_item_runs() {
 }
 
 #[tokio::test]
+async fn a_rejected_batch_is_validated_again_when_it_is_processed_again() {
+    let f = Fixture::new(None).await;
+    let create = CreateOptions { metadata: Some(json!({"reject": true})), ..Default::default() };
+    let summary = f.run(&[insert("never")], create, 1).await;
+    let again = f.manager.process(summary.batch_id, &ProcessOptions { workers: 1 }, None).await.unwrap();
+    assert_eq!(again.status, BatchStatus::Failed);
+    assert_eq!(again.pending, 1, "no item ran past the rejection");
+    let validations =
+        f.log_messages(summary.batch_id).await.iter().filter(|l| *l == "hook:validate_batch").count();
+    assert_eq!(validations, 2);
+    assert!(f.labels().await.is_empty());
+}
+
+#[tokio::test]
 async fn a_failing_on_batch_start_fails_the_batch_and_rolls_back_its_writes() {
     let f = Fixture::new(None).await;
     let create = CreateOptions {

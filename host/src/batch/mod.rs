@@ -192,8 +192,9 @@ impl BatchManager {
     }
 
     /// Processes a batch to the end with `options.workers` concurrent workers and returns its
-    /// summary. A pending batch is started (its hooks run); an interrupted or failed one is
-    /// resumed with its items not yet final; a completed one is left as it is.
+    /// summary. A pending batch is started (its start hooks run); a failed or cancelled one is
+    /// started again (the start hooks run again, then the items not yet final); an interrupted
+    /// `processing` one is resumed with its items not yet final; a completed one is left as it is.
     pub async fn process(
         &self,
         id: Uuid,
@@ -211,25 +212,21 @@ impl BatchManager {
         let base_slot: i16 = (Uuid::new_v4().as_u128() % 64) as i16;
         let mut coordinator = Self::worker_on(conn, &processor, base_slot, &batch.metadata);
 
-        match batch.status {
-            BatchStatus::Pending => {
-                if let hooks::Start::Rejected(_) =
-                    hooks::start(&mut coordinator, &scope, &processor.code.digest).await?
-                {
-                    return self.summary(id).await;
-                }
+        if batch.status == BatchStatus::Processing {
+            // Interrupted (or running on other hosts): join in; the start hooks already ran.
+            if batch.processor_digest.as_deref() != Some(processor.code.digest.as_str()) {
+                let message = format!(
+                    "resumed with a different processor (sha256 {}) than the batch started with ({})",
+                    processor.code.digest,
+                    batch.processor_digest.as_deref().unwrap_or("none")
+                );
+                hooks::note(&mut coordinator, id, LogLevel::Warning, message).await?;
             }
-            _ => {
-                batches::resume(coordinator.conn()?, id).await?;
-                if batch.processor_digest.as_deref() != Some(processor.code.digest.as_str()) {
-                    let message = format!(
-                        "resumed with a different processor (sha256 {}) than the batch started with ({})",
-                        processor.code.digest,
-                        batch.processor_digest.as_deref().unwrap_or("none")
-                    );
-                    hooks::note(&mut coordinator, id, LogLevel::Warning, message).await?;
-                }
-            }
+        } else if let hooks::Start::Rejected(_) =
+            hooks::start(&mut coordinator, &scope, &processor.code.digest).await?
+        {
+            // Pending, or stopped and started again: the start hooks decide, every time.
+            return self.summary(id).await;
         }
 
         // The coordinator's connection metadata was read before the start hooks ran.

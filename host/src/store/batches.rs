@@ -127,32 +127,22 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Batch>, Sto
     row.as_ref().map(batch_from_row).transpose()
 }
 
-/// Moves a batch from `pending` to `processing` and records the processor that runs it. Takes
-/// the batch row's lock until the caller's transaction ends, so exactly one host runs the batch's
-/// start hooks. `false` when the batch was not pending.
+/// Moves a batch that has not run (`pending`), or that stopped (`failed`, `cancelled`), to
+/// `processing`, recording the processor that runs it and clearing any old error. Takes the
+/// batch row's lock until the caller's transaction ends, so exactly one host runs the batch's
+/// start hooks. `false` when the batch was in none of those states.
 pub async fn start(conn: &mut PgConnection, id: Uuid, digest: &str) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "UPDATE import_batches SET status = 'processing', started_at = now(), processor_digest = $2
-         WHERE id = $1 AND status = 'pending'",
+        "UPDATE import_batches
+         SET status = 'processing', started_at = coalesce(started_at, now()), processor_digest = $2,
+             error_message = NULL, completed_at = NULL
+         WHERE id = $1 AND status IN ('pending', 'failed', 'cancelled')",
     )
     .bind(id)
     .bind(digest)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
-}
-
-/// Takes up an interrupted or failed batch again: back to `processing`, its error cleared.
-pub async fn resume(conn: &mut PgConnection, id: Uuid) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE import_batches SET status = 'processing', error_message = NULL, completed_at = NULL,
-                started_at = coalesce(started_at, now())
-         WHERE id = $1 AND status IN ('processing', 'failed', 'cancelled')",
-    )
-    .bind(id)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Marks a processing batch completed. `false` when another host already finished it.
