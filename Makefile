@@ -52,7 +52,7 @@ demo: processors release
 	echo; echo "== ingot run customer_data processors/customer_data/sample.csv"; \
 	$(INGOT) run customer_data processors/customer_data/sample.csv || test $$? -eq 3; \
 	id=$$($(INGOT) batch list --limit 1 --json | sed -n 's/.*"batch_id": "\([^"]*\)".*/\1/p' | head -n1); \
-	item=$$($(INGOT) logs $$id --level error --json | sed -n 's/.*"item_index": \([0-9]*\).*/\1/p' | head -n1); \
+	item=$$($(INGOT) logs $$id --level error --json | sed -n 's/.*"item_index": *\([0-9]*\).*/\1/p' | head -n1); \
 	echo; echo "== ingot logs $$id --item $$item"; \
 	$(INGOT) logs $$id --item $$item; \
 	echo; echo "== ingot reprocess $$id --failed-only"; \

@@ -694,3 +694,70 @@ async fn summary_reports_top_errors_by_code_most_frequent_first() {
     assert_eq!(top, [(Some("b"), "bee", 3), (Some("a"), "ay", 2)]);
     assert!(summary.duration_ms.is_some() && summary.items_per_second.is_some());
 }
+
+#[tokio::test]
+async fn a_retryable_failure_is_retried_with_backoff_until_it_succeeds() {
+    let f = Fixture::new(None).await;
+    let flaky =
+        json!({"mode": "flaky", "until": 3, "sql": "INSERT INTO probe_rows (label) VALUES ('flaky')"});
+    let started = std::time::Instant::now();
+    let summary = f.run(&[flaky, insert("steady")], CreateOptions::default(), 1).await;
+    assert_eq!((summary.completed, summary.failed, summary.status), (2, 0, BatchStatus::Completed));
+    // Two backoffs: about 0.1-0.2 s, then 0.2-0.4 s.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "{:?}", started.elapsed());
+    let item = f.item(summary.batch_id, 0).await;
+    assert_eq!(item.get::<i32, _>("attempts"), 3);
+    assert_eq!(
+        item.get::<Option<String>, _>("error_message"),
+        None,
+        "a success clears the last attempt's error"
+    );
+    assert_eq!(f.labels().await, ["flaky", "steady"], "failed attempts' writes were rolled back");
+    let lines = f.log_messages(summary.batch_id).await;
+    let attempts: Vec<&String> = lines.iter().filter(|l| l.starts_with("attempt ")).collect();
+    assert_eq!(attempts.len(), 2, "{lines:?}");
+    assert!(
+        attempts[0].starts_with("attempt 1 of 3 failed, retrying in")
+            && attempts[0].ends_with("not yet (attempt 1)")
+    );
+    assert!(
+        attempts[1].starts_with("attempt 2 of 3 failed, retrying in")
+            && attempts[1].ends_with("not yet (attempt 2)")
+    );
+    f.assert_counters_match_items(summary.batch_id).await;
+}
+
+#[tokio::test]
+async fn an_item_that_exhausts_its_attempts_fails_with_every_attempt_logged() {
+    let f = Fixture::new(Some("[batch]\nmax_attempts = 2\n")).await;
+    let summary = f
+        .run(
+            &[json!({"mode": "retryable", "message": "still down"}), insert("after")],
+            CreateOptions::default(),
+            1,
+        )
+        .await;
+    assert_eq!((summary.completed, summary.failed), (1, 1));
+    let item = f.item(summary.batch_id, 0).await;
+    assert_eq!(item.get::<String, _>("status"), "failed");
+    assert_eq!(item.get::<i32, _>("attempts"), 2);
+    assert_eq!(item.get::<String, _>("error_message"), "still down");
+    let lines = f.log_messages(summary.batch_id).await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("attempt 1 of 2 failed, retrying in") && l.ends_with("still down")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l == "item failed after 2 attempts: still down"), "{lines:?}");
+    let hooks = lines.iter().filter(|l| l.starts_with("hook:on_item_error")).count();
+    assert_eq!(hooks, 1, "on-item-error runs once, when the item finally fails");
+}
+
+#[tokio::test]
+async fn invalid_data_is_never_retried() {
+    let f = Fixture::new(None).await;
+    let summary = f.run(&[json!({"mode": "invalid", "message": "bad"})], CreateOptions::default(), 1).await;
+    assert_eq!(f.item(summary.batch_id, 0).await.get::<i32, _>("attempts"), 1);
+    assert_eq!(summary.failed, 1);
+}

@@ -3,7 +3,8 @@
 //! 1. open the processor scope (savepoint, role, statement timeout);
 //! 2. `validate-item`, then `process-item`; the processor's SQL runs in the scope;
 //! 3. success keeps the scope's writes; any failure (invalid, retryable, trap, timeout, cap,
-//!    SQL error) rolls them back, and `on-item-error` runs in a scope of its own;
+//!    SQL error) rolls them back; a transient one with attempts left leaves the item pending
+//!    behind a backoff, any other runs `on-item-error` in a scope of its own;
 //! 4. the item's status, its buffered logs and the counter slot are written in one statement.
 //!
 //! The caller commits, so the processor's writes and the `completed` mark commit together or not
@@ -33,7 +34,14 @@ pub(crate) struct ItemResult {
 enum Verdict {
     Completed(Outcome),
     Skipped(ErrorDetail),
-    Failed { code: Option<String>, message: String, field: Option<String>, error: ItemError },
+    Failed {
+        code: Option<String>,
+        message: String,
+        field: Option<String>,
+        error: ItemError,
+        /// A transient failure: another attempt may succeed.
+        retryable: bool,
+    },
 }
 
 impl Verdict {
@@ -44,6 +52,7 @@ impl Verdict {
             message,
             field: None,
             error: ItemError::Invalid(detail),
+            retryable: false,
         }
     }
 
@@ -54,6 +63,7 @@ impl Verdict {
                 code: detail.code.clone(),
                 message: detail.message.clone(),
                 field: detail.field.clone(),
+                retryable: matches!(error, ItemError::Retryable(_)),
                 error,
             },
         }
@@ -87,9 +97,30 @@ pub(crate) async fn run_item(
     let keep = matches!(verdict, Verdict::Completed(_)) && batch.tx == TxMode::PerItem;
     items::close_scope(worker.conn()?, keep).await?;
 
-    if let Verdict::Failed { error, message, .. } = &verdict {
-        worker.ctx.logs.push_host(LogLevel::Error, format!("item failed: {message}"), None);
-        call_on_item_error(worker, batch, &item, error).await?;
+    // A transient failure with attempts left: the item stays pending until its backoff ends.
+    let retry_at = match &verdict {
+        Verdict::Failed { retryable: true, .. } if item.attempt < batch.max_attempts => {
+            Some(Utc::now() + backoff(item.attempt))
+        }
+        _ => None,
+    };
+    if let Verdict::Failed { error, message, code, .. } = &verdict {
+        let details = serde_json::json!({ "attempt": item.attempt, "code": code, "retry_at": retry_at });
+        if let Some(at) = retry_at {
+            let wait = (at - Utc::now()).num_milliseconds().max(0) as f64 / 1000.0;
+            let line = format!(
+                "attempt {} of {} failed, retrying in {wait:.1} s: {message}",
+                item.attempt, batch.max_attempts
+            );
+            worker.ctx.logs.push_host(LogLevel::Warning, line, Some(details));
+        } else {
+            let line = match item.attempt {
+                1 => format!("item failed: {message}"),
+                n => format!("item failed after {n} attempts: {message}"),
+            };
+            worker.ctx.logs.push_host(LogLevel::Error, line, Some(details));
+            call_on_item_error(worker, batch, &item, error).await?;
+        }
     }
     if let Verdict::Completed(_) = verdict
         && let Some(changes) = worker.ctx.metadata.commit()
@@ -109,7 +140,8 @@ pub(crate) async fn run_item(
             Some((detail.code.as_deref(), detail.message.as_str(), detail.field.as_deref())),
         ),
         Verdict::Failed { code, message, field, .. } => {
-            (ItemStatus::Failed, None, Some((code.as_deref(), message.as_str(), field.as_deref())))
+            let status = if retry_at.is_some() { ItemStatus::Pending } else { ItemStatus::Failed };
+            (status, None, Some((code.as_deref(), message.as_str(), field.as_deref())))
         }
     };
     let processed_data = outcome.and_then(|o| o.processed_data.as_deref()).map(pg_json);
@@ -133,12 +165,22 @@ pub(crate) async fn run_item(
             started_at,
             duration_ms: clock.elapsed().as_secs_f64() * 1000.0,
             fuel_used,
+            available_at: retry_at,
             slot,
             logs: &logs,
         },
     )
     .await?;
     Ok(ItemResult { index: claimed.index, status, error: message.map(|m| m.into_owned()) })
+}
+
+/// How long an item waits before attempt `attempt + 1`: 200 ms doubling per attempt, at most
+/// 30 s, with jitter (half to all of it) so that items failing together do not retry together.
+fn backoff(attempt: u32) -> chrono::Duration {
+    let base = 200.0 * 2_f64.powi(i32::try_from(attempt.saturating_sub(1)).unwrap_or(30).min(30));
+    let capped = base.min(30_000.0);
+    let jitter = 0.5 + (uuid::Uuid::new_v4().as_u128() % 1000) as f64 / 2000.0;
+    chrono::Duration::milliseconds((capped * jitter) as i64)
 }
 
 /// validate-item, then process-item; the first that does not succeed decides.
@@ -173,7 +215,16 @@ fn settle(worker: &mut Worker, verdict: Result<Verdict, CallError>) -> Result<Ve
         Ok(verdict) => verdict,
     };
     Ok(match (verdict, sql_failure) {
-        (Verdict::Completed(_), Some(failure)) => Verdict::failed("sql_error", failure.to_string()),
+        (Verdict::Completed(_), Some(failure)) => {
+            // Serialization failures and deadlocks (class 40) are worth another attempt.
+            let transient = failure.sqlstate.as_deref().is_some_and(|s| s.starts_with("40"));
+            match Verdict::failed("sql_error", failure.to_string()) {
+                Verdict::Failed { code, message, field, error, .. } => {
+                    Verdict::Failed { code, message, field, error, retryable: transient }
+                }
+                other => other,
+            }
+        }
         (Verdict::Completed(outcome), None) => check_outcome(&worker.ctx.caps, outcome),
         (verdict, _) => verdict,
     })

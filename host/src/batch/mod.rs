@@ -51,6 +51,42 @@ pub enum BatchError {
     Host(String),
 }
 
+impl BatchError {
+    /// The database connection is gone (server restarted, backend terminated, network): a new
+    /// connection can carry on.
+    pub fn is_connection_lost(&self) -> bool {
+        let sqlx_error = match self {
+            BatchError::Connection(_) => return true,
+            BatchError::Store(StoreError::Database(e)) => e,
+            _ => return false,
+        };
+        match sqlx_error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                // 08: connection exception; 57P01-03: administrator or crash shutdown, cannot connect now.
+                db.code()
+                    .is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03"))
+            }
+            _ => false,
+        }
+    }
+
+    /// Worth another try: a lost connection, or a serialization failure or deadlock in the host's
+    /// own statements (their transaction rolled back, so nothing was applied).
+    pub fn is_transient(&self) -> bool {
+        let deadlock = match self {
+            BatchError::Store(StoreError::Database(sqlx::Error::Database(db))) => {
+                db.code().is_some_and(|c| c.starts_with("40"))
+            }
+            _ => false,
+        };
+        deadlock || self.is_connection_lost()
+    }
+}
+
 impl From<sqlx::Error> for BatchError {
     fn from(e: sqlx::Error) -> Self {
         BatchError::Store(StoreError::Database(e))
@@ -87,6 +123,17 @@ impl Progress {
     /// Items this process finished so far.
     pub fn done(&self) -> u64 {
         self.0.done.load(Ordering::Relaxed)
+    }
+
+    /// Asks the workers to stop claiming items: in-flight items finish, the rest stay pending
+    /// and the batch stays `processing`, to be resumed by `ingot batch process`.
+    pub fn stop(&self) {
+        self.0.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn stopped(&self) -> bool {
+        self.0.stop.load(Ordering::SeqCst) && self.0.failure().is_none()
     }
 }
 
@@ -142,20 +189,35 @@ impl BatchManager {
 
     async fn worker(&self, processor: &Processor, slot: i16, metadata: &Value) -> Result<Worker, BatchError> {
         let conn = self.connect().await?;
-        Ok(Self::worker_on(conn, processor, slot, metadata))
+        Ok(self.worker_on(conn, processor, slot, metadata))
     }
 
-    fn worker_on(conn: PgConnection, processor: &Processor, slot: i16, metadata: &Value) -> Worker {
+    fn worker_on(&self, conn: PgConnection, processor: &Processor, slot: i16, metadata: &Value) -> Worker {
         let mut ctx = ProcessorContext::with_connection(conn, crate::context::caps::Caps::default());
         ctx.metadata.load(metadata);
+        let hint = permission_hint(processor);
         if let Some(db) = ctx.db.as_mut() {
-            db.set_permission_hint(permission_hint(processor));
+            db.set_permission_hint(hint.clone());
         }
-        Worker { ctx, instance: Instance::new(Arc::clone(&processor.code), processor.manifest.limits), slot }
+        Worker {
+            ctx,
+            instance: Instance::new(Arc::clone(&processor.code), processor.manifest.limits),
+            slot,
+            connect: self.connect.clone(),
+            permission_hint: hint,
+        }
     }
 
-    fn scope(id: Uuid, settings: ScopeSettings, stop_on_error: bool, tx: TxMode) -> BatchScope {
-        BatchScope { id, stop_on_error, settings, tx }
+    fn scope(
+        id: Uuid,
+        settings: ScopeSettings,
+        stop_on_error: bool,
+        tx: TxMode,
+        processor: &Processor,
+    ) -> BatchScope {
+        // A dry run reports what the first attempt would do; it does not wait out retries.
+        let max_attempts = if tx == TxMode::DryRun { 1 } else { processor.manifest.max_attempts };
+        BatchScope { id, stop_on_error, settings, tx, max_attempts }
     }
 
     /// Creates a pending batch of `batch_type` from `source`. Nothing is left behind if the
@@ -208,9 +270,9 @@ impl BatchManager {
         }
         let processor = self.processor(&batch.batch_type)?;
         let settings = self.sandbox(&mut conn, &processor).await?;
-        let scope = Self::scope(id, settings, batch.stop_on_error, TxMode::PerItem);
+        let scope = Self::scope(id, settings, batch.stop_on_error, TxMode::PerItem, &processor);
         let base_slot: i16 = (Uuid::new_v4().as_u128() % 64) as i16;
-        let mut coordinator = Self::worker_on(conn, &processor, base_slot, &batch.metadata);
+        let mut coordinator = self.worker_on(conn, &processor, base_slot, &batch.metadata);
 
         if batch.status == BatchStatus::Processing {
             // Interrupted (or running on other hosts): join in; the start hooks already ran.
@@ -243,18 +305,20 @@ impl BatchManager {
             Err(e) => Some(format!("processing stopped: {e}")),
             Ok(()) => shared.failure(),
         };
-        match failure {
-            Some(reason) => {
-                // Best effort: when the database itself is what failed, this fails too.
-                let _ = hooks::finish(&mut coordinator, &scope, Some(&reason)).await;
-            }
-            None => {
-                if !batches::has_pending(coordinator.conn()?, id).await? {
-                    hooks::finish(&mut coordinator, &scope, None).await?;
+        let stopped = shared.stop.load(Ordering::SeqCst) && failure.is_none();
+        match (failure, outcome) {
+            // A host failure the batch records: the summary reports it (status failed). When even
+            // recording it fails, the database is what failed: report that instead.
+            (Some(reason), outcome) => {
+                match (outcome, finish_batch(&mut coordinator, &scope, Some(&reason)).await) {
+                    (Err(e), Err(_)) | (Ok(()), Err(e)) => return Err(e),
+                    _ => {}
                 }
             }
+            // Stopped from outside (a signal): the rest stays pending for the next run.
+            (None, _) if stopped => {}
+            (None, _) => finish_batch(&mut coordinator, &scope, None).await?,
         }
-        outcome?;
         self.summary(id).await
     }
 
@@ -293,8 +357,8 @@ impl BatchManager {
         };
         let mut conn = self.connect().await?;
         let settings = self.sandbox(&mut conn, &processor).await?;
-        let scope = Self::scope(id, settings, batch.stop_on_error, TxMode::DryRun);
-        let mut worker = Self::worker_on(conn, &processor, 0, &json!({}));
+        let scope = Self::scope(id, settings, batch.stop_on_error, TxMode::DryRun, &processor);
+        let mut worker = self.worker_on(conn, &processor, 0, &json!({}));
         worker.begin(TxMode::PerItem).await?;
         let result = async {
             create::create_in_tx(worker.conn()?, batch, source).await?;
@@ -368,6 +432,36 @@ impl BatchManager {
     pub async fn summary(&self, id: Uuid) -> Result<Summary, BatchError> {
         let mut conn = self.pool.acquire().await?;
         batches::summary(&mut conn, id).await?.ok_or(BatchError::NotFound(id))
+    }
+}
+
+/// Completes the batch if nothing is pending any more (or fails it with `failure`), running
+/// on-batch-complete; survives a connection lost since the workers started by reconnecting.
+async fn finish_batch(
+    coordinator: &mut Worker,
+    scope: &BatchScope,
+    failure: Option<&str>,
+) -> Result<(), BatchError> {
+    let mut tries = 0;
+    loop {
+        let attempt = async {
+            match failure {
+                Some(reason) => hooks::finish(coordinator, scope, Some(reason)).await.map(drop),
+                None if batches::has_pending(coordinator.conn()?, scope.id).await? => Ok(()),
+                None => hooks::finish(coordinator, scope, None).await.map(drop),
+            }
+        }
+        .await;
+        match attempt {
+            Err(e) if e.is_transient() && tries < 3 => {
+                tries += 1;
+                coordinator.rollback_quietly(scope.tx).await;
+                if e.is_connection_lost() {
+                    coordinator.reconnect(&e).await?;
+                }
+            }
+            other => return other,
+        }
     }
 }
 

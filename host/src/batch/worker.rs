@@ -4,12 +4,16 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use sqlx::PgConnection;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgConnection};
 use uuid::Uuid;
 
 use super::BatchError;
 use super::item::{ItemResult, run_item};
 use crate::context::ProcessorContext;
+use crate::context::sql::DbSession;
 use crate::runtime::Instance;
 use crate::runtime::bindings::BatchInfo;
 use crate::store::items::{self, ScopeSettings};
@@ -33,6 +37,8 @@ pub(crate) struct BatchScope {
     pub(crate) stop_on_error: bool,
     pub(crate) settings: ScopeSettings,
     pub(crate) tx: TxMode,
+    /// Attempts per item for transient failures (1: never retry).
+    pub(crate) max_attempts: u32,
 }
 
 /// Signals shared by the workers of one `process` call.
@@ -58,19 +64,58 @@ impl Shared {
     }
 }
 
+/// How long a worker keeps trying to get its connection back before the batch fails.
+const RECONNECT_FOR: Duration = Duration::from_secs(30);
+/// The longest a worker sleeps waiting for an item's retry backoff before looking again.
+const RETRY_POLL: Duration = Duration::from_secs(1);
+
 /// One connection, one instance, one counter slot.
 pub(crate) struct Worker {
     pub(crate) ctx: ProcessorContext,
     pub(crate) instance: Instance,
     pub(crate) slot: i16,
+    /// How to connect again when the connection is lost.
+    pub(crate) connect: PgConnectOptions,
+    /// What permission errors tell the processor's author (set on every new connection).
+    pub(crate) permission_hint: String,
 }
 
 impl Worker {
+    /// Replaces a lost connection, trying with growing pauses for up to [`RECONNECT_FOR`]. The
+    /// item that was in flight needs nothing: PostgreSQL rolled its transaction back, so it is
+    /// pending again.
+    pub(crate) async fn reconnect(&mut self, cause: &BatchError) -> Result<(), BatchError> {
+        tracing::warn!(slot = self.slot, "lost the database connection ({cause}); reconnecting");
+        self.ctx.db = None;
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.connect.connect().await {
+                Ok(conn) => {
+                    let mut session = DbSession::new(conn);
+                    session.set_permission_hint(self.permission_hint.clone());
+                    self.ctx.db = Some(session);
+                    return Ok(());
+                }
+                Err(e) if started.elapsed() >= RECONNECT_FOR => {
+                    return Err(BatchError::Connection(format!(
+                        "lost the connection ({cause}) and could not reconnect for {} s: {e}",
+                        RECONNECT_FOR.as_secs()
+                    )));
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
     pub(crate) fn conn(&mut self) -> Result<&mut PgConnection, BatchError> {
         self.ctx
             .db
             .as_mut()
-            .map(crate::context::sql::DbSession::conn)
+            .map(DbSession::conn)
             .ok_or_else(|| BatchError::Host("worker has no database connection".into()))
     }
 
@@ -110,40 +155,65 @@ impl Worker {
         })
     }
 
-    /// Claims and processes items until none is left or `shared.stop` is set.
+    /// Claims and processes items until none is left or `shared.stop` is set. A lost
+    /// connection (a restarted server, a terminated backend) or a deadlock in the host's own
+    /// statements is survived: reconnect if needed and carry on with the next claim.
     pub(crate) async fn run(&mut self, batch: &BatchScope, shared: &Shared) -> Result<(), BatchError> {
         while !shared.stop.load(Ordering::SeqCst) {
-            self.begin(batch.tx).await?;
-            let claimed = match items::claim(self.conn()?, batch.id).await {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    self.rollback_quietly(batch.tx).await;
-                    return Err(e.into());
+            match self.step(batch, shared).await {
+                Ok(Step::Processed) => {}
+                Ok(Step::Finished) => return Ok(()),
+                Ok(Step::Wait(until)) => {
+                    let wait = (until - chrono::Utc::now()).to_std().unwrap_or_default().min(RETRY_POLL);
+                    tokio::time::sleep(wait).await;
                 }
-            };
-            let Some(claimed) = claimed else {
-                self.commit(batch.tx).await?;
-                return Ok(());
-            };
-            let result: ItemResult = match run_item(self, batch, claimed).await {
-                Ok(result) => result,
+                Err(e) if e.is_transient() && batch.tx == TxMode::PerItem => {
+                    self.rollback_quietly(batch.tx).await;
+                    if e.is_connection_lost() {
+                        self.reconnect(&e).await?;
+                    }
+                }
                 Err(e) => {
                     self.rollback_quietly(batch.tx).await;
                     return Err(e);
                 }
-            };
-            self.commit(batch.tx).await?;
-            shared.done.fetch_add(1, Ordering::Relaxed);
-            if result.status == ItemStatus::Failed && batch.stop_on_error {
-                shared.fail(format!(
-                    "stopped at item {} because stop_on_error is set: {}",
-                    result.index,
-                    result.error.as_deref().unwrap_or("failed")
-                ));
             }
         }
         Ok(())
     }
+
+    /// One item's transaction, or the news that there is nothing (yet) to claim.
+    async fn step(&mut self, batch: &BatchScope, shared: &Shared) -> Result<Step, BatchError> {
+        self.begin(batch.tx).await?;
+        let Some(claimed) = items::claim(self.conn()?, batch.id).await? else {
+            let next = items::next_retry_at(self.conn()?, batch.id).await?;
+            self.commit(batch.tx).await?;
+            return Ok(next.map_or(Step::Finished, Step::Wait));
+        };
+        let result: ItemResult = run_item(self, batch, claimed).await?;
+        self.commit(batch.tx).await?;
+        if result.status != ItemStatus::Pending {
+            shared.done.fetch_add(1, Ordering::Relaxed);
+        }
+        if result.status == ItemStatus::Failed && batch.stop_on_error {
+            shared.fail(format!(
+                "stopped at item {} because stop_on_error is set: {}",
+                result.index,
+                result.error.as_deref().unwrap_or("failed")
+            ));
+        }
+        Ok(Step::Processed)
+    }
+}
+
+/// What one step of a worker found.
+enum Step {
+    /// An item reached a new state.
+    Processed,
+    /// Nothing is pending.
+    Finished,
+    /// Items are pending, waiting out a retry backoff until this time.
+    Wait(chrono::DateTime<chrono::Utc>),
 }
 
 fn savepoint(tx: TxMode) -> Option<&'static str> {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::output::{self, ProgressDisplay};
 use super::run::InputArgs;
-use super::{Env, default_workers, exit, exit_code};
+use super::{Env, default_workers, exit, process_exit_code, stop_on_signal};
 use crate::batch::{ProcessOptions, Progress};
 use crate::store::BatchStatus;
 use crate::store::batches::{self, ListFilter};
@@ -90,17 +90,15 @@ impl BatchCommand {
                 let manager = env.manager(workers).await?;
                 let before = manager.summary(id).await?;
                 let progress = Progress::default();
+                let signals = stop_on_signal(&progress);
                 let display =
                     ProgressDisplay::start(&progress, u64::try_from(before.pending).unwrap_or(0), json);
                 let summary = manager.process(id, &ProcessOptions { workers }, Some(&progress)).await;
                 drop(display);
+                signals.abort();
                 let summary = summary?;
-                if json {
-                    output::json(&summary)?;
-                } else {
-                    output::summary(&summary);
-                }
-                Ok(exit_code(&summary))
+                output::print(&summary, json)?;
+                Ok(process_exit_code(&summary, &progress))
             }
             BatchCommand::Show { id, json } => {
                 let db = env.database(2).await?;
@@ -108,11 +106,7 @@ impl BatchCommand {
                 let summary = batches::summary(&mut conn, id)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("batch {id} does not exist (see `ingot batch list`)"))?;
-                if json {
-                    output::json(&summary)?;
-                } else {
-                    output::summary(&summary);
-                }
+                output::print(&summary, json)?;
                 Ok(ExitCode::from(exit::OK))
             }
             BatchCommand::List { batch_type, status, limit, json } => {
@@ -185,11 +179,7 @@ impl ReprocessArgs {
             }
             return Ok(ExitCode::from(exit::OK));
         };
-        if self.json {
-            output::json(&summary)?;
-        } else {
-            output::summary(&summary);
-        }
-        Ok(exit_code(&summary))
+        output::print(&summary, self.json)?;
+        Ok(process_exit_code(&summary, &progress))
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::batch::BatchManager;
+use crate::batch::{BatchManager, Progress};
 use crate::context::grants::DEFAULT_ROLE_PREFIX;
 use crate::database::{self, Database};
 use crate::registry::Registry;
@@ -37,6 +37,8 @@ pub mod exit {
     pub const ITEMS_FAILED: u8 = 3;
     /// The batch failed.
     pub const BATCH_FAILED: u8 = 4;
+    /// Stopped by SIGINT or SIGTERM before the batch finished; `ingot batch process ID` resumes it.
+    pub const INTERRUPTED: u8 = 5;
 }
 
 /// PostgreSQL-native batch imports with sandboxed WebAssembly processors.
@@ -139,6 +141,34 @@ impl Env {
         let db = self.database(u32::try_from(workers).unwrap_or(64).saturating_add(2)).await?;
         Ok(BatchManager::new(db.pool, self.runtime()?, self.registry()).with_role_prefix(&self.role_prefix))
     }
+}
+
+/// Stops `progress` gracefully on the first SIGINT or SIGTERM (in-flight items finish, the rest
+/// stay pending); a second signal exits at once, which is just as safe: uncommitted items are
+/// simply pending again.
+pub(crate) fn stop_on_signal(progress: &Progress) -> tokio::task::JoinHandle<()> {
+    let progress = progress.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!("ingot: stopping: finishing the items in flight (signal again to stop at once)");
+        progress.stop();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    })
+}
+
+/// The exit code of a `process` call: interrupted, or what the batch's state maps to.
+pub(crate) fn process_exit_code(summary: &Summary, progress: &Progress) -> ExitCode {
+    if progress.stopped() && summary.pending > 0 {
+        eprintln!("ingot: interrupted; resume with `ingot batch process {}`", summary.batch_id);
+        return ExitCode::from(exit::INTERRUPTED);
+    }
+    exit_code(summary)
 }
 
 /// The exit code a batch's final state maps to.

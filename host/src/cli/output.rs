@@ -23,6 +23,16 @@ fn short(id: &uuid::Uuid) -> String {
     id.to_string()
 }
 
+/// A summary as JSON or for people.
+pub(crate) fn print(summary: &Summary, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        json(summary)
+    } else {
+        self::summary(summary);
+        Ok(())
+    }
+}
+
 /// The human summary of a batch.
 pub(crate) fn summary(summary: &Summary) {
     let mut out = String::new();

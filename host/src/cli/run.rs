@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::output::{self, ProgressDisplay};
-use super::{Env, default_workers, exit_code};
+use super::{Env, default_workers, exit_code, process_exit_code, stop_on_signal};
 use crate::batch::{CreateOptions, ProcessOptions, Progress};
 use crate::input::{Format, InputSource};
 
@@ -67,22 +67,21 @@ impl RunArgs {
         let workers = self.workers.unwrap_or_else(default_workers).max(1);
         let manager = env.manager(workers).await?;
         let create = self.input.create_options();
-        let summary = if self.dry_run {
-            manager.dry_run(&self.batch_type, source, &create).await?
-        } else {
-            let id = manager.create(&self.batch_type, source, &create).await?;
-            let total = u64::try_from(manager.summary(id).await?.total).unwrap_or(0);
-            let progress = Progress::default();
-            let display = ProgressDisplay::start(&progress, total, self.json);
-            let summary = manager.process(id, &ProcessOptions { workers }, Some(&progress)).await;
-            drop(display);
-            summary?
-        };
-        if self.json {
-            output::json(&summary)?;
-        } else {
-            output::summary(&summary);
+        if self.dry_run {
+            let summary = manager.dry_run(&self.batch_type, source, &create).await?;
+            output::print(&summary, self.json)?;
+            return Ok(exit_code(&summary));
         }
-        Ok(exit_code(&summary))
+        let id = manager.create(&self.batch_type, source, &create).await?;
+        let total = u64::try_from(manager.summary(id).await?.total).unwrap_or(0);
+        let progress = Progress::default();
+        let signals = stop_on_signal(&progress);
+        let display = ProgressDisplay::start(&progress, total, self.json);
+        let summary = manager.process(id, &ProcessOptions { workers }, Some(&progress)).await;
+        drop(display);
+        signals.abort();
+        let summary = summary?;
+        output::print(&summary, self.json)?;
+        Ok(process_exit_code(&summary, &progress))
     }
 }

@@ -185,7 +185,7 @@ impl LogBuffer {
             level,
             source: LogSource::Host,
             message: pg_text(&message).into_owned(),
-            details: details.map(|d| d.to_string()),
+            details: details.map(|d| pg_json(&d.to_string()).into_owned()),
             at: Utc::now(),
         });
     }

@@ -66,12 +66,14 @@ pub async fn rollback(conn: &mut PgConnection, nested: Option<&str>) -> Result<(
     Ok(())
 }
 
-/// Claims the lowest-index pending item of the batch that no other transaction holds.
+/// Claims the lowest-index pending item of the batch that no other transaction holds and that is
+/// not waiting out a retry backoff.
 pub async fn claim(conn: &mut PgConnection, batch_id: Uuid) -> Result<Option<ClaimedItem>, StoreError> {
+    // clock_timestamp(), not now(): a dry run claims every item inside one transaction.
     let row = sqlx::query(
         "SELECT id, item_index, source_data::text AS data, attempts
          FROM import_batch_items
-         WHERE batch_id = $1 AND status = 'pending'
+         WHERE batch_id = $1 AND status = 'pending' AND (available_at IS NULL OR available_at <= clock_timestamp())
          ORDER BY item_index
          LIMIT 1
          FOR UPDATE SKIP LOCKED",
@@ -88,6 +90,21 @@ pub async fn claim(conn: &mut PgConnection, batch_id: Uuid) -> Result<Option<Cla
         })
     })
     .transpose()
+}
+
+/// When the earliest item waiting out a retry backoff becomes claimable, if any item waits.
+pub async fn next_retry_at(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let next = sqlx::query_scalar(
+        "SELECT min(available_at) FROM import_batch_items
+         WHERE batch_id = $1 AND status = 'pending' AND available_at > clock_timestamp()",
+    )
+    .bind(batch_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(next)
 }
 
 /// How the processor's SQL runs: under which role, with which statement timeout.
@@ -155,6 +172,8 @@ pub struct FinishedItem<'a> {
     pub duration_ms: f64,
     /// Fuel burned, when metered.
     pub fuel_used: Option<i64>,
+    /// For an item left pending for another attempt: when it may be claimed again.
+    pub available_at: Option<DateTime<Utc>>,
     /// The counter slot of the worker.
     pub slot: i16,
     /// Log lines to keep with it.
@@ -174,8 +193,9 @@ pub async fn finish(conn: &mut PgConnection, item: &FinishedItem<'_>) -> Result<
              UPDATE import_batch_items
              SET status = $2, processed_data = $3::jsonb, target_table = $4, target_id = $5,
                  error_message = $6, error_code = $7, error_field = $8,
-                 attempts = attempts + 1, started_at = $9, finished_at = now(),
-                 duration_ms = $10, fuel_used = $11
+                 attempts = attempts + 1, started_at = $9,
+                 finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END,
+                 duration_ms = $10, fuel_used = $11, available_at = $18
              WHERE id = $1
              RETURNING batch_id, item_index
          ), logs AS (
@@ -211,6 +231,7 @@ pub async fn finish(conn: &mut PgConnection, item: &FinishedItem<'_>) -> Result<
     .bind(details)
     .bind(times)
     .bind(item.slot)
+    .bind(item.available_at)
     .fetch_one(conn)
     .await?;
     if updated != 1 {

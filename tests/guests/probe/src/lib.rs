@@ -159,6 +159,16 @@ impl Processor for Probe {
                 return Err(e);
             }
             "retryable" => return Err(ItemError::retryable(message).code("transient")),
+            "flaky" => {
+                // Fails (transiently) until the given attempt, writing first so a test can check
+                // that failed attempts leave nothing behind.
+                run_sql(&data)?;
+                if u64::from(item.attempt()) < u64_field(&data, "until", 2) {
+                    return Err(ItemError::retryable(format!("not yet (attempt {})", item.attempt()))
+                        .code("transient"));
+                }
+                json!({ "attempt": item.attempt() })
+            }
             "skip" => return Err(ItemError::skip(message).code("duplicate")),
             "panic" => panic!("probe panic: {message}"),
             "loop" => {

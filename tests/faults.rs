@@ -1,0 +1,273 @@
+//! Crash safety under faults: `kill -9` at random moments, terminated connections, a restarted
+//! server, SIGTERM, and a failing framework write. After each, finishing the batch must leave
+//! every item completed exactly once: as many customers as items, none written twice (a second
+//! write would move `updated_at`), one attempt per item, and counters equal to the item rows.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use support::{Processors, TestDb, guest, ingot_command, json_of, root, stderr_of};
+use uuid::Uuid;
+
+const ITEMS: usize = 3_000;
+
+fn customer_csv(dir: &Path) -> PathBuf {
+    let path = dir.join("customers.csv");
+    let mut csv = String::from("email,name,country\n");
+    for i in 0..ITEMS {
+        csv.push_str(&format!("customer{i}@example.com,Customer {i},{}\n", ["US", "DE", "", "FR"][i % 4]));
+    }
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+fn customer_processors() -> Processors {
+    let manifest = std::fs::read_to_string(root().join("processors/customer_data.toml")).unwrap();
+    Processors::new(&[("customer_data", &guest("customer_data"), Some(&manifest))])
+}
+
+/// Where a test's `ingot` runs: the database URL (empty for the embedded cluster) and folders.
+struct Site {
+    url: String,
+    processors: Processors,
+    cwd: tempfile::TempDir,
+}
+
+impl Site {
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = ingot_command(self.cwd.path(), &self.url, self.processors.path(), args);
+        if self.url.is_empty() {
+            command.env_remove("DATABASE_URL");
+        }
+        command
+    }
+
+    fn create(&self) -> Uuid {
+        let file = customer_csv(self.cwd.path());
+        let output = self
+            .command(&["batch", "create", "customer_data", file.to_str().unwrap(), "--json"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        json_of(&output)["batch_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    fn spawn_process(&self, id: Uuid) -> Child {
+        self.command(&["batch", "process", &id.to_string(), "--workers", "2", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn finish(&self, id: Uuid) {
+        let output = self.command(&["batch", "process", &id.to_string(), "--json"]).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+        assert_eq!(json_of(&output)["status"], "completed");
+    }
+}
+
+async fn completed(pool: &PgPool, id: Uuid) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(completed), 0)::bigint FROM import_batch_counters WHERE batch_id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap_or(0)
+}
+
+/// Waits until the running process has completed more items than `before` (or exited).
+async fn wait_for_progress(pool: &PgPool, id: Uuid, before: i64, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() || completed(pool, id).await > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("no progress within 60 s");
+}
+
+/// Every item completed exactly once.
+async fn assert_exactly_once(pool: &PgPool, id: Uuid) {
+    let scalar = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql).bind(id).fetch_one(pool).await.unwrap()
+    };
+    assert_eq!(scalar("SELECT count(*) FROM customers WHERE $1 IS NOT NULL").await, ITEMS as i64);
+    assert_eq!(
+        scalar("SELECT count(*) FROM customers WHERE updated_at <> created_at AND $1 IS NOT NULL").await,
+        0,
+        "a customer was written twice"
+    );
+    assert_eq!(
+        scalar("SELECT count(*) FROM import_batch_items WHERE batch_id = $1 AND status = 'completed'").await,
+        ITEMS as i64
+    );
+    assert_eq!(
+        scalar("SELECT count(*) FROM import_batch_items WHERE batch_id = $1 AND attempts <> 1").await,
+        0,
+        "an item was applied twice"
+    );
+    assert_eq!(completed(pool, id).await, ITEMS as i64, "the counters equal the item rows");
+    let status: String = sqlx::query_scalar("SELECT status FROM import_batches WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "completed");
+}
+
+async fn site_on_test_db() -> (TestDb, Site) {
+    let db = TestDb::new().await;
+    db.apply(&std::fs::read_to_string(root().join("processors/customer_data/schema.sql")).unwrap()).await;
+    let site =
+        Site { url: db.url.clone(), processors: customer_processors(), cwd: tempfile::tempdir().unwrap() };
+    (db, site)
+}
+
+#[tokio::test]
+async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
+    let (db, site) = site_on_test_db().await;
+    let id = site.create();
+    let mut seed: u64 = 0x5eed_1234_abcd_0001;
+    let mut kills = 0;
+    while kills < 12 {
+        let before = completed(&db.pool, id).await;
+        if before >= ITEMS as i64 {
+            break;
+        }
+        let mut child = site.spawn_process(id);
+        wait_for_progress(&db.pool, id, before, &mut child).await;
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        tokio::time::sleep(Duration::from_millis((seed >> 33) % 120)).await;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+        }
+    }
+    assert!(kills >= 10, "only {kills} kills landed while the batch was running");
+    assert!(completed(&db.pool, id).await < ITEMS as i64, "the kills all happened mid-batch");
+    site.finish(id);
+    assert_exactly_once(&db.pool, id).await;
+}
+
+#[tokio::test]
+async fn terminated_connections_are_replaced_and_the_batch_completes() {
+    let (db, site) = site_on_test_db().await;
+    let id = site.create();
+    let mut child = site.spawn_process(id);
+    for _ in 0..3 {
+        let before = completed(&db.pool, id).await;
+        wait_for_progress(&db.pool, id, before, &mut child).await;
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name LIKE 'ingot%'",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    assert_eq!(json_of(&output)["status"], "completed");
+    assert_exactly_once(&db.pool, id).await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully_with_exit_code_5_and_the_batch_resumes() {
+    let (db, site) = site_on_test_db().await;
+    let id = site.create();
+    let mut child = site.spawn_process(id);
+    wait_for_progress(&db.pool, id, 0, &mut child).await;
+    // SAFETY: plain kill(2) on our own child's pid.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(5), "{}", stderr_of(&output));
+    assert!(stderr_of(&output).contains(&format!("interrupted; resume with `ingot batch process {id}`")));
+    let summary = json_of(&output);
+    assert_eq!(summary["status"], "processing");
+    assert!(summary["pending"].as_i64().unwrap() > 0);
+    site.finish(id);
+    assert_exactly_once(&db.pool, id).await;
+}
+
+/// Stops the embedded cluster when the test ends, whatever happened.
+struct StopCluster<'a>(&'a Site);
+
+impl Drop for StopCluster<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.command(&["db", "stop"]).output();
+    }
+}
+
+#[tokio::test]
+async fn a_postgres_restart_mid_batch_is_survived() {
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(cwd.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let site = Site { url: String::new(), processors: customer_processors(), cwd };
+    let _stop = StopCluster(&site);
+    let started = site.command(&["migrate"]).output().unwrap();
+    assert!(started.status.success(), "{}", stderr_of(&started));
+    let socket = site.cwd.path().join(".ingot/pg/run");
+    let options = PgConnectOptions::new().socket(&socket).username("ingot").database("ingot");
+    let pool = PgPoolOptions::new().max_connections(2).connect_with(options.clone()).await.unwrap();
+    sqlx::raw_sql(&std::fs::read_to_string(root().join("processors/customer_data/schema.sql")).unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let id = site.create();
+    let mut child = site.spawn_process(id);
+    wait_for_progress(&pool, id, 0, &mut child).await;
+    pool.close().await;
+
+    let stop = site.command(&["db", "stop"]).output().unwrap();
+    assert!(stop.status.success(), "{}", stderr_of(&stop));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = site.command(&["db", "status", "--json"]).output().unwrap();
+    assert_eq!(json_of(&start)["running"], false);
+    let restarted = site.command(&["migrate"]).output().unwrap();
+    assert!(restarted.status.success(), "{}", stderr_of(&restarted));
+
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let pool = PgPoolOptions::new().max_connections(2).connect_with(options).await.unwrap();
+    assert_exactly_once(&pool, id).await;
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_failing_framework_write_fails_the_batch_with_a_clear_message() {
+    let db = TestDb::new().await;
+    db.apply("CREATE TABLE probe_rows (id serial PRIMARY KEY, label text UNIQUE NOT NULL)").await;
+    // The host's own write of item 2 will violate this.
+    db.apply(
+        "ALTER TABLE import_batch_items ADD CONSTRAINT no_target_two CHECK (target_id IS DISTINCT FROM '2')",
+    )
+    .await;
+    let processors = Processors::new(&[("probe", &guest("probe"), None)]);
+    let cwd = tempfile::tempdir().unwrap();
+    let file = cwd.path().join("items.ndjson");
+    std::fs::write(&file, "{\"mode\": \"ok\"}\n".repeat(5)).unwrap();
+    let output = support::ingot(
+        cwd.path(),
+        &db.url,
+        processors.path(),
+        &["run", "probe", file.to_str().unwrap(), "--workers", "1", "--json"],
+    );
+    assert_eq!(output.status.code(), Some(4), "{}", stderr_of(&output));
+    let summary = json_of(&output);
+    assert_eq!(summary["status"], "failed");
+    let reason = summary["error_message"].as_str().unwrap();
+    assert!(reason.contains("processing stopped") && reason.contains("no_target_two"), "{reason}");
+    assert_eq!(summary["completed"], 2);
+    assert!(!stderr_of(&output).contains("panicked"));
+}
