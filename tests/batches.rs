@@ -51,7 +51,7 @@ impl Fixture {
 
     async fn run(&self, items: &[Value], create: CreateOptions, workers: usize) -> Summary {
         self.manager
-            .run("probe", self.ndjson(items), &create, &ProcessOptions { workers }, None)
+            .run("probe", self.ndjson(items), &create, &ProcessOptions::workers(workers), None)
             .await
             .expect("run")
     }
@@ -221,7 +221,7 @@ async fn a_rejected_batch_is_validated_again_when_it_is_processed_again() {
     let f = Fixture::new(None).await;
     let create = CreateOptions { metadata: Some(json!({"reject": true})), ..Default::default() };
     let summary = f.run(&[insert("never")], create, 1).await;
-    let again = f.manager.process(summary.batch_id, &ProcessOptions { workers: 1 }, None).await.unwrap();
+    let again = f.manager.process(summary.batch_id, &ProcessOptions::workers(1), None).await.unwrap();
     assert_eq!(again.status, BatchStatus::Failed);
     assert_eq!(again.pending, 1, "no item ran past the rejection");
     let validations =
@@ -308,7 +308,7 @@ async fn stop_on_error_stops_at_the_first_failed_item_and_a_rerun_resumes() {
     assert!(reason.contains("stopped at item 1") && reason.contains("broken"), "{reason}");
     assert_eq!(f.labels().await, ["a"]);
 
-    let resumed = f.manager.process(summary.batch_id, &ProcessOptions { workers: 1 }, None).await.unwrap();
+    let resumed = f.manager.process(summary.batch_id, &ProcessOptions::workers(1), None).await.unwrap();
     assert_eq!(resumed.status, BatchStatus::Completed);
     assert_eq!((resumed.completed, resumed.failed, resumed.pending), (3, 1, 0));
     assert_eq!(f.labels().await, ["a", "b", "c"]);
@@ -379,12 +379,8 @@ async fn reprocess_failed_only_links_to_the_parent_and_keeps_indexes() {
     ];
     let parent = f.run(&items, CreateOptions::default(), 1).await;
     assert_eq!(parent.failed, 2);
-    let child = f
-        .manager
-        .reprocess(parent.batch_id, true, &ProcessOptions { workers: 1 }, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let child =
+        f.manager.reprocess(parent.batch_id, true, &ProcessOptions::workers(1), None).await.unwrap().unwrap();
     assert_eq!(child.parent_batch_id, Some(parent.batch_id));
     assert_eq!(child.retry_count, 1);
     assert_eq!((child.total, child.failed), (2, 2));
@@ -398,12 +394,8 @@ async fn reprocess_failed_only_links_to_the_parent_and_keeps_indexes() {
     assert_eq!(indexes, [1, 3]);
     assert_eq!(child.source_info["reprocess_of"], parent.batch_id.to_string());
 
-    let grandchild = f
-        .manager
-        .reprocess(child.batch_id, true, &ProcessOptions { workers: 1 }, None)
-        .await
-        .unwrap()
-        .unwrap();
+    let grandchild =
+        f.manager.reprocess(child.batch_id, true, &ProcessOptions::workers(1), None).await.unwrap().unwrap();
     assert_eq!(grandchild.retry_count, 2);
 }
 
@@ -413,7 +405,7 @@ async fn reprocess_all_copies_every_item_and_uses_the_processor_installed_now() 
     let parent = f.run(&[json!({"mode": "ok"}), json!({"mode": "skip"})], CreateOptions::default(), 1).await;
     let child = f
         .manager
-        .reprocess(parent.batch_id, false, &ProcessOptions { workers: 1 }, None)
+        .reprocess(parent.batch_id, false, &ProcessOptions::workers(1), None)
         .await
         .unwrap()
         .unwrap();
@@ -421,7 +413,7 @@ async fn reprocess_all_copies_every_item_and_uses_the_processor_installed_now() 
     assert_eq!(child.processor_digest, parent.processor_digest);
     assert!(
         f.manager
-            .reprocess(parent.batch_id, true, &ProcessOptions { workers: 1 }, None)
+            .reprocess(parent.batch_id, true, &ProcessOptions::workers(1), None)
             .await
             .unwrap()
             .is_none(),

@@ -32,7 +32,7 @@ async fn run(
             "probe",
             InputSource::from_arg(path.to_str().unwrap(), None).unwrap(),
             &CreateOptions::default(),
-            &ProcessOptions { workers: 1 },
+            &ProcessOptions::workers(1),
             None,
         )
         .await

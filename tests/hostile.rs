@@ -88,7 +88,7 @@ impl Arena {
         let source = InputSource::from_arg(path.to_str().unwrap(), None).unwrap();
         let summary = self
             .manager
-            .run("probe", source, &CreateOptions::default(), &ProcessOptions { workers: 1 }, None)
+            .run("probe", source, &CreateOptions::default(), &ProcessOptions::workers(1), None)
             .await
             .expect("the host survives the attack");
         summary.batch_id
@@ -581,7 +581,7 @@ async fn hostile_nul_characters_in_a_batch_rejection_cannot_break_the_hosts_own_
             "probe",
             InputSource::from_arg(path.to_str().unwrap(), None).unwrap(),
             &create,
-            &ProcessOptions { workers: 1 },
+            &ProcessOptions::workers(1),
             None,
         )
         .await

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ingot::context::ProcessorContext;
@@ -22,7 +21,7 @@ fn item(index: u64, data: Value) -> Item {
 
 fn probe(limits: Limits) -> Instance {
     let code = runtime().load(&guest("probe")).expect("probe loads");
-    Instance::new(Arc::new(code), limits)
+    Instance::new(code, limits)
 }
 
 async fn process(
@@ -225,7 +224,7 @@ async fn log_flood_exceeds_the_cap_and_fails_the_call() {
 async fn fuel_limit_stops_a_loop_and_fuel_use_is_counted() {
     let runtime =
         Runtime::new(RuntimeConfig { cache_dir: Some(support::cache_dir()), fuel_metering: true }).unwrap();
-    let code = Arc::new(runtime.load(&guest("probe")).unwrap());
+    let code = runtime.load(&guest("probe")).unwrap();
     let mut instance = Instance::new(code, Limits { fuel: Some(5_000_000), ..Limits::default() });
     let mut ctx = ProcessorContext::default();
     let error = process(&mut instance, &mut ctx, json!({"mode": "loop"})).await.unwrap_err();

@@ -2,15 +2,25 @@
 //! components.
 //!
 //! # Layout
+//! - [`batch`]: the BatchManager — create, process, reprocess, dry-run — and the item
+//!   transaction ("how is an item processed?").
+//! - [`store`]: all SQL on the framework tables ("what SQL touches framework tables?").
+//! - [`context`]: everything a processor can touch — SQL behind the gate and its role, logs,
+//!   metadata, WASI — and the caps ("what may a guest touch?").
 //! - [`runtime`]: the wasmtime engine, compile cache, limits, and processor instances.
-//! - [`context`]: everything a processor can touch — SQL, logs, metadata, WASI — and the caps.
 //! - [`registry`]: processor discovery, naming and manifests.
+//! - [`input`]: CSV, JSON and NDJSON, streamed.
+//! - [`database`]: `DATABASE_URL` or the embedded cluster.
+//! - [`daemon`], [`metrics`]: the long-running `ingot worker` and its Prometheus metrics.
+//! - [`cli`]: the `ingot` command line, a thin layer over the rest.
 
 pub mod batch;
 pub mod cli;
 pub mod context;
+pub mod daemon;
 pub mod database;
 pub mod input;
+pub mod metrics;
 pub mod registry;
 pub mod runtime;
 pub mod store;

@@ -23,6 +23,7 @@ pub(crate) async fn create_in_tx(
     let source_info = serde_json::to_value(&stats).map_err(|e| BatchError::Host(e.to_string()))?;
     let total = i64::try_from(stats.items).map_err(|_| BatchError::Host("too many items".into()))?;
     batches::set_total(conn, batch.id, total, &source_info).await?;
+    batches::announce(conn, batch.id).await?;
     Ok(stats)
 }
 

@@ -28,6 +28,7 @@ pub(crate) struct ItemResult {
     pub(crate) index: i64,
     pub(crate) status: ItemStatus,
     pub(crate) error: Option<String>,
+    pub(crate) duration: std::time::Duration,
 }
 
 /// The item's fate, before it is written.
@@ -171,7 +172,12 @@ pub(crate) async fn run_item(
         },
     )
     .await?;
-    Ok(ItemResult { index: claimed.index, status, error: message.map(|m| m.into_owned()) })
+    Ok(ItemResult {
+        index: claimed.index,
+        status,
+        error: message.map(|m| m.into_owned()),
+        duration: clock.elapsed(),
+    })
 }
 
 /// How long an item waits before attempt `attempt + 1`: 200 ms doubling per attempt, at most

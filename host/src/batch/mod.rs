@@ -107,11 +107,20 @@ pub struct CreateOptions {
 pub struct ProcessOptions {
     /// Concurrent workers, each with its own connection and instance.
     pub workers: usize,
+    /// Where to count item outcomes (a long-running `ingot worker` exports them).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl ProcessOptions {
+    /// `workers` workers, no metrics.
+    pub fn workers(workers: usize) -> Self {
+        ProcessOptions { workers, metrics: None }
+    }
 }
 
 impl Default for ProcessOptions {
     fn default() -> Self {
-        ProcessOptions { workers: 1 }
+        Self::workers(1)
     }
 }
 
@@ -126,14 +135,20 @@ impl Progress {
     }
 
     /// Asks the workers to stop claiming items: in-flight items finish, the rest stay pending
-    /// and the batch stays `processing`, to be resumed by `ingot batch process`.
+    /// and the batch stays `processing`, to be resumed by `ingot batch process`. Stops every run
+    /// made with this progress or a [`child`](Self::child) of it.
     pub fn stop(&self) {
         self.0.stop.store(true, Ordering::SeqCst);
     }
 
-    /// Whether [`stop`](Self::stop) was called.
+    /// Whether [`stop`](Self::stop) was called (and not because a run failed).
     pub fn stopped(&self) -> bool {
         self.0.stop.load(Ordering::SeqCst) && self.0.failure().is_none()
+    }
+
+    /// A fresh progress for another run, stopped whenever this one is.
+    pub fn child(&self) -> Progress {
+        Progress(Arc::new(Shared { stop: Arc::clone(&self.0.stop), ..Shared::default() }))
     }
 }
 
@@ -217,7 +232,15 @@ impl BatchManager {
     ) -> BatchScope {
         // A dry run reports what the first attempt would do; it does not wait out retries.
         let max_attempts = if tx == TxMode::DryRun { 1 } else { processor.manifest.max_attempts };
-        BatchScope { id, stop_on_error, settings, tx, max_attempts }
+        BatchScope {
+            id,
+            stop_on_error,
+            settings,
+            tx,
+            max_attempts,
+            batch_type: processor.batch_type.clone(),
+            metrics: None,
+        }
     }
 
     /// Creates a pending batch of `batch_type` from `source`. Nothing is left behind if the
@@ -268,19 +291,34 @@ impl BatchManager {
         if batch.status == BatchStatus::Completed {
             return self.summary(id).await;
         }
-        let processor = self.processor(&batch.batch_type)?;
+        let mut processor = self.processor(&batch.batch_type)?;
+        // A batch already running keeps the processor version it started with, when this host
+        // still has it (in memory or in the compile cache), even if the .wasm was replaced since.
+        let mut replaced = None;
+        if batch.status == BatchStatus::Processing
+            && let Some(started) = batch.processor_digest.as_deref()
+            && started != processor.code.digest
+        {
+            match self.runtime.load_digest(started) {
+                Some(code) => processor.code = code,
+                None => replaced = Some(started.to_owned()),
+            }
+        }
         let settings = self.sandbox(&mut conn, &processor).await?;
-        let scope = Self::scope(id, settings, batch.stop_on_error, TxMode::PerItem, &processor);
+        let scope = BatchScope {
+            metrics: options.metrics.clone(),
+            ..Self::scope(id, settings, batch.stop_on_error, TxMode::PerItem, &processor)
+        };
         let base_slot: i16 = (Uuid::new_v4().as_u128() % 64) as i16;
         let mut coordinator = self.worker_on(conn, &processor, base_slot, &batch.metadata);
 
         if batch.status == BatchStatus::Processing {
             // Interrupted (or running on other hosts): join in; the start hooks already ran.
-            if batch.processor_digest.as_deref() != Some(processor.code.digest.as_str()) {
+            if let Some(started) = replaced {
                 let message = format!(
-                    "resumed with a different processor (sha256 {}) than the batch started with ({})",
-                    processor.code.digest,
-                    batch.processor_digest.as_deref().unwrap_or("none")
+                    "resumed with processor sha256 {}: the version the batch started with ({started}) is no longer \
+                     available on this host",
+                    processor.code.digest
                 );
                 hooks::note(&mut coordinator, id, LogLevel::Warning, message).await?;
             }

@@ -39,13 +39,20 @@ pub(crate) struct BatchScope {
     pub(crate) tx: TxMode,
     /// Attempts per item for transient failures (1: never retry).
     pub(crate) max_attempts: u32,
+    /// The batch's type, for metrics.
+    pub(crate) batch_type: String,
+    /// Where item outcomes are counted, in a long-running worker.
+    pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Signals shared by the workers of one `process` call.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    /// Set to stop claiming new items (stop-on-error, a shutdown, another worker's failure).
-    pub(crate) stop: AtomicBool,
+    /// Set from outside (a signal, a shutting-down `ingot worker`) to stop claiming new items;
+    /// shared by every run the same owner starts.
+    pub(crate) stop: Arc<AtomicBool>,
+    /// Set when this run must end: stop-on-error, or another worker's failure.
+    pub(crate) halt: AtomicBool,
     /// Why the batch must fail, if it must (the first reason wins).
     pub(crate) failure: std::sync::Mutex<Option<String>>,
     /// Items finished by this process, for progress display.
@@ -56,7 +63,12 @@ impl Shared {
     pub(crate) fn fail(&self, reason: String) {
         let mut failure = self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         failure.get_or_insert(reason);
-        self.stop.store(true, Ordering::SeqCst);
+        self.halt.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether workers should stop claiming.
+    pub(crate) fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.halt.load(Ordering::SeqCst)
     }
 
     pub(crate) fn failure(&self) -> Option<String> {
@@ -159,7 +171,7 @@ impl Worker {
     /// connection (a restarted server, a terminated backend) or a deadlock in the host's own
     /// statements is survived: reconnect if needed and carry on with the next claim.
     pub(crate) async fn run(&mut self, batch: &BatchScope, shared: &Shared) -> Result<(), BatchError> {
-        while !shared.stop.load(Ordering::SeqCst) {
+        while !shared.should_stop() {
             match self.step(batch, shared).await {
                 Ok(Step::Processed) => {}
                 Ok(Step::Finished) => return Ok(()),
@@ -194,6 +206,10 @@ impl Worker {
         self.commit(batch.tx).await?;
         if result.status != ItemStatus::Pending {
             shared.done.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(metrics) = &batch.metrics {
+            let outcome = if result.status == ItemStatus::Pending { "retry" } else { result.status.as_str() };
+            metrics.record_item(&batch.batch_type, outcome, result.duration.as_secs_f64());
         }
         if result.status == ItemStatus::Failed && batch.stop_on_error {
             shared.fail(format!(

@@ -93,7 +93,7 @@ impl BatchCommand {
                 let signals = stop_on_signal(&progress);
                 let display =
                     ProgressDisplay::start(&progress, u64::try_from(before.pending).unwrap_or(0), json);
-                let summary = manager.process(id, &ProcessOptions { workers }, Some(&progress)).await;
+                let summary = manager.process(id, &ProcessOptions::workers(workers), Some(&progress)).await;
                 drop(display);
                 signals.abort();
                 let summary = summary?;
@@ -165,8 +165,9 @@ impl ReprocessArgs {
         let manager = env.manager(workers).await?;
         let progress = Progress::default();
         let display = ProgressDisplay::start(&progress, 0, self.json);
-        let summary =
-            manager.reprocess(self.id, self.failed_only, &ProcessOptions { workers }, Some(&progress)).await;
+        let summary = manager
+            .reprocess(self.id, self.failed_only, &ProcessOptions::workers(workers), Some(&progress))
+            .await;
         drop(display);
         let Some(summary) = summary? else {
             let what = if self.failed_only { "no failed items" } else { "no items" };

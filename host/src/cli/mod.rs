@@ -8,6 +8,7 @@ mod logs;
 mod output;
 mod processors;
 mod run;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +81,8 @@ enum Command {
     /// Create or update processors' database roles to match their manifests (run it once as an
     /// administrator when Ingot's own database user may not create roles).
     Grant(grant::GrantArgs),
+    /// Process batches as they appear, until stopped; run one per host, as many hosts as you like.
+    Worker(worker::WorkerArgs),
     /// Status of, or stop, the embedded database under .ingot/.
     #[command(subcommand)]
     Db(db::DbCommand),
@@ -103,6 +106,7 @@ impl Cli {
             }
             Command::Db(command) => command.run(),
             Command::Grant(args) => args.run(&env).await,
+            Command::Worker(args) => args.run(&env).await,
         }
     }
 }

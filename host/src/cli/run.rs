@@ -77,7 +77,7 @@ impl RunArgs {
         let progress = Progress::default();
         let signals = stop_on_signal(&progress);
         let display = ProgressDisplay::start(&progress, total, self.json);
-        let summary = manager.process(id, &ProcessOptions { workers }, Some(&progress)).await;
+        let summary = manager.process(id, &ProcessOptions::workers(workers), Some(&progress)).await;
         drop(display);
         signals.abort();
         let summary = summary?;

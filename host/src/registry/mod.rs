@@ -159,12 +159,7 @@ impl Registry {
         }
         let manifest = Manifest::load(&self.manifest_path(&found.batch_type))?;
         let code = runtime.load(&found.path)?;
-        Ok(Processor {
-            batch_type: found.batch_type.clone(),
-            path: found.path.clone(),
-            code: Arc::new(code),
-            manifest,
-        })
+        Ok(Processor { batch_type: found.batch_type.clone(), path: found.path.clone(), code, manifest })
     }
 
     /// Finds and loads the processor for `batch_type`.

@@ -47,6 +47,16 @@ impl ComponentCache {
         Some(dir.join(WASMTIME_RELEASE).join(format!("{digest}-{config:016x}.cwasm")))
     }
 
+    /// The cached component compiled from the `.wasm` whose sha256 is `digest`, if the cache has
+    /// it — even when that file has since been replaced.
+    pub fn load_by_digest(&self, engine: &Engine, digest: &str) -> Option<Component> {
+        let path = self.entry_path(engine, digest)?;
+        if !path.exists() {
+            return None;
+        }
+        deserialize(engine, &path).ok()
+    }
+
     /// Loads the component for `bytes` (whose sha256 is `digest`) from the cache, or compiles it
     /// and stores the result.
     pub fn load_or_compile(

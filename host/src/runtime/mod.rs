@@ -13,9 +13,10 @@ pub mod instance;
 pub mod limits;
 pub mod state;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -177,6 +178,9 @@ pub struct Runtime {
     cache: ComponentCache,
     fuel_metering: bool,
     ticker: Arc<EpochTicker>,
+    /// Every processor version loaded so far, by digest: a long-running host loads each once,
+    /// and a batch that started on one version keeps it after the file is replaced.
+    loaded: Mutex<HashMap<String, Arc<ProcessorCode>>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -206,6 +210,7 @@ impl Runtime {
             cache: ComponentCache::new(config.cache_dir),
             fuel_metering: config.fuel_metering,
             ticker,
+            loaded: Mutex::new(HashMap::new()),
         })
     }
 
@@ -214,36 +219,62 @@ impl Runtime {
         self.fuel_metering
     }
 
-    /// Reads, checks, compiles (or loads from the cache) and links the processor at `path`.
-    pub fn load(&self, path: &Path) -> Result<ProcessorCode, LoadError> {
+    /// Reads, checks, compiles (or loads from the cache) and links the processor at `path`. A
+    /// version loaded before (same sha256) is returned as it is.
+    pub fn load(&self, path: &Path) -> Result<Arc<ProcessorCode>, LoadError> {
         let bytes =
             std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
         let digest = hex::encode(Sha256::digest(&bytes));
+        if let Some(code) = self.memo().get(&digest) {
+            return Ok(Arc::clone(code));
+        }
         match bytes.get(0..8) {
             Some([0, b'a', b's', b'm', _, _, 0x01, 0x00]) => {}
-            Some([0, b'a', b's', b'm', ..]) => {
-                return Err(LoadError::CoreModule { path: path.to_owned() });
-            }
-            _ => {
-                return Err(LoadError::NotWasm { path: path.to_owned() });
-            }
+            Some([0, b'a', b's', b'm', ..]) => return Err(LoadError::CoreModule { path: path.to_owned() }),
+            _ => return Err(LoadError::NotWasm { path: path.to_owned() }),
         }
         let (component, cache) = self
             .cache
             .load_or_compile(&self.engine, &digest, &bytes)
             .map_err(|e| LoadError::Compile { path: path.to_owned(), message: format!("{e:#}") })?;
+        self.link(component, digest, cache, path)
+    }
+
+    /// The processor version with sha256 `digest`, from memory or the compile cache, even if its
+    /// `.wasm` has been replaced since; `None` when neither has it.
+    pub fn load_digest(&self, digest: &str) -> Option<Arc<ProcessorCode>> {
+        if let Some(code) = self.memo().get(digest) {
+            return Some(Arc::clone(code));
+        }
+        let component = self.cache.load_by_digest(&self.engine, digest)?;
+        self.link(component, digest.to_owned(), CacheOutcome::Hit, Path::new(digest)).ok()
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ProcessorCode>>> {
+        self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn link(
+        &self,
+        component: wasmtime::component::Component,
+        digest: String,
+        cache: CacheOutcome,
+        path: &Path,
+    ) -> Result<Arc<ProcessorCode>, LoadError> {
         let contract = check_contract(&self.engine, &component, path)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| link_error(path, &e))?;
         let pre = ImportProcessorPre::new(pre)
             .map_err(|e| LoadError::Link { path: path.to_owned(), message: format!("{e:#}") })?;
-        Ok(ProcessorCode {
+        let code = Arc::new(ProcessorCode {
             pre,
             fuel_metering: self.fuel_metering,
             _ticker: Arc::clone(&self.ticker),
-            digest,
+            digest: digest.clone(),
             contract,
             cache,
-        })
+        });
+        self.memo().insert(digest, Arc::clone(&code));
+        Ok(code)
     }
 }
 

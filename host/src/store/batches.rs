@@ -410,3 +410,46 @@ pub async fn copy_items_from(
     .await?;
     i64::try_from(done.rows_affected()).map_err(|_| StoreError::Corrupt("too many items".into()))
 }
+
+/// How many batches are in each status.
+pub async fn count_by_status(conn: &mut PgConnection) -> Result<Vec<(BatchStatus, i64)>, StoreError> {
+    let rows = sqlx::query("SELECT status, count(*) AS n FROM import_batches GROUP BY status")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let status: String = row.try_get("status")?;
+            let status = BatchStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown batch status {status:?}")))?;
+            Ok((status, row.try_get("n")?))
+        })
+        .collect()
+}
+
+/// The channel `ingot worker` listens on; a new batch is announced on it with its id.
+pub const BATCH_CHANNEL: &str = "ingot_batches";
+
+/// Announces a new batch to listening workers; delivered when the caller's transaction commits.
+pub async fn announce(conn: &mut PgConnection, id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(BATCH_CHANNEL).bind(id.to_string()).execute(conn).await?;
+    Ok(())
+}
+
+/// The oldest batch of one of `batch_types` that is pending or processing, other than `skip`.
+pub async fn next_runnable(
+    conn: &mut PgConnection,
+    batch_types: &[String],
+    skip: &[Uuid],
+) -> Result<Option<Uuid>, StoreError> {
+    let id = sqlx::query_scalar(
+        "SELECT id FROM import_batches
+         WHERE status IN ('pending', 'processing') AND batch_type = ANY($1) AND NOT (id = ANY($2))
+         ORDER BY created_at
+         LIMIT 1",
+    )
+    .bind(batch_types)
+    .bind(skip)
+    .fetch_optional(conn)
+    .await?;
+    Ok(id)
+}

@@ -1,0 +1,107 @@
+//! `ingot worker`: a long-running host that processes whatever batches appear.
+//!
+//! PostgreSQL is the only coordinator. New batches are announced with `NOTIFY` when their
+//! creating transaction commits; a worker wakes on that, or on its polling interval if a
+//! notification was missed. Any number of workers, on any number of hosts, can serve one
+//! database: the first to move a pending batch to `processing` runs its start hooks, every worker
+//! claims items with `FOR UPDATE SKIP LOCKED`, and whoever finds the last item done completes the
+//! batch. Processors are looked up afresh for every batch, so a new or replaced `.wasm` is picked
+//! up without a restart, while a batch already running keeps the version it started with.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgListener;
+use uuid::Uuid;
+
+use crate::batch::{BatchError, BatchManager, ProcessOptions, Progress};
+use crate::registry::Registry;
+use crate::store::batches::{self, BATCH_CHANNEL};
+
+/// What an `ingot worker` serves.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Only these batch types; `None` for every type with a processor in the directory.
+    pub batch_types: Option<Vec<String>>,
+    /// How each batch is processed (workers, metrics).
+    pub process: ProcessOptions,
+    /// How often to look for work when no notification arrives.
+    pub poll_interval: Duration,
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonReport {
+    /// Batches it worked on (some may have been finished by other workers).
+    pub batches: u64,
+    /// Items it brought to a final status.
+    pub items: u64,
+}
+
+/// Serves batches until `progress` is stopped; the batch in hand is left with its in-flight items
+/// finished and the rest pending, for this or another worker to take up.
+pub async fn run(
+    manager: &BatchManager,
+    registry: &Registry,
+    options: &DaemonOptions,
+    progress: &Progress,
+) -> Result<DaemonReport, BatchError> {
+    let mut listener = PgListener::connect_with(manager.pool()).await?;
+    listener.listen(BATCH_CHANNEL).await?;
+    let mut report = DaemonReport::default();
+    // Batches that just gave this worker nothing to do (all their items are in flight elsewhere,
+    // or they cannot run here): left alone until the next poll.
+    let mut resting: HashMap<Uuid, Instant> = HashMap::new();
+    while !progress.stopped() {
+        resting.retain(|_, until| *until > Instant::now());
+        let types = match &options.batch_types {
+            Some(types) => types.clone(),
+            None => registry
+                .discover()
+                .map(|found| found.into_iter().map(|d| d.batch_type).collect())
+                .unwrap_or_default(),
+        };
+        let skip: Vec<Uuid> = resting.keys().copied().collect();
+        let next = {
+            let mut conn = manager.pool().acquire().await?;
+            batches::next_runnable(&mut conn, &types, &skip).await?
+        };
+        let Some(id) = next else {
+            wait_for_work(&mut listener, options.poll_interval, progress).await;
+            continue;
+        };
+        let run = progress.child();
+        match manager.process(id, &options.process, Some(&run)).await {
+            Ok(summary) => {
+                report.batches += 1;
+                report.items += run.done();
+                tracing::info!(batch = %id, status = %summary.status, items = run.done(), "worked on batch");
+                if run.done() == 0 {
+                    resting.insert(id, Instant::now() + options.poll_interval);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(batch = %id, "cannot work on batch now: {e}");
+                resting.insert(id, Instant::now() + options.poll_interval);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Returns on a batch announcement, after `poll`, or soon after a stop request.
+async fn wait_for_work(listener: &mut PgListener, poll: Duration, progress: &Progress) {
+    let deadline = tokio::time::Instant::now() + poll;
+    while !progress.stopped() && tokio::time::Instant::now() < deadline {
+        let slice = Duration::from_millis(250).min(deadline - tokio::time::Instant::now());
+        match tokio::time::timeout(slice, listener.recv()).await {
+            Ok(Ok(_notification)) => return,
+            // The listener reconnects by itself; a failure here only means polling for a while.
+            Ok(Err(e)) => {
+                tracing::warn!("batch notifications interrupted: {e}");
+                tokio::time::sleep(slice).await;
+            }
+            Err(_) => {}
+        }
+    }
+}
