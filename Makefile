@@ -7,7 +7,7 @@ EXAMPLES    := customer_data
 INGOT       := target/release/ingot
 DEMO_DB     := $(CURDIR)/.ingot/pg/run
 
-.PHONY: setup processors test-guests build release test lint demo clean
+.PHONY: setup processors test-guests build release test lint demo bench clean
 
 ## Installs what a fresh machine needs: the wasm target for processors, and libclang, which the
 ## pg_query crate's bindgen needs to build PostgreSQL's parser into the host.
@@ -57,6 +57,11 @@ demo: processors release
 	$(INGOT) logs $$id --item $$item; \
 	echo; echo "== ingot reprocess $$id --failed-only"; \
 	$(INGOT) reprocess $$id --failed-only || test $$? -eq 3
+
+## Throughput against raw PostgreSQL on this machine (not part of `make test`). BENCH_ITEMS sets the
+## processing runs' size (default 20000); BENCH_LARGE=0 skips the 100k/1M creation and 1M runs.
+bench: processors
+	cargo bench -p ingot --bench throughput
 
 clean:
 	cargo clean

@@ -273,19 +273,27 @@ async fn stdin_is_read_with_an_explicit_format() {
     assert!(stderr_of(&no_format).contains("--format"));
 }
 
-/// Peak resident memory of a child process, in bytes, read from the kernel when it exits.
-#[allow(unsafe_code)]
+/// Peak resident memory of a child process, in bytes: the kernel's high-water mark of the exec'd
+/// image (`VmHWM`), sampled until it exits. (`wait4`'s `ru_maxrss` would also count pages shared
+/// with this test process between fork and exec.)
 fn run_measuring_peak_rss(mut command: std::process::Command) -> (std::process::ExitStatus, u64) {
-    let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
-    let pid = i32::try_from(child.id()).unwrap();
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid);
-    std::mem::forget(child);
-    let status = std::os::unix::process::ExitStatusExt::from_raw(status);
-    (status, u64::try_from(usage.ru_maxrss).unwrap() * 1024)
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file)
+            && let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            peak = peak.max(kb * 1024);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, peak);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[tokio::test]

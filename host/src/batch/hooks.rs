@@ -37,13 +37,13 @@ pub(crate) async fn start(
     worker.ctx.begin_scope();
     items::open_scope(worker.conn()?, &batch.settings).await?;
     open_db(worker);
-    let mut rejection = match worker.instance.validate_batch(&mut worker.ctx, &info).await {
+    let mut rejection = match worker.runner.validate_batch(&mut worker.ctx, &info).await {
         Ok(Ok(())) => None,
         Ok(Err(reason)) => Some(format!("the processor rejected the batch (validate-batch): {reason}")),
         Err(call) => Some(call_failure("validate-batch", &call)?),
     };
     if rejection.is_none() {
-        rejection = match worker.instance.on_batch_start(&mut worker.ctx, &info).await {
+        rejection = match worker.runner.on_batch_start(&mut worker.ctx, &info).await {
             Ok(Ok(())) => None,
             Ok(Err(reason)) => Some(format!("on-batch-start failed: {reason}")),
             Err(call) => Some(call_failure("on-batch-start", &call)?),
@@ -103,7 +103,7 @@ pub(crate) async fn run_on_batch_complete(
     worker.ctx.begin_scope();
     items::open_scope(worker.conn()?, &batch.settings).await?;
     open_db(worker);
-    let mut problem = match worker.instance.on_batch_complete(&mut worker.ctx, &info, success).await {
+    let mut problem = match worker.runner.on_batch_complete(&mut worker.ctx, &info, success).await {
         Ok(Ok(())) => None,
         Ok(Err(reason)) => Some(reason),
         Err(call) => Some(call_failure("on-batch-complete", &call)?),

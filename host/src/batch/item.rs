@@ -75,8 +75,9 @@ impl Verdict {
     }
 }
 
-/// Runs one claimed item to its final state. Errors are host failures (the connection, the
-/// framework tables); everything the processor does wrong ends as a failed item instead.
+/// Runs one claimed item, whose processor scope is open, to its final state. Errors are host
+/// failures (the connection, the framework tables); everything the processor does wrong ends as
+/// a failed item instead.
 pub(crate) async fn run_item(
     worker: &mut Worker,
     batch: &BatchScope,
@@ -92,7 +93,7 @@ pub(crate) async fn run_item(
     };
     worker.ctx.begin_scope();
 
-    items::open_scope(worker.conn()?, &batch.settings).await?;
+    // The caller claimed the item and opened the processor's scope in the same round trip.
     let verdict = call_processor(worker, &item).await;
     let verdict = settle(worker, verdict)?;
     let keep = matches!(verdict, Verdict::Completed(_)) && batch.tx == TxMode::PerItem;
@@ -132,7 +133,7 @@ pub(crate) async fn run_item(
 
     let logs = worker.ctx.logs.take();
     let fuel_used =
-        worker.instance.code().fuel_metering.then(|| i64::try_from(worker.ctx.fuel_used).unwrap_or(i64::MAX));
+        worker.runner.fuel_metering().then(|| i64::try_from(worker.ctx.fuel_used).unwrap_or(i64::MAX));
     let (status, outcome, error) = match &verdict {
         Verdict::Completed(outcome) => (ItemStatus::Completed, Some(outcome), None),
         Verdict::Skipped(detail) => (
@@ -194,10 +195,10 @@ async fn call_processor(worker: &mut Worker, item: &Item) -> Result<Verdict, Cal
     if let Some(db) = worker.ctx.db.as_mut() {
         db.open();
     }
-    if let Err(error) = worker.instance.validate_item(&mut worker.ctx, item).await? {
+    if let Err(error) = worker.runner.validate_item(&mut worker.ctx, item).await? {
         return Ok(Verdict::from_item_error(error));
     }
-    Ok(match worker.instance.process_item(&mut worker.ctx, item).await? {
+    Ok(match worker.runner.process_item(&mut worker.ctx, item).await? {
         Ok(outcome) => Verdict::Completed(outcome),
         Err(error) => Verdict::from_item_error(error),
     })
@@ -273,7 +274,7 @@ async fn call_on_item_error(
     if let Some(db) = worker.ctx.db.as_mut() {
         db.open();
     }
-    let result = worker.instance.on_item_error(&mut worker.ctx, item, error).await;
+    let result = worker.runner.on_item_error(&mut worker.ctx, item, error).await;
     let (sql_failure, broken) = match worker.ctx.db.as_mut() {
         Some(db) => (db.close(), db.broken().map(str::to_owned)),
         None => (None, None),

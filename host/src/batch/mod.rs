@@ -4,6 +4,7 @@
 mod create;
 mod hooks;
 mod item;
+pub mod native;
 mod worker;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{ConnectOptions, PgConnection};
 use uuid::Uuid;
 
+use self::native::{NativeProcessor, Runner};
 use self::worker::{BatchScope, Shared, TxMode, Worker};
 use crate::context::ProcessorContext;
 use crate::context::grants::{self, DEFAULT_ROLE_PREFIX, GrantError};
@@ -153,20 +155,46 @@ impl Progress {
 }
 
 /// Creates, processes and reprocesses batches.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BatchManager {
     pool: PgPool,
     connect: PgConnectOptions,
     runtime: Arc<Runtime>,
     registry: Registry,
     role_prefix: String,
+    native: Option<Arc<dyn NativeProcessor>>,
+}
+
+impl std::fmt::Debug for BatchManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchManager")
+            .field("registry", &self.registry)
+            .field("role_prefix", &self.role_prefix)
+            .field("native", &self.native.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl BatchManager {
     /// A manager over `pool`'s database, running processors from `registry` in `runtime`.
     pub fn new(pool: PgPool, runtime: Arc<Runtime>, registry: Registry) -> Self {
         let connect = pool.connect_options().as_ref().clone().application_name("ingot worker");
-        BatchManager { pool, connect, runtime, registry, role_prefix: DEFAULT_ROLE_PREFIX.to_owned() }
+        BatchManager {
+            pool,
+            connect,
+            runtime,
+            registry,
+            role_prefix: DEFAULT_ROLE_PREFIX.to_owned(),
+            native: None,
+        }
+    }
+
+    /// Runs items with `native` logic instead of the processor's component (everything else —
+    /// manifest, role, gate, transactions — stays the same). For measuring the sandbox's cost.
+    #[doc(hidden)]
+    pub fn with_native_logic(mut self, native: Arc<dyn NativeProcessor>) -> Self {
+        self.native = Some(native);
+        self
     }
 
     /// Names processor roles `<prefix><batch_type>` instead of `ingot_p_<batch_type>` (roles are
@@ -216,10 +244,14 @@ impl BatchManager {
         }
         Worker {
             ctx,
-            instance: Instance::new(Arc::clone(&processor.code), processor.manifest.limits),
+            runner: match &self.native {
+                Some(native) => Runner::Native(Arc::clone(native)),
+                None => Runner::Wasm(Instance::new(Arc::clone(&processor.code), processor.manifest.limits)),
+            },
             slot,
             connect: self.connect.clone(),
             permission_hint: hint,
+            floor: 0,
         }
     }
 

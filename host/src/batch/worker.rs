@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use super::BatchError;
 use super::item::{ItemResult, run_item};
+use super::native::Runner;
 use crate::context::ProcessorContext;
 use crate::context::sql::DbSession;
-use crate::runtime::Instance;
 use crate::runtime::bindings::BatchInfo;
 use crate::store::items::{self, ScopeSettings};
 use crate::store::{ItemStatus, batches};
@@ -81,15 +81,17 @@ const RECONNECT_FOR: Duration = Duration::from_secs(30);
 /// The longest a worker sleeps waiting for an item's retry backoff before looking again.
 const RETRY_POLL: Duration = Duration::from_secs(1);
 
-/// One connection, one instance, one counter slot.
+/// One connection, one processor instance, one counter slot.
 pub(crate) struct Worker {
     pub(crate) ctx: ProcessorContext,
-    pub(crate) instance: Instance,
+    pub(crate) runner: Runner,
     pub(crate) slot: i16,
     /// How to connect again when the connection is lost.
     pub(crate) connect: PgConnectOptions,
     /// What permission errors tell the processor's author (set on every new connection).
     pub(crate) permission_hint: String,
+    /// Where the next claim starts looking (see `items::begin_and_claim`).
+    pub(crate) floor: i64,
 }
 
 impl Worker {
@@ -196,12 +198,24 @@ impl Worker {
 
     /// One item's transaction, or the news that there is nothing (yet) to claim.
     async fn step(&mut self, batch: &BatchScope, shared: &Shared) -> Result<Step, BatchError> {
-        self.begin(batch.tx).await?;
-        let Some(claimed) = items::claim(self.conn()?, batch.id).await? else {
+        let floor = self.floor;
+        let claimed =
+            items::begin_and_claim(self.conn()?, savepoint(batch.tx), batch.id, floor, &batch.settings)
+                .await?;
+        let Some(claimed) = claimed else {
+            // Nothing was done; rolling back also ends the scope's role (which may not read the
+            // items table) even inside a dry run's outer transaction.
+            items::rollback(self.conn()?, savepoint(batch.tx)).await?;
+            if floor > 0 {
+                // Look once more from the start: items skipped while locked by others may have
+                // been rolled back, and retries wait below the floor.
+                self.floor = 0;
+                return Ok(Step::Processed);
+            }
             let next = items::next_retry_at(self.conn()?, batch.id).await?;
-            self.commit(batch.tx).await?;
             return Ok(next.map_or(Step::Finished, Step::Wait));
         };
+        self.floor = claimed.index + 1;
         let result: ItemResult = run_item(self, batch, claimed).await?;
         self.commit(batch.tx).await?;
         if result.status != ItemStatus::Pending {

@@ -60,6 +60,21 @@ impl ProcessorContext {
         self.metadata.discard();
     }
 
+    /// Runs a statement for native (host-compiled) processor logic, exactly as a component's
+    /// `query` would: gate, role, caps. A cap or a broken connection comes back as an error.
+    pub async fn query(&mut self, sql: &str, params: Vec<SqlValue>) -> Result<Rows, SqlError> {
+        match self.run_sql(sql.to_owned(), params, true).await {
+            Ok(Ok(SqlOutput::Rows(rows))) => Ok(rows),
+            Ok(Ok(SqlOutput::Affected(_))) => Ok(Rows { columns: Vec::new(), rows: Vec::new() }),
+            Ok(Err(e)) => Err(e),
+            Err(trap) => Err(SqlError {
+                kind: types::SqlErrorKind::Limit,
+                message: format!("{trap:#}"),
+                sqlstate: None,
+            }),
+        }
+    }
+
     async fn run_sql(
         &mut self,
         sql: String,

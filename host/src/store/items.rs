@@ -1,9 +1,9 @@
 //! The item transaction's statements, in the order the worker runs them:
 //!
 //! ```text
-//! BEGIN
-//! claim          SELECT … FOR UPDATE SKIP LOCKED      the row lock is the claim
-//! open_scope     SAVEPOINT processor; SET LOCAL …     processor SQL runs in here
+//! BEGIN          ┐
+//! claim          │ SELECT … FOR UPDATE SKIP LOCKED    the row lock is the claim
+//! open_scope     ┘ SAVEPOINT processor; SET LOCAL …   one round trip; processor SQL runs in here
 //! close_scope    RELEASE or ROLLBACK TO the savepoint success keeps its writes
 //! finish         item status + logs + counter slot    one statement, counter last
 //! COMMIT
@@ -66,30 +66,39 @@ pub async fn rollback(conn: &mut PgConnection, nested: Option<&str>) -> Result<(
     Ok(())
 }
 
-/// Claims the lowest-index pending item of the batch that no other transaction holds and that is
-/// not waiting out a retry backoff.
-pub async fn claim(conn: &mut PgConnection, batch_id: Uuid) -> Result<Option<ClaimedItem>, StoreError> {
-    // clock_timestamp(), not now(): a dry run claims every item inside one transaction.
-    let row = sqlx::query(
-        "SELECT id, item_index, source_data::text AS data, attempts
-         FROM import_batch_items
-         WHERE batch_id = $1 AND status = 'pending' AND (available_at IS NULL OR available_at <= clock_timestamp())
-         ORDER BY item_index
-         LIMIT 1
-         FOR UPDATE SKIP LOCKED",
-    )
-    .bind(batch_id)
-    .fetch_optional(conn)
-    .await?;
-    row.map(|row| {
-        Ok(ClaimedItem {
-            id: row.try_get("id")?,
-            index: row.try_get("item_index")?,
-            data: row.try_get("data")?,
-            attempts: row.try_get("attempts")?,
-        })
-    })
-    .transpose()
+/// The claim (see migrations/…_claim_function.sql): the lowest-index pending item at or after
+/// `floor` that no other transaction holds and that is not waiting out a retry backoff. The floor
+/// lets a worker start where it left off instead of stepping over every finished item's dead
+/// index entry on each claim (which makes a long batch slow down as it progresses); a claim from
+/// 0 still finds anything left behind.
+fn claim_sql(batch_id: Uuid, floor: i64) -> String {
+    format!("SELECT id, item_index, data, attempts FROM ingot_claim('{batch_id}', {floor})")
+}
+
+/// Opens the item's transaction (or, nested in one, the savepoint `nested`), claims an item, and
+/// opens the processor's scope — in one round trip, because this runs once per item. The
+/// statement is built from host values only (a UUID, a quoted role name, a number), never from
+/// anything a processor or an input file controls. Without an item, the caller just commits.
+pub async fn begin_and_claim(
+    conn: &mut PgConnection,
+    nested: Option<&str>,
+    batch_id: Uuid,
+    floor: i64,
+    settings: &ScopeSettings,
+) -> Result<Option<ClaimedItem>, StoreError> {
+    let begin = match nested {
+        None => "BEGIN".to_owned(),
+        Some(name) => format!("SAVEPOINT {name}"),
+    };
+    let sql = format!("{begin}; {}; {}", claim_sql(batch_id, floor), scope_sql(settings));
+    let rows = conn.fetch_all(sql.as_str()).await?;
+    let Some(row) = rows.first() else { return Ok(None) };
+    Ok(Some(ClaimedItem {
+        id: row.try_get("id")?,
+        index: row.try_get("item_index")?,
+        data: row.try_get("data")?,
+        attempts: row.try_get("attempts")?,
+    }))
 }
 
 /// When the earliest item waiting out a retry backoff becomes claimable, if any item waits.
@@ -119,6 +128,11 @@ pub struct ScopeSettings {
 /// Opens the processor's savepoint and switches to its role and statement timeout, in one round
 /// trip. `SET LOCAL` inside the savepoint is undone by a rollback to it.
 pub async fn open_scope(conn: &mut PgConnection, settings: &ScopeSettings) -> Result<(), StoreError> {
+    conn.execute(scope_sql(settings).as_str()).await?;
+    Ok(())
+}
+
+fn scope_sql(settings: &ScopeSettings) -> String {
     let mut sql = format!(
         "SAVEPOINT {PROCESSOR_SAVEPOINT}; SET LOCAL statement_timeout = {}",
         settings.statement_timeout.as_millis().max(1)
@@ -126,8 +140,7 @@ pub async fn open_scope(conn: &mut PgConnection, settings: &ScopeSettings) -> Re
     if let Some(role) = &settings.role {
         sql.push_str(&format!("; SET LOCAL ROLE {}", quote_ident(role)));
     }
-    conn.execute(sql.as_str()).await?;
-    Ok(())
+    sql
 }
 
 /// Ends the processor's scope: keeps its writes (`keep`) or rolls them back, and returns to the
