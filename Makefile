@@ -3,11 +3,15 @@
 WASM_TARGET := wasm32-wasip2
 WASM_OUT    := target/wasm/$(WASM_TARGET)/release
 # Example processors: processors/<name>/ builds processors/<name>.wasm.
-EXAMPLES    := customer_data
+RUST_EXAMPLES := customer_data
+# Guest toolchains, pinned, installed under target/ (never system-wide).
+COMPONENTIZE_PY_VERSION := 0.25.1
+PY_TOOLS    := $(CURDIR)/target/toolchains/python
+COMPONENTIZE_PY := $(PY_TOOLS)/bin/componentize-py
 INGOT       := target/release/ingot
 DEMO_DB     := $(CURDIR)/.ingot/pg/run
 
-.PHONY: setup processors test-guests build release test lint demo bench clean
+.PHONY: setup processors processors-rust test-guests build release test lint demo bench clean
 
 ## Installs what a fresh machine needs: the wasm target for processors, and libclang, which the
 ## pg_query crate's bindgen needs to build PostgreSQL's parser into the host.
@@ -19,10 +23,26 @@ setup:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libclang-dev >/dev/null; \
 	fi
 
-## Builds every example processor and copies it to processors/<batch_type>.wasm.
-processors: setup
+## Builds every example processor (Rust, Python, JavaScript) into processors/<batch_type>.wasm.
+processors: processors-rust processors/transaction_feed.wasm processors/product_catalog.wasm
+
+processors-rust: setup
 	cargo build --release --target $(WASM_TARGET) --manifest-path processors/Cargo.toml --target-dir target/wasm
-	@for p in $(EXAMPLES); do cp $(WASM_OUT)/$$p.wasm processors/$$p.wasm && echo "processors/$$p.wasm"; done
+	@for p in $(RUST_EXAMPLES); do cp $(WASM_OUT)/$$p.wasm processors/$$p.wasm && echo "processors/$$p.wasm"; done
+
+$(COMPONENTIZE_PY):
+	python3 -m venv $(PY_TOOLS)
+	$(PY_TOOLS)/bin/pip install --quiet componentize-py==$(COMPONENTIZE_PY_VERSION)
+
+processors/transaction_feed.wasm: $(COMPONENTIZE_PY) wit/processor.wit guest-sdk/python/ingot.py processors/transaction_feed/app.py
+	cd processors/transaction_feed && $(COMPONENTIZE_PY) -d ../../wit -w import-processor componentize app \
+	    -p . -p ../../guest-sdk/python -o ../transaction_feed.wasm
+	@echo processors/transaction_feed.wasm
+
+# componentize-js's own command line: jco 1.35's `componentize` cannot read WIT files (os error 44).
+processors/product_catalog.wasm: wit/processor.wit processors/product_catalog/app.js processors/product_catalog/package-lock.json
+	cd processors/product_catalog && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	@echo processors/product_catalog.wasm
 
 ## Builds the guest programs the tests use.
 test-guests: setup

@@ -12,6 +12,7 @@
 //! - [`input`]: CSV, JSON and NDJSON, streamed.
 //! - [`database`]: `DATABASE_URL` or the embedded cluster.
 //! - [`daemon`], [`metrics`]: the long-running `ingot worker` and its Prometheus metrics.
+//! - [`scaffold`]: `ingot new`, processor projects in Rust, Python or JavaScript.
 //! - [`cli`]: the `ingot` command line, a thin layer over the rest.
 
 pub mod batch;
@@ -23,4 +24,5 @@ pub mod input;
 pub mod metrics;
 pub mod registry;
 pub mod runtime;
+pub mod scaffold;
 pub mod store;

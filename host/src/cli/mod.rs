@@ -5,6 +5,7 @@ mod batch;
 mod db;
 mod grant;
 mod logs;
+mod new;
 mod output;
 mod processors;
 mod run;
@@ -81,6 +82,8 @@ enum Command {
     /// Create or update processors' database roles to match their manifests (run it once as an
     /// administrator when Ingot's own database user may not create roles).
     Grant(grant::GrantArgs),
+    /// Create a processor project in Rust, Python or JavaScript.
+    New(new::NewArgs),
     /// Process batches as they appear, until stopped; run one per host, as many hosts as you like.
     Worker(worker::WorkerArgs),
     /// Status of, or stop, the embedded database under .ingot/.
@@ -107,6 +110,7 @@ impl Cli {
             Command::Db(command) => command.run(),
             Command::Grant(args) => args.run(&env).await,
             Command::Worker(args) => args.run(&env).await,
+            Command::New(args) => args.run(),
         }
     }
 }

@@ -190,19 +190,12 @@ impl LogBuffer {
         });
     }
 
-    /// The last lines the processor wrote to stderr, for trap messages (a Rust panic message
-    /// arrives there).
-    pub(crate) fn stderr_tail(&self) -> Option<String> {
+    /// What the processor's last stderr output says went wrong, for trap messages: the first line
+    /// that is a message rather than runtime noise (a Rust panic's text, a Python exception, a
+    /// JavaScript error), with a Rust panic's location.
+    pub(crate) fn stderr_summary(&self) -> Option<String> {
         let last = self.entries.iter().rev().find(|e| e.source == LogSource::Stderr)?;
-        let lines: Vec<&str> = last.message.lines().filter(|l| !l.trim().is_empty()).collect();
-        let tail = lines[lines.len().saturating_sub(2)..].join(" ");
-        let mut tail = tail.trim().to_owned();
-        if tail.len() > 300 {
-            let cut = (0..=300).rev().find(|i| tail.is_char_boundary(*i)).unwrap_or(0);
-            tail.truncate(cut);
-            tail.push('…');
-        }
-        Some(tail)
+        summarize_stderr(&last.message)
     }
 
     /// Takes the buffered lines.
@@ -213,5 +206,67 @@ impl LogBuffer {
     /// The buffered lines.
     pub fn entries(&self) -> &[LogEntry] {
         &self.entries
+    }
+}
+
+/// Picks the informative line out of a guest's dying words.
+fn summarize_stderr(text: &str) -> Option<String> {
+    let mut location = None;
+    let mut message = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        // Rust: "thread '<unnamed>' (1) panicked at src/lib.rs:12:5:" then the message.
+        if line.starts_with("thread '") && line.contains(" panicked at ") {
+            // Where a Rust guest panicked; a panic after the message (a language runtime giving
+            // up on an exception) points into the runtime, not the processor.
+            if message.is_none() {
+                location = line.split(" panicked at ").nth(1).map(|l| l.trim_end_matches(':').to_owned());
+            }
+            continue;
+        }
+        let noise = line.starts_with("note: run with `RUST_BACKTRACE")
+            || line.starts_with("Redirecting call to abort()")
+            || line == "Stack:"
+            || line.starts_with("Traceback (most recent call last)")
+            || line.starts_with("File \"")
+            || line == "Python function threw an unexpected exception"
+            // A JavaScript stack frame: "name@file.js:1040:17".
+            || (line.contains('@') && line.rsplit(':').take(2).all(|p| p.parse::<u32>().is_ok()));
+        if !noise && message.is_none() {
+            message = Some(line.to_owned());
+        }
+    }
+    let mut summary = match (message, location) {
+        (Some(message), Some(location)) => format!("{message} (at {location})"),
+        (Some(message), None) => message,
+        (None, Some(location)) => format!("panicked at {location}"),
+        (None, None) => return None,
+    };
+    if summary.len() > 300 {
+        let cut = (0..=300).rev().find(|i| summary.is_char_boundary(*i)).unwrap_or(0);
+        summary.truncate(cut);
+        summary.push('…');
+    }
+    Some(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summarize_stderr;
+
+    #[test]
+    fn the_informative_line_is_picked_from_each_runtime() {
+        let rust = "\nthread '<unnamed>' (1) panicked at probe/src/lib.rs:172:24:\nprobe panic: boom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(summarize_stderr(rust).as_deref(), Some("probe panic: boom (at probe/src/lib.rs:172:24)"));
+        let python = "Traceback (most recent call last):\n  File \"/0/app.py\", line 13, in process_item\nAttributeError: 'list' object has no attribute 'get'\n\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace";
+        assert_eq!(
+            summarize_stderr(python).as_deref(),
+            Some("AttributeError: 'list' object has no attribute 'get'")
+        );
+        let js = "invalid variant tag value `undefined` (received `TypeError: row is null`)\nStack:\n  export_processor$validateItem@/tmp/x/initializer.js:1040:17\n\nRedirecting call to abort() to mozalloc_abort";
+        assert_eq!(
+            summarize_stderr(js).as_deref(),
+            Some("invalid variant tag value `undefined` (received `TypeError: row is null`)")
+        );
+        assert_eq!(summarize_stderr("\n\n"), None);
     }
 }

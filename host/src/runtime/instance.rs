@@ -271,7 +271,7 @@ impl Instance {
             Err(_) => CallError::Timeout { limit: self.limits.timeout },
         };
         let error = match error {
-            CallError::Trap { message } => match ctx.logs.stderr_tail() {
+            CallError::Trap { message } => match ctx.logs.stderr_summary() {
                 Some(stderr) => CallError::Trap { message: format!("{message}; its stderr said: {stderr}") },
                 None => CallError::Trap { message },
             },
