@@ -21,6 +21,7 @@ use crate::context::ProcessorContext;
 use crate::context::grants::{self, DEFAULT_ROLE_PREFIX, GrantError};
 use crate::context::logs::LogLevel;
 use crate::input::{InputError, InputSource};
+use crate::registry::manifest::Manifest;
 use crate::registry::{Processor, Registry, RegistryError};
 use crate::runtime::{Instance, Runtime};
 use crate::store::batches::{self, NewBatch, Summary};
@@ -283,17 +284,12 @@ impl BatchManager {
         source: InputSource,
         options: &CreateOptions,
     ) -> Result<Uuid, BatchError> {
-        let processor = self.processor(batch_type)?;
-        let id = Uuid::now_v7();
-        let batch = NewBatch {
-            id,
-            batch_type: batch_type.to_owned(),
-            source_info: Value::Null,
-            metadata: options.metadata.clone().unwrap_or_else(|| json!({})),
-            stop_on_error: options.stop_on_error || processor.manifest.stop_on_error,
-            parent_batch_id: None,
-            retry_count: 0,
-        };
+        // Check the type and its manifest before reading the file; compiling waits for processing.
+        self.registry.find(batch_type)?;
+        let manifest =
+            Manifest::load(&self.registry.manifest_path(batch_type)).map_err(RegistryError::from)?;
+        let batch = new_batch(batch_type, &manifest, options);
+        let id = batch.id;
         let mut conn = self.connect().await?;
         items::begin(&mut conn, None).await?;
         match create::create_in_tx(&mut conn, batch, source).await {
@@ -415,16 +411,8 @@ impl BatchManager {
         options: &CreateOptions,
     ) -> Result<Summary, BatchError> {
         let processor = self.processor(batch_type)?;
-        let id = Uuid::now_v7();
-        let batch = NewBatch {
-            id,
-            batch_type: batch_type.to_owned(),
-            source_info: Value::Null,
-            metadata: options.metadata.clone().unwrap_or_else(|| json!({})),
-            stop_on_error: options.stop_on_error || processor.manifest.stop_on_error,
-            parent_batch_id: None,
-            retry_count: 0,
-        };
+        let batch = new_batch(batch_type, &processor.manifest, options);
+        let id = batch.id;
         let mut conn = self.connect().await?;
         let settings = self.sandbox(&mut conn, &processor).await?;
         let scope = Self::scope(id, settings, batch.stop_on_error, TxMode::DryRun, &processor);
@@ -502,6 +490,19 @@ impl BatchManager {
     pub async fn summary(&self, id: Uuid) -> Result<Summary, BatchError> {
         let mut conn = self.pool.acquire().await?;
         batches::summary(&mut conn, id).await?.ok_or(BatchError::NotFound(id))
+    }
+}
+
+/// A new batch: stop-on-error when asked for or when the processor's manifest says so.
+fn new_batch(batch_type: &str, manifest: &Manifest, options: &CreateOptions) -> NewBatch {
+    NewBatch {
+        id: Uuid::now_v7(),
+        batch_type: batch_type.to_owned(),
+        source_info: Value::Null,
+        metadata: options.metadata.clone().unwrap_or_else(|| json!({})),
+        stop_on_error: options.stop_on_error || manifest.stop_on_error,
+        parent_batch_id: None,
+        retry_count: 0,
     }
 }
 

@@ -39,10 +39,16 @@ impl ProcessorsArgs {
                 let digest = std::fs::read(&d.path).ok().map(|bytes| hex::encode(Sha256::digest(bytes)));
                 let (contract, error) = match registry.load_discovered(&runtime, d) {
                     Ok(p) => (Some(p.code.contract.clone()), None),
-                    Err(RegistryError::Load(LoadError::IncompatibleContract { ref found, .. })) => {
-                        (Some(found.clone()), Some(registry_error(d, found)))
+                    Err(e) => {
+                        // A component built for another version still says which one.
+                        let contract = match &e {
+                            RegistryError::Load(LoadError::IncompatibleContract { found, .. }) => {
+                                Some(found.clone())
+                            }
+                            _ => None,
+                        };
+                        (contract, Some(e.to_string()))
                     }
-                    Err(e) => (None, Some(e.to_string())),
                 };
                 Entry {
                     batch_type: d.batch_type.clone(),
@@ -76,8 +82,4 @@ impl ProcessorsArgs {
         }
         Ok(ExitCode::from(exit::OK))
     }
-}
-
-fn registry_error(d: &crate::registry::Discovered, found: &str) -> String {
-    LoadError::IncompatibleContract { path: d.path.clone(), found: found.to_owned() }.to_string()
 }
