@@ -94,7 +94,8 @@ impl EmbeddedCluster {
     pub fn new(project_dir: &Path) -> Result<Self, EmbeddedError> {
         let root = std::path::absolute(project_dir.join(".ingot").join("pg"))
             .map_err(|source| EmbeddedError::Io { path: project_dir.to_owned(), source })?;
-        let bin = find_bin_dir().ok_or(EmbeddedError::NotInstalled)?;
+        let bin = find_bin_dir(std::env::var_os("PATH"), Path::new(DISTRO_INSTALLS))
+            .ok_or(EmbeddedError::NotInstalled)?;
         let run_as = if is_root() {
             Some(postgres_user().ok_or(EmbeddedError::RootWithoutPostgresUser)?)
         } else {
@@ -301,18 +302,22 @@ impl EmbeddedCluster {
     }
 }
 
-/// `initdb` and `pg_ctl` from PATH, else the newest `/usr/lib/postgresql/<version>/bin`.
-fn find_bin_dir() -> Option<PathBuf> {
+/// Where Debian and Ubuntu install each PostgreSQL major version, off PATH.
+const DISTRO_INSTALLS: &str = "/usr/lib/postgresql";
+
+/// The folder holding `initdb` and `pg_ctl`: the first on `path`, else the newest
+/// `<distro_installs>/<version>/bin`.
+fn find_bin_dir(path: Option<std::ffi::OsString>, distro_installs: &Path) -> Option<PathBuf> {
     let has_tools =
         |dir: &Path| ["initdb", "pg_ctl", "psql", "createdb"].iter().all(|t| dir.join(t).is_file());
-    let on_path = std::env::var_os("PATH")
+    let on_path = path
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .find(|dir| has_tools(dir));
     if on_path.is_some() {
         return on_path;
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(distro_installs)
         .ok()?
         .filter_map(Result::ok)
         .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin"))))
@@ -347,4 +352,43 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), EmbeddedError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_install(bin: &Path) {
+        std::fs::create_dir_all(bin).expect("mkdir");
+        for tool in ["initdb", "pg_ctl", "psql", "createdb"] {
+            std::fs::write(bin.join(tool), "").expect("write");
+        }
+    }
+
+    #[test]
+    fn without_postgresql_installed_the_cluster_is_refused_with_what_to_do() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        let path = std::env::join_paths([empty.path()]).expect("path");
+        assert_eq!(find_bin_dir(Some(path), &empty.path().join("none")), None);
+        assert_eq!(find_bin_dir(None, empty.path()), None);
+        let message = EmbeddedError::NotInstalled.to_string();
+        assert!(message.contains("install PostgreSQL") && message.contains("DATABASE_URL"), "{message}");
+    }
+
+    #[test]
+    fn binaries_on_path_win_over_the_newest_distribution_install() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let installs = root.path().join("lib");
+        fake_install(&installs.join("9").join("bin"));
+        fake_install(&installs.join("15").join("bin"));
+        // Half an install (no pg_ctl) does not count.
+        std::fs::create_dir_all(installs.join("17").join("bin")).expect("mkdir");
+        std::fs::write(installs.join("17").join("bin").join("initdb"), "").expect("write");
+        assert_eq!(find_bin_dir(None, &installs), Some(installs.join("15").join("bin")));
+
+        let on_path = root.path().join("opt-bin");
+        fake_install(&on_path);
+        let path = std::env::join_paths([root.path().join("missing"), on_path.clone()]).expect("path");
+        assert_eq!(find_bin_dir(Some(path), &installs), Some(on_path));
+    }
 }
