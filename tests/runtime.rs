@@ -341,6 +341,45 @@ fn two_files_for_one_batch_type_is_an_error_naming_both() {
 }
 
 #[test]
+fn ingot_toml_names_a_component_whose_file_name_does_not_say_its_type() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("customer_data"), dir.path().join("acme-crm-export-v7.wasm")).unwrap();
+    std::fs::write(dir.path().join("9lives.wasm"), b"").unwrap();
+    std::fs::write(
+        dir.path().join("ingot.toml"),
+        "[batch_types]\n\"acme-crm-export-v7.wasm\" = \"customer_data\"\n\"9lives.wasm\" = \"lives\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("customer_data.toml"), "[grants]\ncustomers = [\"select\"]\n").unwrap();
+    let registry = Registry::new(dir.path());
+    let types: Vec<String> = registry.discover().unwrap().into_iter().map(|d| d.batch_type).collect();
+    assert_eq!(types, ["customer_data", "lives"]);
+    // The manifest follows the batch type, not the file name.
+    let processor = registry.load(&runtime(), "customer_data").unwrap();
+    assert!(processor.path.ends_with("acme-crm-export-v7.wasm"));
+    assert_eq!(processor.manifest.grants.keys().collect::<Vec<_>>(), ["customers"]);
+
+    // A mapped type that a stem already gives is the same clash as two files for one type.
+    std::fs::write(dir.path().join("customer_data.wasm"), b"").unwrap();
+    let message = registry.find("customer_data").unwrap_err().to_string();
+    assert!(
+        message.contains("acme-crm-export-v7.wasm") && message.contains("customer_data.wasm"),
+        "{message}"
+    );
+
+    // A broken ingot.toml stops discovery with a message naming it, rather than running a
+    // component under a name nobody chose.
+    std::fs::write(
+        dir.path().join("ingot.toml"),
+        "[batch_types]\n\"acme-crm-export-v8.wasm\" = \"customer_data\"\n",
+    )
+    .unwrap();
+    let error = registry.discover().unwrap_err();
+    assert!(matches!(error, RegistryError::Names(_)), "{error}");
+    assert!(error.to_string().contains("acme-crm-export-v8.wasm"), "{error}");
+}
+
+#[test]
 fn an_unknown_batch_type_names_what_is_there() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("customer_data.wasm"), b"").unwrap();

@@ -71,6 +71,8 @@ async fn a_javascript_scaffold_builds_and_processes_its_sample() {
 fn names_are_checked_and_projects_are_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(create("9lives", Language::Js, dir.path()), Err(ScaffoldError::BadName(_))));
+    assert!(matches!(create("Ingot", Language::Rust, dir.path()), Err(ScaffoldError::Reserved)));
+    assert!(!dir.path().join("ingot.toml").exists());
     let created = create("order-lines", Language::Js, dir.path()).unwrap();
     assert_eq!(created.batch_type, "order_lines");
     let again = create("order_lines", Language::Python, dir.path()).unwrap_err();

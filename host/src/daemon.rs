@@ -52,14 +52,27 @@ pub async fn run(
     // Batches that just gave this worker nothing to do (all their items are in flight elsewhere,
     // or they cannot run here): left alone until the next poll.
     let mut resting: HashMap<Uuid, Instant> = HashMap::new();
+    let mut discovery_error: Option<String> = None;
     while !progress.stopped() {
         resting.retain(|_, until| *until > Instant::now());
         let types = match &options.batch_types {
             Some(types) => types.clone(),
-            None => registry
-                .discover()
-                .map(|found| found.into_iter().map(|d| d.batch_type).collect())
-                .unwrap_or_default(),
+            None => match registry.discover() {
+                Ok(found) => {
+                    discovery_error = None;
+                    found.into_iter().map(|d| d.batch_type).collect()
+                }
+                // A broken processors folder (say, a typo in ingot.toml) is fixed without a
+                // restart; until then this worker serves nothing, and says why once.
+                Err(e) => {
+                    let message = e.to_string();
+                    if discovery_error.as_ref() != Some(&message) {
+                        tracing::error!("serving no batches until the processors folder is fixed: {message}");
+                        discovery_error = Some(message);
+                    }
+                    Vec::new()
+                }
+            },
         };
         let skip: Vec<Uuid> = resting.keys().copied().collect();
         let next = {

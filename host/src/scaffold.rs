@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use heck::ToUpperCamelCase;
 
 use crate::registry::batch_type_from_stem;
+use crate::registry::naming::RESERVED_BATCH_TYPE;
 
 /// componentize-py version the Python template installs; the one `make processors` uses.
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
@@ -34,6 +35,11 @@ pub enum ScaffoldError {
         "{0:?} cannot name a processor: use letters, digits and _ (it becomes the batch type), starting with a letter"
     )]
     BadName(String),
+    /// The name is the one batch type no processor may have.
+    #[error(
+        "\"ingot\" cannot name a processor: its manifest would be the directory's ingot.toml; pick another name"
+    )]
+    Reserved,
     /// The project folder exists.
     #[error("{0} already exists; pick another name or remove it")]
     Exists(PathBuf),
@@ -98,6 +104,9 @@ fn guest_sdk() -> Result<PathBuf, ScaffoldError> {
 /// Creates `dir/<name>/` with a processor project in `language`, and `dir/<name>.toml`.
 pub fn create(name: &str, language: Language, dir: &Path) -> Result<Scaffold, ScaffoldError> {
     let batch_type = batch_type_from_stem(name).ok_or_else(|| ScaffoldError::BadName(name.to_owned()))?;
+    if batch_type == RESERVED_BATCH_TYPE {
+        return Err(ScaffoldError::Reserved);
+    }
     let project = dir.join(&batch_type);
     if project.exists() {
         return Err(ScaffoldError::Exists(project));

@@ -1,7 +1,8 @@
 //! Processor discovery: `processors/*.wasm`, one batch type per file, named by convention.
 //!
 //! `processors/CustomerData.wasm` and `processors/customer-data.wasm` both serve batch type
-//! `customer_data`; having both is an error naming both. The operator's manifest sits beside the
+//! `customer_data`; having both is an error naming both. A file whose name does not say its type
+//! is named in `processors/ingot.toml` (see [`naming`]). The operator's manifest sits beside the
 //! component as `processors/<batch_type>.toml`. Discovery is cheap (a directory listing); loading
 //! compiles, or reads the compile cache.
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use self::manifest::{Manifest, ManifestError};
 pub use self::naming::batch_type_from_stem;
+use self::naming::{NameMap, NameMapError, RESERVED_BATCH_TYPE};
 use crate::runtime::{LoadError, ProcessorCode, Runtime};
 
 /// One discovered processor file (or a clash of several for one type).
@@ -64,6 +66,9 @@ pub enum RegistryError {
     /// The manifest is invalid.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The directory's `ingot.toml` is invalid.
+    #[error(transparent)]
+    Names(#[from] NameMapError),
 }
 
 /// A processor ready to run: its code and its operator's manifest.
@@ -96,9 +101,10 @@ impl Registry {
         &self.dir
     }
 
-    /// Lists the processors in the directory, sorted by batch type. Files whose stem makes no
-    /// batch type are skipped with a warning.
+    /// Lists the processors in the directory, sorted by batch type. Files whose name makes no
+    /// batch type (and that `ingot.toml` does not name) are skipped with a warning.
     pub fn discover(&self) -> Result<Vec<Discovered>, RegistryError> {
+        let names = NameMap::load(&self.dir)?;
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|source| RegistryError::Directory { dir: self.dir.clone(), source })?;
         let mut by_type: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
@@ -108,12 +114,19 @@ impl Registry {
             if path.extension().is_none_or(|ext| ext != "wasm") || !path.is_file() {
                 continue;
             }
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-            match batch_type_from_stem(stem) {
-                Some(batch_type) => by_type.entry(batch_type).or_default().push(path),
-                None => {
-                    tracing::warn!(path = %path.display(), "skipping: its name makes no batch type (use letters, digits, - and _, starting with a letter)")
+            let file_name = path.file_name().and_then(|s| s.to_str()).unwrap_or_default();
+            match names.batch_type_of(file_name) {
+                Some(batch_type) if batch_type != RESERVED_BATCH_TYPE => {
+                    by_type.entry(batch_type).or_default().push(path)
                 }
+                Some(_) => tracing::warn!(
+                    path = %path.display(),
+                    "skipping: batch type \"ingot\" is reserved (its manifest would be ingot.toml); rename the file or name its type in ingot.toml"
+                ),
+                None => tracing::warn!(
+                    path = %path.display(),
+                    "skipping: its name makes no batch type (use letters, digits, - and _, starting with a letter, or name its type in ingot.toml)"
+                ),
             }
         }
         Ok(by_type
