@@ -353,12 +353,12 @@ async fn main() {
     let mut results = serde_json::Map::new();
     results.insert("machine".into(), json!(machine()));
     results.insert("items".into(), json!(n));
-    println!("Ingot throughput on {} — {n} customers per run, median of BENCH_REPEAT runs\n", machine());
-    println!("{:<34} {:>10} {:>10} {:>10}", "processing (items/s)", "1 worker", "2 workers", "4 workers");
-
     // Each measurement is repeated (BENCH_REPEAT, default 3) with the three kinds interleaved, so
     // that background noise hits them alike; the median is reported.
     let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    results.insert("repeat".into(), json!(repeat));
+    println!("Ingot throughput on {} — {n} customers per run, median of {repeat} runs\n", machine());
+    println!("{:<34} {:>10} {:>10} {:>10}", "processing (items/s)", "1 worker", "2 workers", "4 workers");
     let kinds =
         [("raw sqlx loop (baseline)", 0), ("Ingot, customer_data.wasm", 1), ("Ingot, same logic native", 2)];
     let mut samples = vec![vec![Vec::new(); 3]; kinds.len()];
