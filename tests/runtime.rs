@@ -395,6 +395,9 @@ fn processors_json_lists_each_processor_with_its_digest_and_status() {
         ("customer_data", &guest("customer_data"), None),
         ("future", &guest("wrong_version"), None),
     ]);
+    std::fs::copy(guest("customer_data"), processors.path().join("acme-crm-v7.wasm")).unwrap();
+    std::fs::write(processors.path().join("ingot.toml"), "[batch_types]\n\"acme-crm-v7.wasm\" = \"crm\"\n")
+        .unwrap();
     let cwd = tempfile::tempdir().unwrap();
     let output = support::ingot(
         cwd.path(),
@@ -405,8 +408,13 @@ fn processors_json_lists_each_processor_with_its_digest_and_status() {
     assert!(output.status.success(), "{}", support::stderr_of(&output));
     let list = support::json_of(&output);
     let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 2);
+    assert_eq!(list.len(), 3);
+    let crm = &list[0];
+    assert_eq!((crm["batch_type"].as_str(), crm["named_by"].as_str()), (Some("crm"), Some("ingot.toml")));
+    assert!(crm["path"].as_str().unwrap().ends_with("acme-crm-v7.wasm"));
+    let list = &list[1..];
     let customer = &list[0];
+    assert_eq!(customer["named_by"], "file name");
     assert_eq!(customer["batch_type"], "customer_data");
     assert_eq!(customer["status"], "ok");
     assert_eq!(customer["contract"], "ingot:processor@0.1.0");

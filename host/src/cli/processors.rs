@@ -21,6 +21,8 @@ pub(crate) struct ProcessorsArgs {
 #[derive(Debug, Serialize)]
 struct Entry {
     batch_type: String,
+    /// Where the batch type comes from: "file name" or "ingot.toml".
+    named_by: &'static str,
     path: String,
     digest: Option<String>,
     contract: Option<String>,
@@ -52,6 +54,7 @@ impl ProcessorsArgs {
                 };
                 Entry {
                     batch_type: d.batch_type.clone(),
+                    named_by: if d.named_in_config { "ingot.toml" } else { "file name" },
                     path: d.path.display().to_string(),
                     digest,
                     contract,

@@ -27,6 +27,8 @@ pub struct Discovered {
     pub path: PathBuf,
     /// Every file that maps to this type, when more than one does.
     pub clash: Vec<PathBuf>,
+    /// Whether `ingot.toml` gave the type, rather than the file name.
+    pub named_in_config: bool,
 }
 
 /// Why a processor cannot be used.
@@ -134,7 +136,10 @@ impl Registry {
             .map(|(batch_type, mut paths)| {
                 paths.sort();
                 let clash = if paths.len() > 1 { paths.clone() } else { Vec::new() };
-                Discovered { batch_type, path: paths.swap_remove(0), clash }
+                let path = paths.swap_remove(0);
+                let named_in_config =
+                    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| names.is_mapped(n));
+                Discovered { batch_type, path, clash, named_in_config }
             })
             .collect())
     }
