@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::{Value, json};
+use support::peak_rss::wait_measuring_peak_rss;
 use support::{Processors, TestDb, guest, ingot, ingot_command, json_of, stderr_of};
 
 const PROBE_MANIFEST: &str = "[grants]\nprobe_rows = [\"select\", \"insert\", \"update\", \"delete\"]\n";
@@ -273,29 +274,6 @@ async fn stdin_is_read_with_an_explicit_format() {
     assert!(stderr_of(&no_format).contains("--format"));
 }
 
-/// Peak resident memory of a child process, in bytes: the kernel's high-water mark of the exec'd
-/// image (`VmHWM`), sampled until it exits. (`wait4`'s `ru_maxrss` would also count pages shared
-/// with this test process between fork and exec.)
-fn run_measuring_peak_rss(mut command: std::process::Command) -> (std::process::ExitStatus, u64) {
-    let mut child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak = 0;
-    loop {
-        if let Ok(status) = std::fs::read_to_string(&status_file)
-            && let Some(kb) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        {
-            peak = peak.max(kb * 1024);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status, peak);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 #[tokio::test]
 async fn a_100k_item_csv_is_streamed_without_holding_the_file_in_memory() {
     let cli = Cli::new().await;
@@ -310,13 +288,14 @@ async fn a_100k_item_csv_is_streamed_without_holding_the_file_in_memory() {
     }
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size > 100_000_000, "the file is {size} bytes");
-    let command = ingot_command(
+    let mut command = ingot_command(
         cli.cwd.path(),
         &cli.db.url,
         cli.processors.path(),
         &["batch", "create", "probe", path.to_str().unwrap()],
     );
-    let (status, peak) = run_measuring_peak_rss(command);
+    let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+    let (status, peak) = wait_measuring_peak_rss(child);
     assert!(status.success());
     assert!(peak < 80 << 20, "peak RSS {} MB for a {} MB file", peak >> 20, size >> 20);
     assert_eq!(cli.db.scalar_i64("SELECT count(*) FROM import_batch_items").await, 100_000);

@@ -18,6 +18,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Instant;
 
+#[path = "../../tests/support/peak_rss.rs"]
+mod peak_rss;
+
 use futures_util::future::BoxFuture;
 use ingot::batch::native::NativeProcessor;
 use ingot::batch::{BatchManager, CreateOptions, ProcessOptions};
@@ -26,6 +29,7 @@ use ingot::input::InputSource;
 use ingot::registry::Registry;
 use ingot::runtime::bindings::{ErrorDetail, Item, ItemError, Outcome, SqlValue};
 use ingot::runtime::{Runtime, RuntimeConfig};
+use peak_rss::wait_measuring_peak_rss;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, Row};
@@ -279,10 +283,7 @@ async fn raw_copy(db: &BenchDb, n: usize) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// Peak RSS (bytes) and duration of `ingot batch process` as a child process. The peak is the
-/// kernel's high-water mark of the exec'd image (`VmHWM`), sampled until the process exits:
-/// `wait4`'s `ru_maxrss` would also count the pages the child shared with this (large) process
-/// between fork and exec.
+/// Peak RSS (bytes) and duration of `ingot batch process` as a child process.
 fn process_with_peak_rss(
     db: &BenchDb,
     processors: &Path,
@@ -291,7 +292,7 @@ fn process_with_peak_rss(
     workers: usize,
 ) -> (u64, f64) {
     let started = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ingot"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ingot"))
         .args(["batch", "process", &batch.to_string(), "--workers", &workers.to_string(), "--json"])
         .env("DATABASE_URL", &db.url)
         .env("INGOT_PROCESSORS", processors)
@@ -300,19 +301,7 @@ fn process_with_peak_rss(
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak = 0_u64;
-    while child.try_wait().unwrap().is_none() {
-        if let Ok(status) = std::fs::read_to_string(&status_file)
-            && let Some(kb) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        {
-            peak = peak.max(kb * 1024);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let (_status, peak) = wait_measuring_peak_rss(child);
     (peak, started.elapsed().as_secs_f64())
 }
 
@@ -356,7 +345,6 @@ async fn main() {
     // Each measurement is repeated (BENCH_REPEAT, default 3) with the three kinds interleaved, so
     // that background noise hits them alike; the median is reported.
     let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
-    results.insert("repeat".into(), json!(repeat));
     println!("Ingot throughput on {} — {n} customers per run, median of {repeat} runs\n", machine());
     println!("{:<34} {:>10} {:>10} {:>10}", "processing (items/s)", "1 worker", "2 workers", "4 workers");
     let kinds =
