@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use heck::ToUpperCamelCase;
 
-use crate::registry::batch_type_from_stem;
 use crate::registry::naming::RESERVED_BATCH_TYPE;
+use crate::registry::{Registry, batch_type_from_stem};
 
 /// componentize-py version the Python template installs; the one `make processors` uses.
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
@@ -149,7 +149,7 @@ pub fn create(name: &str, language: Language, dir: &Path) -> Result<Scaffold, Sc
         &project.join("sample.ndjson"),
         "{\"id\": 1, \"name\": \"Ada Lovelace\", \"email\": \"ada@example.com\"}\n",
     )?;
-    let manifest = dir.join(format!("{batch_type}.toml"));
+    let manifest = Registry::new(dir).manifest_path(&batch_type);
     if !manifest.exists() {
         let memory = if language == Language::Rust { 64 } else { 256 };
         write(

@@ -286,8 +286,7 @@ impl BatchManager {
     ) -> Result<Uuid, BatchError> {
         // Check the type and its manifest before reading the file; compiling waits for processing.
         self.registry.find(batch_type)?;
-        let manifest =
-            Manifest::load(&self.registry.manifest_path(batch_type)).map_err(RegistryError::from)?;
+        let manifest = self.registry.manifest(batch_type).map_err(RegistryError::from)?;
         let batch = new_batch(batch_type, &manifest, options);
         let id = batch.id;
         let mut conn = self.connect().await?;

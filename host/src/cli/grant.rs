@@ -6,7 +6,6 @@ use clap::Args;
 
 use super::{Env, exit};
 use crate::context::grants;
-use crate::registry::manifest::Manifest;
 
 /// Arguments of `ingot grant`.
 #[derive(Debug, Args)]
@@ -29,7 +28,7 @@ impl GrantArgs {
         let db = env.database(2).await?;
         let mut conn = db.pool.acquire().await?;
         for batch_type in types {
-            let manifest = Manifest::load(&registry.manifest_path(&batch_type))?;
+            let manifest = registry.manifest(&batch_type)?;
             let role = grants::role_name(&env.role_prefix, &batch_type);
             grants::sync(&mut conn, &role, &batch_type, &manifest).await?;
             let granted = if manifest.grants.is_empty() {

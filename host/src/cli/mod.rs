@@ -22,7 +22,6 @@ use crate::batch::{BatchManager, Progress};
 use crate::context::grants::DEFAULT_ROLE_PREFIX;
 use crate::database::{self, Database};
 use crate::registry::Registry;
-use crate::registry::manifest::Manifest;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::store::BatchStatus;
 use crate::store::batches::Summary;
@@ -131,9 +130,11 @@ impl Env {
     /// (it is an engine-wide setting).
     fn runtime(&self) -> anyhow::Result<Arc<Runtime>> {
         let registry = self.registry();
-        let fuel_metering = registry.discover().unwrap_or_default().iter().any(|found| {
-            Manifest::load(&registry.manifest_path(&found.batch_type)).is_ok_and(|m| m.limits.fuel.is_some())
-        });
+        let fuel_metering = registry
+            .discover()
+            .unwrap_or_default()
+            .iter()
+            .any(|found| registry.manifest(&found.batch_type).is_ok_and(|m| m.limits.fuel.is_some()));
         let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(self.cache_dir.clone()), fuel_metering })
             .context("cannot start the WebAssembly runtime")?;
         Ok(Arc::new(runtime))

@@ -161,9 +161,14 @@ impl Registry {
         Ok(found)
     }
 
-    /// The manifest path for a batch type.
+    /// Where the operator's manifest for a batch type lives: `<dir>/<batch_type>.toml`.
     pub fn manifest_path(&self, batch_type: &str) -> PathBuf {
         self.dir.join(format!("{batch_type}.toml"))
+    }
+
+    /// The operator's manifest for a batch type; the default (no grants) when there is none.
+    pub fn manifest(&self, batch_type: &str) -> Result<Manifest, ManifestError> {
+        Manifest::load(&self.manifest_path(batch_type))
     }
 
     /// Loads a discovered processor: compiles (or reads the cache), checks the contract, reads
@@ -175,7 +180,7 @@ impl Registry {
                 paths: found.clash.clone(),
             });
         }
-        let manifest = Manifest::load(&self.manifest_path(&found.batch_type))?;
+        let manifest = self.manifest(&found.batch_type)?;
         let code = runtime.load(&found.path)?;
         Ok(Processor { batch_type: found.batch_type.clone(), path: found.path.clone(), code, manifest })
     }
