@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::output::{self, ProgressDisplay};
 use super::run::InputArgs;
-use super::{Env, default_workers, exit, process_exit_code, stop_on_signal};
+use super::{Env, default_workers, exit, process_exit_code, process_to_end};
 use crate::batch::{ProcessOptions, Progress};
 use crate::store::BatchStatus;
 use crate::store::batches::{self, ListFilter};
@@ -88,17 +88,7 @@ impl BatchCommand {
             BatchCommand::Process { id, workers, json } => {
                 let workers = workers.unwrap_or_else(default_workers).max(1);
                 let manager = env.manager(workers).await?;
-                let before = manager.summary(id).await?;
-                let progress = Progress::default();
-                let signals = stop_on_signal(&progress);
-                let display =
-                    ProgressDisplay::start(&progress, u64::try_from(before.pending).unwrap_or(0), json);
-                let summary = manager.process(id, &ProcessOptions::workers(workers), Some(&progress)).await;
-                drop(display);
-                signals.abort();
-                let summary = summary?;
-                output::print(&summary, json)?;
-                Ok(process_exit_code(&summary, &progress))
+                process_to_end(&manager, id, workers, json).await
             }
             BatchCommand::Show { id, json } => {
                 let db = env.database(2).await?;

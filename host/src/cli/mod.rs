@@ -18,7 +18,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::batch::{BatchManager, Progress};
+use crate::batch::{BatchManager, ProcessOptions, Progress};
 use crate::context::grants::DEFAULT_ROLE_PREFIX;
 use crate::database::{self, Database};
 use crate::registry::Registry;
@@ -169,6 +169,26 @@ pub(crate) fn stop_on_signal(progress: &Progress) -> tokio::task::JoinHandle<()>
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         std::process::exit(i32::from(exit::INTERRUPTED));
     })
+}
+
+/// Processes batch `id` with `workers` workers, showing progress on a terminal and stopping
+/// gracefully on SIGINT/SIGTERM; prints the summary and returns the exit code.
+pub(crate) async fn process_to_end(
+    manager: &BatchManager,
+    id: uuid::Uuid,
+    workers: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pending = u64::try_from(manager.summary(id).await?.pending).unwrap_or(0);
+    let progress = Progress::default();
+    let signals = stop_on_signal(&progress);
+    let display = output::ProgressDisplay::start(&progress, pending, json);
+    let summary = manager.process(id, &ProcessOptions::workers(workers), Some(&progress)).await;
+    drop(display);
+    signals.abort();
+    let summary = summary?;
+    output::print(&summary, json)?;
+    Ok(process_exit_code(&summary, &progress))
 }
 
 /// The exit code of a `process` call: interrupted, or what the batch's state maps to.

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::output::{self, ProgressDisplay};
-use super::{Env, default_workers, exit_code, process_exit_code, stop_on_signal};
-use crate::batch::{CreateOptions, ProcessOptions, Progress};
+use super::output;
+use super::{Env, default_workers, exit_code, process_to_end};
+use crate::batch::CreateOptions;
 use crate::input::{Format, InputSource};
 
 /// Arguments of `ingot run`.
@@ -73,15 +73,6 @@ impl RunArgs {
             return Ok(exit_code(&summary));
         }
         let id = manager.create(&self.batch_type, source, &create).await?;
-        let total = u64::try_from(manager.summary(id).await?.total).unwrap_or(0);
-        let progress = Progress::default();
-        let signals = stop_on_signal(&progress);
-        let display = ProgressDisplay::start(&progress, total, self.json);
-        let summary = manager.process(id, &ProcessOptions::workers(workers), Some(&progress)).await;
-        drop(display);
-        signals.abort();
-        let summary = summary?;
-        output::print(&summary, self.json)?;
-        Ok(process_exit_code(&summary, &progress))
+        process_to_end(&manager, id, workers, self.json).await
     }
 }
