@@ -525,10 +525,7 @@ async fn finish_batch(
         match attempt {
             Err(e) if e.is_transient() && tries < 3 => {
                 tries += 1;
-                coordinator.rollback_quietly(scope.tx).await;
-                if e.is_connection_lost() {
-                    coordinator.reconnect(&e).await?;
-                }
+                coordinator.recover(scope.tx, &e).await?;
             }
             other => return other,
         }

@@ -125,6 +125,16 @@ impl Worker {
         }
     }
 
+    /// Gets ready to try again after a transient failure `cause`: rolls back what it left open
+    /// and replaces the connection if that is what was lost.
+    pub(crate) async fn recover(&mut self, tx: TxMode, cause: &BatchError) -> Result<(), BatchError> {
+        self.rollback_quietly(tx).await;
+        if cause.is_connection_lost() {
+            self.reconnect(cause).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn conn(&mut self) -> Result<&mut PgConnection, BatchError> {
         self.ctx
             .db
@@ -182,10 +192,7 @@ impl Worker {
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) if e.is_transient() && batch.tx == TxMode::PerItem => {
-                    self.rollback_quietly(batch.tx).await;
-                    if e.is_connection_lost() {
-                        self.reconnect(&e).await?;
-                    }
+                    self.recover(batch.tx, &e).await?
                 }
                 Err(e) => {
                     self.rollback_quietly(batch.tx).await;
