@@ -223,14 +223,12 @@ fn settle(worker: &mut Worker, verdict: Result<Verdict, CallError>) -> Result<Ve
     };
     Ok(match (verdict, sql_failure) {
         (Verdict::Completed(_), Some(failure)) => {
-            // Serialization failures and deadlocks (class 40) are worth another attempt.
-            let transient = failure.sqlstate.as_deref().is_some_and(|s| s.starts_with("40"));
-            match Verdict::failed("sql_error", failure.to_string()) {
-                Verdict::Failed { code, message, field, error, .. } => {
-                    Verdict::Failed { code, message, field, error, retryable: transient }
-                }
-                other => other,
+            let mut verdict = Verdict::failed("sql_error", failure.to_string());
+            if let Verdict::Failed { retryable, .. } = &mut verdict {
+                // Serialization failures and deadlocks (class 40) are worth another attempt.
+                *retryable = failure.sqlstate.as_deref().is_some_and(|s| s.starts_with("40"));
             }
+            verdict
         }
         (Verdict::Completed(outcome), None) => check_outcome(&worker.ctx.caps, outcome),
         (verdict, _) => verdict,

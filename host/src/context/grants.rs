@@ -113,6 +113,15 @@ async fn sync_in_tx(
     let user: String =
         sqlx::query_scalar("SELECT current_user::text").fetch_one(&mut *conn).await.map_err(db)?;
     let quoted = quote_ident(role);
+    // Creating the role and joining it need the same privilege, so they fail the same way.
+    let cannot_create_role = |e: sqlx::Error| match sql_state(&e).as_deref() {
+        Some("42501") => GrantError::CannotCreateRole {
+            batch_type: batch_type.to_owned(),
+            role: role.to_owned(),
+            user: user.clone(),
+        },
+        _ => db(e),
+    };
 
     let attributes = sqlx::query(
         "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolcanlogin OR rolreplication OR rolbypassrls AS elevated
@@ -124,16 +133,9 @@ async fn sync_in_tx(
     .map_err(db)?;
     match attributes {
         None => {
-            if let Err(e) = conn.execute(format!("CREATE ROLE {quoted} {LOWERED}").as_str()).await {
-                return Err(match sql_state(&e).as_deref() {
-                    Some("42501") => GrantError::CannotCreateRole {
-                        batch_type: batch_type.to_owned(),
-                        role: role.to_owned(),
-                        user,
-                    },
-                    _ => db(e),
-                });
-            }
+            conn.execute(format!("CREATE ROLE {quoted} {LOWERED}").as_str())
+                .await
+                .map_err(cannot_create_role)?;
         }
         Some(row) if row.try_get::<bool, _>("elevated").map_err(db)? => {
             conn.execute(format!("ALTER ROLE {quoted} {LOWERED}").as_str()).await.map_err(db)?;
@@ -147,16 +149,7 @@ async fn sync_in_tx(
         .map_err(db)?;
     if !member {
         let grant = format!("GRANT {quoted} TO {}", quote_ident(&user));
-        if let Err(e) = conn.execute(grant.as_str()).await {
-            return Err(match sql_state(&e).as_deref() {
-                Some("42501") => GrantError::CannotCreateRole {
-                    batch_type: batch_type.to_owned(),
-                    role: role.to_owned(),
-                    user,
-                },
-                _ => db(e),
-            });
-        }
+        conn.execute(grant.as_str()).await.map_err(cannot_create_role)?;
     }
 
     let wanted = wanted_privileges(conn, role, manifest).await?;

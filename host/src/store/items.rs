@@ -39,11 +39,15 @@ pub struct ClaimedItem {
 
 /// Opens a transaction (or, nested in one, a savepoint named `name`).
 pub async fn begin(conn: &mut PgConnection, nested: Option<&str>) -> Result<(), StoreError> {
-    match nested {
-        None => conn.execute("BEGIN").await?,
-        Some(name) => conn.execute(format!("SAVEPOINT {name}").as_str()).await?,
-    };
+    conn.execute(begin_sql(nested).as_str()).await?;
     Ok(())
+}
+
+fn begin_sql(nested: Option<&str>) -> String {
+    match nested {
+        None => "BEGIN".to_owned(),
+        Some(name) => format!("SAVEPOINT {name}"),
+    }
 }
 
 /// Commits the transaction (or releases the savepoint `name`).
@@ -86,11 +90,7 @@ pub async fn begin_and_claim(
     floor: i64,
     settings: &ScopeSettings,
 ) -> Result<Option<ClaimedItem>, StoreError> {
-    let begin = match nested {
-        None => "BEGIN".to_owned(),
-        Some(name) => format!("SAVEPOINT {name}"),
-    };
-    let sql = format!("{begin}; {}; {}", claim_sql(batch_id, floor), scope_sql(settings));
+    let sql = format!("{}; {}; {}", begin_sql(nested), claim_sql(batch_id, floor), scope_sql(settings));
     let rows = conn.fetch_all(sql.as_str()).await?;
     let Some(row) = rows.first() else { return Ok(None) };
     Ok(Some(ClaimedItem {
@@ -146,11 +146,13 @@ fn scope_sql(settings: &ScopeSettings) -> String {
 /// Ends the processor's scope: keeps its writes (`keep`) or rolls them back, and returns to the
 /// host's role and the default statement timeout.
 pub async fn close_scope(conn: &mut PgConnection, keep: bool) -> Result<(), StoreError> {
-    let sql = if keep {
-        format!("RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}; RESET ROLE; SET LOCAL statement_timeout TO DEFAULT")
-    } else {
-        format!("ROLLBACK TO SAVEPOINT {PROCESSOR_SAVEPOINT}; RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}")
-    };
+    if !keep {
+        // Rolling back to the savepoint also undoes its SET LOCALs.
+        return rollback(conn, Some(PROCESSOR_SAVEPOINT)).await;
+    }
+    let sql = format!(
+        "RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}; RESET ROLE; SET LOCAL statement_timeout TO DEFAULT"
+    );
     conn.execute(sql.as_str()).await?;
     Ok(())
 }
