@@ -38,10 +38,12 @@ impl ProcessorsArgs {
         let entries: Vec<Entry> = found
             .iter()
             .map(|d| {
-                let digest = std::fs::read(&d.path).ok().map(|bytes| hex::encode(Sha256::digest(bytes)));
-                let (contract, error) = match registry.load_discovered(&runtime, d) {
-                    Ok(p) => (Some(p.code.contract.clone()), None),
+                let (digest, contract, error) = match registry.load_discovered(&runtime, d) {
+                    Ok(p) => (Some(p.code.digest.clone()), Some(p.code.contract.clone()), None),
                     Err(e) => {
+                        // A file that does not load still gets its digest, to tell versions apart.
+                        let digest =
+                            std::fs::read(&d.path).ok().map(|bytes| hex::encode(Sha256::digest(bytes)));
                         // A component built for another version still says which one.
                         let contract = match &e {
                             RegistryError::Load(LoadError::IncompatibleContract { found, .. }) => {
@@ -49,7 +51,7 @@ impl ProcessorsArgs {
                             }
                             _ => None,
                         };
-                        (contract, Some(e.to_string()))
+                        (digest, contract, Some(e.to_string()))
                     }
                 };
                 Entry {
