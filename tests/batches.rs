@@ -6,7 +6,6 @@ mod support;
 
 use ingot::batch::{BatchError, BatchManager, CreateOptions, ProcessOptions};
 use ingot::input::{Format, InputError, InputSource};
-use ingot::registry::Registry;
 use ingot::store::BatchStatus;
 use ingot::store::batches::Summary;
 use serde_json::{Value, json};
@@ -33,8 +32,7 @@ impl Fixture {
         db.apply(PROBE_SCHEMA).await;
         let manifest = format!("{PROBE_GRANTS}{}", extra.unwrap_or_default());
         let processors = Processors::new(&[("probe", &guest("probe"), Some(&manifest))]);
-        let manager =
-            BatchManager::new(db.pool.clone(), support::runtime(), Registry::new(processors.path()));
+        let manager = support::manager(&db, &processors, support::runtime());
         Fixture { db, manager, _processors: processors, files: tempfile::tempdir().unwrap() }
     }
 

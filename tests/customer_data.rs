@@ -72,8 +72,8 @@ fn realistic_csv() -> Expected {
 
 async fn setup() -> (TestDb, Processors, tempfile::TempDir) {
     let db = TestDb::new().await;
-    db.apply(&std::fs::read_to_string(root().join("processors/customer_data/schema.sql")).unwrap()).await;
-    let manifest = std::fs::read_to_string(root().join("processors/customer_data.toml")).unwrap();
+    db.apply(&support::example_schema("customer_data")).await;
+    let manifest = support::example_manifest("customer_data");
     let processors = Processors::new(&[("customer_data", &guest("customer_data"), Some(&manifest))]);
     (db, processors, tempfile::tempdir().unwrap())
 }

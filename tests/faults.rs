@@ -11,7 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use support::{Processors, TestDb, guest, ingot_command, json_of, root, stderr_of};
+use support::{Processors, TestDb, guest, ingot_command, json_of, stderr_of};
 use uuid::Uuid;
 
 const ITEMS: usize = 3_000;
@@ -27,7 +27,7 @@ fn customer_csv(dir: &Path) -> PathBuf {
 }
 
 fn customer_processors() -> Processors {
-    let manifest = std::fs::read_to_string(root().join("processors/customer_data.toml")).unwrap();
+    let manifest = support::example_manifest("customer_data");
     Processors::new(&[("customer_data", &guest("customer_data"), Some(&manifest))])
 }
 
@@ -73,13 +73,8 @@ impl Site {
 }
 
 async fn completed(pool: &PgPool, id: Uuid) -> i64 {
-    sqlx::query_scalar(
-        "SELECT coalesce(sum(completed), 0)::bigint FROM import_batch_counters WHERE batch_id = $1",
-    )
-    .bind(id)
-    .fetch_one(pool)
-    .await
-    .unwrap_or(0)
+    let mut conn = pool.acquire().await.unwrap();
+    ingot::store::batches::counts(&mut conn, id).await.unwrap().completed
 }
 
 /// Waits until the running process has completed more items than `before` (or exited).
@@ -112,7 +107,7 @@ async fn assert_exactly_once(pool: &PgPool, id: Uuid) {
     assert_eq!(
         scalar("SELECT count(*) FROM import_batch_items WHERE batch_id = $1 AND attempts <> 1").await,
         0,
-        "an item was applied twice"
+        "an item was committed more than once"
     );
     assert_eq!(completed(pool, id).await, ITEMS as i64, "the counters equal the item rows");
     let status: String = sqlx::query_scalar("SELECT status FROM import_batches WHERE id = $1")
@@ -125,7 +120,7 @@ async fn assert_exactly_once(pool: &PgPool, id: Uuid) {
 
 async fn site_on_test_db() -> (TestDb, Site) {
     let db = TestDb::new().await;
-    db.apply(&std::fs::read_to_string(root().join("processors/customer_data/schema.sql")).unwrap()).await;
+    db.apply(&support::example_schema("customer_data")).await;
     let site =
         Site { url: db.url.clone(), processors: customer_processors(), cwd: tempfile::tempdir().unwrap() };
     (db, site)
@@ -186,10 +181,7 @@ async fn sigterm_stops_gracefully_with_exit_code_5_and_the_batch_resumes() {
     let id = site.create();
     let mut child = site.spawn_process(id);
     wait_for_progress(&db.pool, id, 0, &mut child).await;
-    // SAFETY: plain kill(2) on our own child's pid.
-    #[allow(unsafe_code)]
-    let sent = unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
-    assert_eq!(sent, 0);
+    support::sigterm(&child);
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(5), "{}", stderr_of(&output));
     assert!(stderr_of(&output).contains(&format!("interrupted; resume with `ingot batch process {id}`")));
@@ -220,10 +212,7 @@ async fn a_postgres_restart_mid_batch_is_survived() {
     let socket = site.cwd.path().join(".ingot/pg/run");
     let options = PgConnectOptions::new().socket(&socket).username("ingot").database("ingot");
     let pool = PgPoolOptions::new().max_connections(2).connect_with(options.clone()).await.unwrap();
-    sqlx::raw_sql(&std::fs::read_to_string(root().join("processors/customer_data/schema.sql")).unwrap())
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::raw_sql(&support::example_schema("customer_data")).execute(&pool).await.unwrap();
     let id = site.create();
     let mut child = site.spawn_process(id);
     wait_for_progress(&pool, id, 0, &mut child).await;
@@ -247,7 +236,6 @@ async fn a_postgres_restart_mid_batch_is_survived() {
 #[tokio::test]
 async fn a_failing_framework_write_fails_the_batch_with_a_clear_message() {
     let db = TestDb::new().await;
-    db.apply("CREATE TABLE probe_rows (id serial PRIMARY KEY, label text UNIQUE NOT NULL)").await;
     // The host's own write of item 2 will violate this.
     db.apply(
         "ALTER TABLE import_batch_items ADD CONSTRAINT no_target_two CHECK (target_id IS DISTINCT FROM '2')",

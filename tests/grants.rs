@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use ingot::batch::{BatchError, BatchManager, CreateOptions, ProcessOptions};
-use ingot::context::grants::GrantError;
+use ingot::context::grants::{self, GrantError};
 use ingot::input::InputSource;
 use ingot::registry::Registry;
 use serde_json::{Value, json};
@@ -18,15 +18,10 @@ use support::{Processors, TestDb, guest};
 const SCHEMA: &str = "CREATE TABLE probe_rows (id serial PRIMARY KEY, label text UNIQUE NOT NULL);
                       CREATE SCHEMA billing; CREATE TABLE billing.invoices (id int PRIMARY KEY)";
 
-async fn run(
-    db: &TestDb,
-    manager: &BatchManager,
-    items: &[Value],
-) -> Result<ingot::store::batches::Summary, BatchError> {
+async fn run(manager: &BatchManager, items: &[Value]) -> Result<ingot::store::batches::Summary, BatchError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("items.ndjson");
     std::fs::write(&path, items.iter().map(|i| format!("{i}\n")).collect::<String>()).unwrap();
-    let _ = db;
     manager
         .run(
             "probe",
@@ -39,8 +34,7 @@ async fn run(
 }
 
 fn manager(db: &TestDb, processors: &Processors) -> BatchManager {
-    BatchManager::new(db.pool.clone(), support::runtime(), Registry::new(processors.path()))
-        .with_role_prefix(db.role_prefix())
+    support::manager(db, processors, support::runtime())
 }
 
 async fn privileges(db: &TestDb, role: &str) -> BTreeSet<String> {
@@ -58,10 +52,10 @@ async fn privileges(db: &TestDb, role: &str) -> BTreeSet<String> {
 async fn a_processor_role_has_exactly_the_manifests_grants_and_loses_removed_ones() {
     let db = TestDb::new().await;
     db.apply(SCHEMA).await;
-    let role = format!("{}probe", db.role_prefix());
+    let role = grants::role_name(&db.role_prefix(), "probe");
     let wide = "[grants]\nprobe_rows = [\"select\", \"insert\", \"update\", \"delete\"]\n\"billing.invoices\" = [\"select\"]\n";
     let processors = Processors::new(&[("probe", &guest("probe"), Some(wide))]);
-    let summary = run(&db, &manager(&db, &processors), &[json!({"mode": "ok"})]).await.unwrap();
+    let summary = run(&manager(&db, &processors), &[json!({"mode": "ok"})]).await.unwrap();
     assert_eq!(summary.completed, 1);
     let expected: BTreeSet<String> = [
         "public.probe_rows:SELECT",
@@ -88,7 +82,7 @@ async fn a_processor_role_has_exactly_the_manifests_grants_and_loses_removed_one
         .unwrap();
     let insert = json!({"mode": "sql", "sql": "INSERT INTO probe_rows (label) VALUES ('x')"});
     let delete = json!({"mode": "sql", "sql": "DELETE FROM probe_rows"});
-    let summary = run(&db, &manager(&db, &processors), &[insert, delete]).await.unwrap();
+    let summary = run(&manager(&db, &processors), &[insert, delete]).await.unwrap();
     assert_eq!((summary.completed, summary.failed), (1, 1), "{:?}", summary.top_errors);
     let narrowed: BTreeSet<String> =
         ["public.probe_rows:SELECT", "public.probe_rows:INSERT"].map(String::from).into();
@@ -103,12 +97,12 @@ async fn a_processor_without_a_manifest_may_touch_no_table() {
     let processors = Processors::new(&[("probe", &guest("probe"), None)]);
     let items =
         [json!({"mode": "sql", "sql": "SELECT * FROM probe_rows", "query": true}), json!({"mode": "ok"})];
-    let summary = run(&db, &manager(&db, &processors), &items).await.unwrap();
+    let summary = run(&manager(&db, &processors), &items).await.unwrap();
     assert_eq!((summary.completed, summary.failed), (1, 1));
     let message = &summary.top_errors[0].message;
     assert!(message.contains("permission denied for table probe_rows"), "{message}");
     assert!(message.contains("processor probe has no manifest, so it may use no table"), "{message}");
-    assert!(privileges(&db, &format!("{}probe", db.role_prefix())).await.is_empty());
+    assert!(privileges(&db, &grants::role_name(&db.role_prefix(), "probe")).await.is_empty());
 }
 
 #[tokio::test]
@@ -116,7 +110,7 @@ async fn a_manifest_granting_a_missing_table_is_a_clear_error() {
     let db = TestDb::new().await;
     let processors =
         Processors::new(&[("probe", &guest("probe"), Some("[grants]\nnowhere = [\"select\"]\n"))]);
-    let error = run(&db, &manager(&db, &processors), &[json!({"mode": "ok"})]).await.unwrap_err();
+    let error = run(&manager(&db, &processors), &[json!({"mode": "ok"})]).await.unwrap_err();
     assert!(matches!(error, BatchError::Grant(GrantError::NoSuchTable { .. })), "{error}");
     let message = error.to_string();
     assert!(
@@ -150,16 +144,16 @@ async fn when_ingot_may_not_create_roles_the_error_names_the_admin_step_that_fix
         .with_role_prefix(&prefix);
     let items = [json!({"mode": "sql", "sql": "INSERT INTO probe_rows (label) VALUES ('ok')"})];
 
-    let error = run(&admin, &manager, &items).await.unwrap_err();
+    let error = run(&manager, &items).await.unwrap_err();
     let message = error.to_string();
-    let role = format!("{prefix}probe");
+    let role = grants::role_name(&prefix, "probe");
     assert!(matches!(error, BatchError::Grant(GrantError::CannotCreateRole { .. })), "{message}");
     let step = format!("CREATE ROLE {role} NOLOGIN; GRANT {role} TO {host};");
     assert!(message.contains(&step), "{message}");
 
     // The administrator runs exactly that, once; from then on Ingot manages the privileges itself.
     admin.pool.execute(step.as_str()).await.unwrap();
-    let summary = run(&admin, &manager, &items).await.unwrap();
+    let summary = run(&manager, &items).await.unwrap();
     assert_eq!(summary.completed, 1, "{:?}", summary.top_errors);
     pool.close().await;
 }
@@ -173,7 +167,7 @@ async fn ingot_grant_syncs_roles_from_the_command_line() {
     let cwd = tempfile::tempdir().unwrap();
     let output = support::ingot(cwd.path(), &db.url, processors.path(), &["grant"]);
     assert!(output.status.success(), "{}", support::stderr_of(&output));
-    let role = format!("{}probe", db.role_prefix());
+    let role = grants::role_name(&db.role_prefix(), "probe");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("{role}: may use probe_rows"));
     assert_eq!(privileges(&db, &role).await, ["public.probe_rows:SELECT".to_owned()].into());
     let unknown = support::ingot(cwd.path(), &db.url, processors.path(), &["grant", "orders"]);

@@ -11,7 +11,6 @@ mod support;
 
 use ingot::batch::{BatchManager, CreateOptions, ProcessOptions};
 use ingot::input::InputSource;
-use ingot::registry::Registry;
 use serde_json::{Value, json};
 use sqlx::Row;
 use support::{Processors, TestDb, guest};
@@ -68,9 +67,7 @@ impl Arena {
         let db = TestDb::new().await;
         db.apply(SCHEMA).await;
         let processors = Processors::new(&[("probe", &guest("probe"), Some(MANIFEST))]);
-        let manager =
-            BatchManager::new(db.pool.clone(), support::runtime(), Registry::new(processors.path()))
-                .with_role_prefix(db.role_prefix());
+        let manager = support::manager(&db, &processors, support::runtime());
         let arena = Arena { db, manager, _processors: processors, files: tempfile::tempdir().unwrap() };
         // An earlier, innocent batch whose rows the attacks must not touch.
         arena

@@ -8,25 +8,17 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ingot::context::ProcessorContext;
-use ingot::runtime::bindings::{Item, ItemError};
+use ingot::runtime::bindings::ItemError;
 use ingot::runtime::cache::CacheOutcome;
 use ingot::runtime::{Instance, Limits, Runtime, RuntimeConfig};
 use serde_json::{Value, json};
-use support::{Processors, TestDb, ingot, json_of, root, stderr_of};
+use support::{Processors, TestDb, example_manifest, example_schema, ingot, item, json_of, root, stderr_of};
 
 /// An example processor built by `make processors`.
 fn example(name: &str) -> std::path::PathBuf {
     let path = root().join("processors").join(format!("{name}.wasm"));
     assert!(path.exists(), "{} is not built: run `make processors` (or `make test`)", path.display());
     path
-}
-
-fn manifest(name: &str) -> String {
-    std::fs::read_to_string(root().join("processors").join(format!("{name}.toml"))).unwrap()
-}
-
-fn schema(name: &str) -> String {
-    std::fs::read_to_string(root().join("processors").join(name).join("schema.sql")).unwrap()
 }
 
 fn top_errors(summary: &Value) -> Vec<(String, i64)> {
@@ -81,11 +73,11 @@ t05,grace@example.com,1999.99,USD,2026-02-01T00:00:00.123456Z
 #[tokio::test]
 async fn python_transaction_feed_imports_exactly_the_valid_transactions() {
     let db = TestDb::new().await;
-    db.apply(&schema("customer_data")).await;
-    db.apply(&schema("transaction_feed")).await;
+    db.apply(&example_schema("customer_data")).await;
+    db.apply(&example_schema("transaction_feed")).await;
     let processors = Processors::new(&[
-        ("customer_data", &example("customer_data"), Some(&manifest("customer_data"))),
-        ("transaction_feed", &example("transaction_feed"), Some(&manifest("transaction_feed"))),
+        ("customer_data", &example("customer_data"), Some(&example_manifest("customer_data"))),
+        ("transaction_feed", &example("transaction_feed"), Some(&example_manifest("transaction_feed"))),
     ]);
     let cwd = tempfile::tempdir().unwrap();
     let customers = cwd.path().join("customers.csv");
@@ -186,11 +178,11 @@ const PRODUCTS: &str = r#"[
 #[tokio::test]
 async fn javascript_product_catalog_upserts_exactly_the_valid_products() {
     let db = TestDb::new().await;
-    db.apply(&schema("product_catalog")).await;
+    db.apply(&example_schema("product_catalog")).await;
     let processors = Processors::new(&[(
         "product_catalog",
         &example("product_catalog"),
-        Some(&manifest("product_catalog")),
+        Some(&example_manifest("product_catalog")),
     )]);
     let cwd = tempfile::tempdir().unwrap();
     let file = cwd.path().join("products.json");
@@ -231,10 +223,6 @@ async fn javascript_product_catalog_upserts_exactly_the_valid_products() {
     assert_eq!(rows, expected);
 }
 
-fn python_item(index: u64, data: Value) -> Item {
-    Item { id: uuid::Uuid::new_v4().to_string(), index, data: data.to_string(), attempt: 1 }
-}
-
 #[tokio::test]
 async fn an_18_mb_python_component_starts_from_the_cache_and_reuses_its_instance() {
     let cache = tempfile::tempdir().unwrap();
@@ -252,14 +240,13 @@ async fn an_18_mb_python_component_starts_from_the_cache_and_reuses_its_instance
     let mut instance = Instance::new(code, Limits { memory_bytes: 256 << 20, ..Limits::default() });
     let mut ctx = ProcessorContext::default();
     for i in 0..20 {
-        let result =
-            instance.process_item(&mut ctx, &python_item(i, json!({"email": "a@b.co"}))).await.unwrap();
+        let result = instance.process_item(&mut ctx, &item(i, json!({"email": "a@b.co"}))).await.unwrap();
         assert!(matches!(result, Err(ItemError::Invalid(_))));
     }
     assert_eq!(instance.instantiations(), 1, "one instance served every item");
-    let trapped = instance.process_item(&mut ctx, &python_item(20, json!([1, 2]))).await;
+    let trapped = instance.process_item(&mut ctx, &item(20, json!([1, 2]))).await;
     assert!(trapped.is_err());
-    let after = instance.process_item(&mut ctx, &python_item(21, json!({"email": "a@b.co"}))).await.unwrap();
+    let after = instance.process_item(&mut ctx, &item(21, json!({"email": "a@b.co"}))).await.unwrap();
     assert!(after.is_err(), "a returned error again");
     assert_eq!(instance.instantiations(), 2, "a trap costs exactly one new instance");
 }

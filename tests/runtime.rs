@@ -9,15 +9,11 @@ use std::time::{Duration, Instant};
 use ingot::context::ProcessorContext;
 use ingot::context::logs::LogSource;
 use ingot::registry::{Registry, RegistryError};
-use ingot::runtime::bindings::{Item, ItemError, Outcome};
+use ingot::runtime::bindings::{ItemError, Outcome};
 use ingot::runtime::cache::CacheOutcome;
 use ingot::runtime::{CallError, Instance, Limits, LoadError, Runtime, RuntimeConfig};
 use serde_json::{Value, json};
-use support::{guest, runtime};
-
-fn item(index: u64, data: Value) -> Item {
-    Item { id: uuid::Uuid::new_v4().to_string(), index, data: data.to_string(), attempt: 1 }
-}
+use support::{guest, item, runtime};
 
 fn probe(limits: Limits) -> Instance {
     let code = runtime().load(&guest("probe")).expect("probe loads");

@@ -8,15 +8,12 @@ use std::io::{Read, Write};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use ingot::batch::{BatchManager, CreateOptions, ProcessOptions, Progress};
+use ingot::batch::{CreateOptions, ProcessOptions, Progress};
 use ingot::input::InputSource;
-use ingot::registry::Registry;
 use ingot::store::BatchStatus;
 use sha2::Digest;
-use support::{Processors, TestDb, guest, ingot_command, json_of, root, stderr_of};
+use support::{Processors, TestDb, guest, ingot_command, json_of, sigterm, stderr_of};
 use uuid::Uuid;
-
-const PROBE_MANIFEST: &str = "[grants]\nprobe_rows = [\"select\", \"insert\"]\n";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -30,12 +27,6 @@ fn spawn_worker(db: &TestDb, processors: &Processors, cwd: &std::path::Path, ext
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-#[allow(unsafe_code)]
-fn sigterm(child: &Child) {
-    // SAFETY: plain kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) }, 0);
 }
 
 fn stop(mut child: Child) -> String {
@@ -104,8 +95,7 @@ async fn wait_for_port(port: u16) {
 #[tokio::test]
 async fn a_worker_picks_up_new_batches_at_once_and_serves_metrics() {
     let db = TestDb::new().await;
-    db.apply("CREATE TABLE probe_rows (id serial PRIMARY KEY, label text UNIQUE NOT NULL)").await;
-    let processors = Processors::new(&[("probe", &guest("probe"), Some(PROBE_MANIFEST))]);
+    let processors = Processors::new(&[("probe", &guest("probe"), None)]);
     let cwd = tempfile::tempdir().unwrap();
     let port = free_port();
     let worker = spawn_worker(&db, &processors, cwd.path(), &["--metrics", &format!("127.0.0.1:{port}")]);
@@ -137,8 +127,8 @@ async fn a_worker_picks_up_new_batches_at_once_and_serves_metrics() {
 #[tokio::test]
 async fn several_workers_share_one_batch_and_every_item_lands_once() {
     let db = TestDb::new().await;
-    db.apply(&std::fs::read_to_string(root().join("processors/customer_data/schema.sql")).unwrap()).await;
-    let manifest = std::fs::read_to_string(root().join("processors/customer_data.toml")).unwrap();
+    db.apply(&support::example_schema("customer_data")).await;
+    let manifest = support::example_manifest("customer_data");
     let processors = Processors::new(&[("customer_data", &guest("customer_data"), Some(&manifest))]);
     let cwd = tempfile::tempdir().unwrap();
     let (port_a, port_b) = (free_port(), free_port());
@@ -181,8 +171,7 @@ async fn several_workers_share_one_batch_and_every_item_lands_once() {
 #[tokio::test]
 async fn a_replaced_processor_is_picked_up_without_a_restart() {
     let db = TestDb::new().await;
-    db.apply("CREATE TABLE probe_rows (id serial PRIMARY KEY, label text UNIQUE NOT NULL)").await;
-    let processors = Processors::new(&[("probe", &guest("probe"), Some(PROBE_MANIFEST))]);
+    let processors = Processors::new(&[("probe", &guest("probe"), None)]);
     let cwd = tempfile::tempdir().unwrap();
     let worker = spawn_worker(&db, &processors, cwd.path(), &[]);
     let file = cwd.path().join("one.ndjson");
@@ -217,12 +206,8 @@ async fn a_replaced_processor_is_picked_up_without_a_restart() {
 #[tokio::test]
 async fn a_running_batch_keeps_the_processor_version_it_started_with() {
     let db = TestDb::new().await;
-    db.apply("CREATE TABLE probe_rows (id serial PRIMARY KEY, label text UNIQUE NOT NULL)").await;
-    let processors = Processors::new(&[("probe", &guest("probe"), Some(PROBE_MANIFEST))]);
-    let manager = |runtime| {
-        BatchManager::new(db.pool.clone(), runtime, Registry::new(processors.path()))
-            .with_role_prefix(db.role_prefix())
-    };
+    let processors = Processors::new(&[("probe", &guest("probe"), None)]);
+    let manager = |runtime| support::manager(&db, &processors, runtime);
     let first = manager(support::runtime());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("items.ndjson");

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
+use ingot::batch::BatchManager;
+use ingot::registry::Registry;
 use ingot::runtime::{Runtime, RuntimeConfig};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection};
@@ -24,6 +26,26 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// An example processor's operator manifest, `processors/<name>.toml`.
+pub fn example_manifest(name: &str) -> String {
+    std::fs::read_to_string(root().join("processors").join(format!("{name}.toml"))).expect("example manifest")
+}
+
+/// An example processor's tables, `processors/<name>/schema.sql`.
+pub fn example_schema(name: &str) -> String {
+    std::fs::read_to_string(root().join("processors").join(name).join("schema.sql")).expect("example schema")
+}
+
+/// An item as the host hands it to a processor, on its first attempt.
+pub fn item(index: u64, data: serde_json::Value) -> ingot::runtime::bindings::Item {
+    ingot::runtime::bindings::Item {
+        id: uuid::Uuid::new_v4().to_string(),
+        index,
+        data: data.to_string(),
+        attempt: 1,
+    }
+}
+
 /// The compiled-component cache shared by all tests, so each component compiles once per run.
 pub fn cache_dir() -> PathBuf {
     root().join("target/test-cache")
@@ -34,6 +56,13 @@ pub fn runtime() -> Arc<Runtime> {
     Arc::new(
         Runtime::new(RuntimeConfig { cache_dir: Some(cache_dir()), fuel_metering: false }).expect("runtime"),
     )
+}
+
+/// A batch manager over `db` running `processors`, with processor roles under the database's
+/// own prefix so that they are dropped with it.
+pub fn manager(db: &TestDb, processors: &Processors, runtime: Arc<Runtime>) -> BatchManager {
+    BatchManager::new(db.pool.clone(), runtime, Registry::new(processors.path()))
+        .with_role_prefix(db.role_prefix())
 }
 
 /// A processors folder of its own: `(batch_type, component, manifest)` entries.
@@ -169,6 +198,13 @@ pub fn ingot_command(cwd: &Path, database_url: &str, processors: &Path, args: &[
         .env("RUST_BACKTRACE", "0")
         .env_remove("INGOT_LOG");
     command
+}
+
+/// Sends SIGTERM to a child process (a graceful stop request).
+#[allow(unsafe_code)]
+pub fn sigterm(child: &std::process::Child) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) }, 0);
 }
 
 /// stdout parsed as JSON, with stderr in the panic message when it is not JSON.
