@@ -40,8 +40,13 @@ processors/transaction_feed.wasm: $(COMPONENTIZE_PY) wit/processor.wit guest-sdk
 	@echo processors/transaction_feed.wasm
 
 # componentize-js's own command line: jco 1.35's `componentize` cannot read WIT files (os error 44).
-processors/product_catalog.wasm: wit/processor.wit processors/product_catalog/app.js processors/product_catalog/package-lock.json
-	cd processors/product_catalog && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+# npm ci (which empties node_modules first) runs only when the lock file changes, not on every edit.
+PRODUCT_CATALOG_DEPS := processors/product_catalog/node_modules/.package-lock.json
+$(PRODUCT_CATALOG_DEPS): processors/product_catalog/package-lock.json
+	cd processors/product_catalog && npm ci --no-audit --no-fund --loglevel=error
+
+processors/product_catalog.wasm: $(PRODUCT_CATALOG_DEPS) wit/processor.wit processors/product_catalog/app.js
+	cd processors/product_catalog && npm run --silent build
 	@echo processors/product_catalog.wasm
 
 ## Builds the guest programs the tests use.

@@ -20,7 +20,8 @@ function normalise(data) {
 
 export const processor = {
   validateBatch() {},
-  validateItem(item) { normalise(item.data); },
+  // processItem validates as it normalises; checking here too would parse every item twice.
+  validateItem() {},
   processItem(item) {
     const p = normalise(item.data);
     execute(
