@@ -339,36 +339,40 @@ async fn main() {
     let files = tempfile::tempdir().unwrap();
     let csv = files.path().join("customers.csv");
     write_csv(&csv, n);
+    let machine = machine();
     let mut results = serde_json::Map::new();
-    results.insert("machine".into(), json!(machine()));
+    results.insert("machine".into(), json!(machine));
     results.insert("items".into(), json!(n));
     // Each measurement is repeated (BENCH_REPEAT, default 3) with the three kinds interleaved, so
     // that background noise hits them alike; the median is reported.
     let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
-    println!("Ingot throughput on {} — {n} customers per run, median of {repeat} runs\n", machine());
+    println!("Ingot throughput on {machine} — {n} customers per run, median of {repeat} runs\n");
     println!("{:<34} {:>10} {:>10} {:>10}", "processing (items/s)", "1 worker", "2 workers", "4 workers");
-    let kinds =
-        [("raw sqlx loop (baseline)", 0), ("Ingot, customer_data.wasm", 1), ("Ingot, same logic native", 2)];
+    // The kinds measured, by their index in `kinds`.
+    const RAW: usize = 0;
+    const WASM: usize = 1;
+    const NATIVE: usize = 2;
+    let kinds = ["raw sqlx loop (baseline)", "Ingot, customer_data.wasm", "Ingot, same logic native"];
     let mut samples = vec![vec![Vec::new(); 3]; kinds.len()];
     for _ in 0..repeat {
         for (w, workers) in [1, 2, 4].into_iter().enumerate() {
-            for (k, (_, kind)) in kinds.iter().enumerate() {
+            for (k, runs) in samples.iter_mut().enumerate() {
                 let db = BenchDb::new().await;
                 let manager = manager(&db, &runtime, processors.path());
-                let manager = if *kind == 2 {
+                let manager = if k == NATIVE {
                     manager.with_native_logic(Arc::new(NativeCustomerData))
                 } else {
                     manager
                 };
                 let batch = create(&manager, &csv).await;
-                let seconds = match kind {
-                    0 => raw_loop(&db, batch, workers).await,
+                let seconds = match k {
+                    RAW => raw_loop(&db, batch, workers).await,
                     _ => ingot_run(&manager, batch, workers).await,
                 };
                 let customers: i64 =
                     sqlx::query_scalar("SELECT count(*) FROM customers").fetch_one(&db.pool).await.unwrap();
                 assert_eq!(customers, n as i64);
-                samples[k][w].push(n as f64 / seconds);
+                runs[w].push(n as f64 / seconds);
                 db.drop().await;
             }
         }
@@ -379,27 +383,22 @@ async fn main() {
         sorted[sorted.len() / 2]
     };
     let mut rows: Vec<(String, Vec<f64>)> = Vec::new();
-    for ((label, _), per_workers) in kinds.iter().zip(&samples) {
+    for (label, per_workers) in kinds.iter().zip(&samples) {
         let rates: Vec<f64> = per_workers.iter().map(|s| median(s)).collect();
         println!("{label:<34} {:>10.0} {:>10.0} {:>10.0}", rates[0], rates[1], rates[2]);
         rows.push(((*label).to_owned(), rates));
     }
     results.insert("repeat".into(), json!(repeat));
-    let ratio = |a: usize, b: usize, i: usize| rows[a].1[i] / rows[b].1[i];
-    println!(
-        "{:<34} {:>9.0}% {:>9.0}% {:>9.0}%   (target ≥ 70 %)",
-        "Ingot / raw",
-        100.0 * ratio(1, 0, 0),
-        100.0 * ratio(1, 0, 1),
-        100.0 * ratio(1, 0, 2)
-    );
-    println!(
-        "{:<34} {:>9.0}% {:>9.0}% {:>9.0}%   (target ≥ 90 %)",
-        "WebAssembly / native",
-        100.0 * ratio(1, 2, 0),
-        100.0 * ratio(1, 2, 1),
-        100.0 * ratio(1, 2, 2)
-    );
+    for (a, b, label, target) in [(WASM, RAW, "Ingot / raw", 70), (WASM, NATIVE, "WebAssembly / native", 90)]
+    {
+        let ratio = |i: usize| 100.0 * rows[a].1[i] / rows[b].1[i];
+        println!(
+            "{label:<34} {:>9.0}% {:>9.0}% {:>9.0}%   (target ≥ {target} %)",
+            ratio(0),
+            ratio(1),
+            ratio(2)
+        );
+    }
     for (label, rates) in &rows {
         results.insert(
             format!("processing: {label}"),
@@ -414,7 +413,7 @@ async fn main() {
         Some(tps) => {
             println!(
                 "\npgbench, same five statements, 2 clients: {tps:.0} tps; Ingot at 2 workers: {:.0}% of it (target ≥ 70 %)",
-                100.0 * rows[1].1[1] / tps
+                100.0 * rows[WASM].1[1] / tps
             );
             results.insert("pgbench_2_clients_tps".into(), json!(tps));
         }
@@ -441,19 +440,17 @@ async fn main() {
             results.insert(format!("creation_{size}"), json!({"ingot": ingot, "raw_copy": copy}));
             if size == 1_000_000 {
                 // `ingot batch show`: the summary's queries, median of 20.
-                let mut times = Vec::new();
+                let mut times_ms = Vec::new();
                 for _ in 0..20 {
                     let t = Instant::now();
                     manager.summary(batch).await.unwrap();
-                    times.push(t.elapsed());
+                    times_ms.push(t.elapsed().as_secs_f64() * 1000.0);
                 }
-                times.sort();
-                let median = times[times.len() / 2];
+                let show_ms = median(&times_ms);
                 println!(
-                    "\n`ingot batch show` on 1,000,000 items: {:.2} ms median wall time, round trips included (target < 10 ms)",
-                    median.as_secs_f64() * 1000.0
+                    "\n`ingot batch show` on 1,000,000 items: {show_ms:.2} ms median wall time, round trips included (target < 10 ms)"
                 );
-                results.insert("batch_show_ms".into(), json!(median.as_secs_f64() * 1000.0));
+                results.insert("batch_show_ms".into(), json!(show_ms));
                 let (rss, seconds) = process_with_peak_rss(&db, processors.path(), &cache, batch, 4);
                 println!(
                     "`ingot batch process` of 1,000,000 items, 4 workers: {:.0} items/s, peak RSS {} MB (target < 150 MB)",
