@@ -5,7 +5,6 @@
 mod support;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::{Value, json};
@@ -308,25 +307,13 @@ async fn a_100k_item_csv_is_streamed_without_holding_the_file_in_memory() {
     assert_eq!(last["email"], "user99999@example.com");
 }
 
-/// Stops the embedded cluster when the test ends, whatever happened.
-struct StopCluster<'a>(&'a Path, &'a Path);
-
-impl Drop for StopCluster<'_> {
-    fn drop(&mut self) {
-        let _ = ingot_command(self.0, "", self.1, &["db", "stop"]).env_remove("DATABASE_URL").output();
-    }
-}
-
 #[tokio::test]
 async fn without_database_url_an_embedded_cluster_starts_on_demand() {
-    let dir = tempfile::tempdir().unwrap();
-    // The cluster may run as the `postgres` user, which must be able to reach the folder.
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = support::cluster_dir();
     let processors = Processors::new(&[("probe", &guest("probe"), None)]);
-    let _stop = StopCluster(dir.path(), processors.path());
-    let embedded = |args: &[&str]| {
-        ingot_command(dir.path(), "", processors.path(), args).env_remove("DATABASE_URL").output().unwrap()
-    };
+    let _stop = support::StopCluster(dir.path(), processors.path());
+    let embedded =
+        |args: &[&str]| support::embedded_command(dir.path(), processors.path(), args).output().unwrap();
     let migrate = embedded(&["migrate"]);
     assert_eq!(code(&migrate), 0, "{}", stderr_of(&migrate));
     let status = json_of(&embedded(&["db", "status", "--json"]));

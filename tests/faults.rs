@@ -40,11 +40,11 @@ struct Site {
 
 impl Site {
     fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut command = ingot_command(self.cwd.path(), &self.url, self.processors.path(), args);
         if self.url.is_empty() {
-            command.env_remove("DATABASE_URL");
+            support::embedded_command(self.cwd.path(), self.processors.path(), args)
+        } else {
+            ingot_command(self.cwd.path(), &self.url, self.processors.path(), args)
         }
-        command
     }
 
     fn create(&self) -> Uuid {
@@ -53,8 +53,7 @@ impl Site {
             .command(&["batch", "create", "customer_data", file.to_str().unwrap(), "--json"])
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", stderr_of(&output));
-        json_of(&output)["batch_id"].as_str().unwrap().parse().unwrap()
+        support::created_batch(&output)
     }
 
     fn spawn_process(&self, id: Uuid) -> Child {
@@ -192,21 +191,10 @@ async fn sigterm_stops_gracefully_with_exit_code_5_and_the_batch_resumes() {
     assert_exactly_once(&db.pool, id).await;
 }
 
-/// Stops the embedded cluster when the test ends, whatever happened.
-struct StopCluster<'a>(&'a Site);
-
-impl Drop for StopCluster<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.command(&["db", "stop"]).output();
-    }
-}
-
 #[tokio::test]
 async fn a_postgres_restart_mid_batch_is_survived() {
-    let cwd = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(cwd.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let site = Site { url: String::new(), processors: customer_processors(), cwd };
-    let _stop = StopCluster(&site);
+    let site = Site { url: String::new(), processors: customer_processors(), cwd: support::cluster_dir() };
+    let _stop = support::StopCluster(site.cwd.path(), site.processors.path());
     let started = site.command(&["migrate"]).output().unwrap();
     assert!(started.status.success(), "{}", stderr_of(&started));
     let socket = site.cwd.path().join(".ingot/pg/run");

@@ -12,7 +12,7 @@ use ingot::batch::{CreateOptions, ProcessOptions, Progress};
 use ingot::input::InputSource;
 use ingot::store::BatchStatus;
 use sha2::Digest;
-use support::{Processors, TestDb, guest, ingot_command, json_of, sigterm, stderr_of};
+use support::{Processors, TestDb, guest, ingot_command, sigterm, stderr_of};
 use uuid::Uuid;
 
 fn free_port() -> u16 {
@@ -56,8 +56,7 @@ fn create(
     )
     .output()
     .unwrap();
-    assert!(output.status.success(), "{}", stderr_of(&output));
-    json_of(&output)["batch_id"].as_str().unwrap().parse().unwrap()
+    support::created_batch(&output)
 }
 
 async fn wait_until_finished(db: &TestDb, id: Uuid, within: Duration) -> String {

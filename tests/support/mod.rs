@@ -200,6 +200,31 @@ pub fn ingot_command(cwd: &Path, database_url: &str, processors: &Path, args: &[
     command
 }
 
+/// The `ingot` command without `DATABASE_URL`: it runs against the embedded cluster in `cwd`.
+pub fn embedded_command(cwd: &Path, processors: &Path, args: &[&str]) -> Command {
+    let mut command = ingot_command(cwd, "", processors, args);
+    command.env_remove("DATABASE_URL");
+    command
+}
+
+/// A folder for an embedded cluster: it may run as the `postgres` user, which must be able to
+/// reach it.
+pub fn cluster_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+/// Stops the embedded cluster in `.0` (run with processors `.1`) when the test ends, whatever
+/// happened.
+pub struct StopCluster<'a>(pub &'a Path, pub &'a Path);
+
+impl Drop for StopCluster<'_> {
+    fn drop(&mut self) {
+        let _ = embedded_command(self.0, self.1, &["db", "stop"]).output();
+    }
+}
+
 /// Sends SIGTERM to a child process (a graceful stop request).
 #[allow(unsafe_code)]
 pub fn sigterm(child: &std::process::Child) {
@@ -216,6 +241,12 @@ pub fn json_of(output: &Output) -> serde_json::Value {
             String::from_utf8_lossy(&output.stderr)
         )
     })
+}
+
+/// The id of the batch an `ingot batch create --json` made, which must have succeeded.
+pub fn created_batch(output: &Output) -> uuid::Uuid {
+    assert!(output.status.success(), "{}", stderr_of(output));
+    json_of(output)["batch_id"].as_str().expect("batch_id").parse().expect("batch_id is a uuid")
 }
 
 pub fn stderr_of(output: &Output) -> String {
