@@ -61,6 +61,17 @@ impl Fixture {
             .unwrap()
     }
 
+    /// The batch's items' source data, in index order.
+    async fn source_data(&self, batch: Uuid) -> Vec<Value> {
+        sqlx::query_scalar(
+            "SELECT source_data FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index",
+        )
+        .bind(batch)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap()
+    }
+
     async fn item(&self, batch: Uuid, index: i64) -> sqlx::postgres::PgRow {
         sqlx::query("SELECT * FROM import_batch_items WHERE batch_id = $1 AND item_index = $2")
             .bind(batch)
@@ -554,13 +565,7 @@ async fn csv_quoting_crlf_bom_and_multiline_fields_parse_exactly() {
     let csv = "\u{feff}email,name,note\r\n\"a@x.io\",\"Lovelace, Ada\",\"line one\r\nline two\"\r\nb@x.io,\"Grace \"\"Amazing\"\" Hopper\",\r\n\r\n";
     let id =
         f.manager.create("probe", csv_source(&f, csv.as_bytes()), &CreateOptions::default()).await.unwrap();
-    let rows: Vec<Value> = sqlx::query_scalar(
-        "SELECT source_data FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index",
-    )
-    .bind(id)
-    .fetch_all(&f.db.pool)
-    .await
-    .unwrap();
+    let rows = f.source_data(id).await;
     assert_eq!(
         rows,
         [
@@ -586,13 +591,7 @@ async fn json_arrays_and_ndjson_become_one_item_per_element_or_line() {
     let lines = f.file("items.ndjson", b"{\"a\": 1}\n\n{\"a\": 2}\r\n");
     let id = f.manager.create("probe", lines, &CreateOptions::default()).await.unwrap();
     assert_eq!(f.manager.summary(id).await.unwrap().total, 2);
-    let data: Vec<Value> = sqlx::query_scalar(
-        "SELECT source_data FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index",
-    )
-    .bind(id)
-    .fetch_all(&f.db.pool)
-    .await
-    .unwrap();
+    let data = f.source_data(id).await;
     assert_eq!(data, [json!({"a": 1}), json!({"a": 2})]);
 }
 
