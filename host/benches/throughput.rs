@@ -13,67 +13,31 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Instant;
 
-#[path = "../../tests/support/peak_rss.rs"]
-mod peak_rss;
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use futures_util::future::BoxFuture;
 use ingot::batch::native::NativeProcessor;
 use ingot::batch::{BatchManager, CreateOptions, ProcessOptions};
 use ingot::context::ProcessorContext;
 use ingot::input::InputSource;
-use ingot::registry::Registry;
 use ingot::runtime::bindings::{ErrorDetail, Item, ItemError, Outcome, SqlValue};
 use ingot::runtime::{Runtime, RuntimeConfig};
-use peak_rss::wait_measuring_peak_rss;
 use serde_json::{Value, json};
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Connection, Executor, PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
+use support::peak_rss::wait_measuring_peak_rss;
+use support::{Processors, TestDb, root};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-fn admin_url() -> String {
-    std::env::var("INGOT_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A database of its own for one measurement, dropped afterwards.
-struct BenchDb {
-    url: String,
-    name: String,
-    pool: PgPool,
-}
-
-impl BenchDb {
-    async fn new() -> BenchDb {
-        let name = format!("ingot_bench_{}", uuid::Uuid::new_v4().simple());
-        let mut admin =
-            PgConnection::connect(&admin_url()).await.expect("PostgreSQL at INGOT_BENCH_DATABASE_URL");
-        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-        let url = format!("{}/{name}", admin_url().rsplit_once('/').unwrap().0);
-        let pool = PgPoolOptions::new().max_connections(8).connect(&url).await.unwrap();
-        ingot::store::migrate(&pool).await.unwrap();
-        sqlx::raw_sql(&std::fs::read_to_string(root().join("processors/customer_data/schema.sql")).unwrap())
-            .execute(&pool)
-            .await
-            .unwrap();
-        BenchDb { url, name, pool }
-    }
-
-    async fn drop(self) {
-        self.pool.close().await;
-        let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
-        let _ = admin.execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str()).await;
-        for role in ["bench_customer_data"] {
-            let _ = admin.execute(format!("DROP ROLE IF EXISTS {role}").as_str()).await;
-        }
-    }
+/// A database of its own for one measurement, with customer_data's tables; dropped with it.
+async fn bench_db() -> TestDb {
+    let db = TestDb::new().await;
+    db.apply(&support::example_schema("customer_data")).await;
+    db
 }
 
 fn write_csv(path: &Path, n: usize) {
@@ -84,9 +48,8 @@ fn write_csv(path: &Path, n: usize) {
     }
 }
 
-fn manager(db: &BenchDb, runtime: &Arc<Runtime>, processors: &Path) -> BatchManager {
-    BatchManager::new(db.pool.clone(), Arc::clone(runtime), Registry::new(processors))
-        .with_role_prefix("bench_")
+fn manager(db: &TestDb, runtime: &Arc<Runtime>, processors: &Processors) -> BatchManager {
+    support::manager(db, processors, Arc::clone(runtime))
 }
 
 async fn create(manager: &BatchManager, csv: &Path) -> uuid::Uuid {
@@ -162,7 +125,7 @@ impl NativeProcessor for NativeCustomerData {
 }
 
 /// The raw-PostgreSQL baseline: the same transaction per item, issued directly.
-async fn raw_loop(db: &BenchDb, batch: uuid::Uuid, workers: usize) -> f64 {
+async fn raw_loop(db: &TestDb, batch: uuid::Uuid, workers: usize) -> f64 {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..workers {
@@ -229,7 +192,7 @@ async fn ingot_run(manager: &BatchManager, batch: uuid::Uuid, workers: usize) ->
 }
 
 /// pgbench running the baseline's five statements with `clients` clients.
-async fn pgbench(db: &BenchDb, batch: uuid::Uuid, n: usize, clients: usize) -> Option<f64> {
+async fn pgbench(db: &TestDb, batch: uuid::Uuid, n: usize, clients: usize) -> Option<f64> {
     let script = std::env::temp_dir().join(format!("ingot-bench-{}.sql", uuid::Uuid::new_v4().simple()));
     std::fs::write(
         &script,
@@ -260,7 +223,7 @@ async fn pgbench(db: &BenchDb, batch: uuid::Uuid, n: usize, clients: usize) -> O
 }
 
 /// A raw COPY of the rows Ingot would store for `n` customers.
-async fn raw_copy(db: &BenchDb, n: usize) -> f64 {
+async fn raw_copy(db: &TestDb, n: usize) -> f64 {
     let batch = uuid::Uuid::now_v7();
     let mut rows = Vec::with_capacity(n * 110);
     for i in 0..n {
@@ -285,19 +248,16 @@ async fn raw_copy(db: &BenchDb, n: usize) -> f64 {
 
 /// Peak RSS (bytes) and duration of `ingot batch process` as a child process.
 fn process_with_peak_rss(
-    db: &BenchDb,
-    processors: &Path,
+    db: &TestDb,
+    processors: &Processors,
     cache: &Path,
     batch: uuid::Uuid,
     workers: usize,
 ) -> (u64, f64) {
     let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ingot"))
-        .args(["batch", "process", &batch.to_string(), "--workers", &workers.to_string(), "--json"])
-        .env("DATABASE_URL", &db.url)
-        .env("INGOT_PROCESSORS", processors)
+    let args = ["batch", "process", &batch.to_string(), "--workers", &workers.to_string(), "--json"];
+    let child = support::ingot_command(&root(), &db.url, processors.path(), &args)
         .env("INGOT_CACHE_DIR", cache)
-        .env("INGOT_ROLE_PREFIX", "bench_")
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -328,10 +288,8 @@ async fn main() {
     let large = std::env::var("BENCH_LARGE").map_or(true, |v| v != "0");
     let wasm = root().join("processors/customer_data.wasm");
     assert!(wasm.exists(), "run `make processors` first");
-    let processors = tempfile::tempdir().unwrap();
-    std::fs::copy(&wasm, processors.path().join("customer_data.wasm")).unwrap();
-    std::fs::copy(root().join("processors/customer_data.toml"), processors.path().join("customer_data.toml"))
-        .unwrap();
+    let manifest = support::example_manifest("customer_data");
+    let processors = Processors::new(&[("customer_data", &wasm, Some(&manifest))]);
     let cache = root().join("target/bench/cache");
     let runtime = Arc::new(
         Runtime::new(RuntimeConfig { cache_dir: Some(cache.clone()), fuel_metering: false }).unwrap(),
@@ -357,8 +315,8 @@ async fn main() {
     for _ in 0..repeat {
         for (w, workers) in [1, 2, 4].into_iter().enumerate() {
             for (k, runs) in samples.iter_mut().enumerate() {
-                let db = BenchDb::new().await;
-                let manager = manager(&db, &runtime, processors.path());
+                let db = bench_db().await;
+                let manager = manager(&db, &runtime, &processors);
                 let manager = if k == NATIVE {
                     manager.with_native_logic(Arc::new(NativeCustomerData))
                 } else {
@@ -373,7 +331,7 @@ async fn main() {
                     sqlx::query_scalar("SELECT count(*) FROM customers").fetch_one(&db.pool).await.unwrap();
                 assert_eq!(customers, n as i64);
                 runs[w].push(n as f64 / seconds);
-                db.drop().await;
+                drop(db);
             }
         }
     }
@@ -407,8 +365,8 @@ async fn main() {
     }
 
     // pgbench, 2 clients, against Ingot at 2 workers (measured above).
-    let db = BenchDb::new().await;
-    let batch = create(&manager(&db, &runtime, processors.path()), &csv).await;
+    let db = bench_db().await;
+    let batch = create(&manager(&db, &runtime, &processors), &csv).await;
     match pgbench(&db, batch, n, 2).await {
         Some(tps) => {
             println!(
@@ -419,16 +377,16 @@ async fn main() {
         }
         None => println!("\npgbench not found on PATH: skipped"),
     }
-    db.drop().await;
+    drop(db);
 
     if large {
         println!("\n{:<34} {:>12} {:>12} {:>8}", "batch creation (items/s)", "Ingot", "raw COPY", "ratio");
         for size in [100_000, 1_000_000] {
             let big = files.path().join(format!("big-{size}.csv"));
             write_csv(&big, size);
-            let db = BenchDb::new().await;
+            let db = bench_db().await;
             let copy = size as f64 / raw_copy(&db, size).await;
-            let manager = manager(&db, &runtime, processors.path());
+            let manager = manager(&db, &runtime, &processors);
             let started = Instant::now();
             let batch = create(&manager, &big).await;
             let ingot = size as f64 / started.elapsed().as_secs_f64();
@@ -451,7 +409,7 @@ async fn main() {
                     "\n`ingot batch show` on 1,000,000 items: {show_ms:.2} ms median wall time, round trips included (target < 10 ms)"
                 );
                 results.insert("batch_show_ms".into(), json!(show_ms));
-                let (rss, seconds) = process_with_peak_rss(&db, processors.path(), &cache, batch, 4);
+                let (rss, seconds) = process_with_peak_rss(&db, &processors, &cache, batch, 4);
                 println!(
                     "`ingot batch process` of 1,000,000 items, 4 workers: {:.0} items/s, peak RSS {} MB (target < 150 MB)",
                     size as f64 / seconds,
@@ -462,7 +420,7 @@ async fn main() {
                     json!({"items_per_second": size as f64 / seconds, "peak_rss_bytes": rss}),
                 );
             }
-            db.drop().await;
+            drop(db);
             let _ = std::fs::remove_file(&big);
         }
     }
