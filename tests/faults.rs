@@ -221,29 +221,59 @@ async fn a_postgres_restart_mid_batch_is_survived() {
     pool.close().await;
 }
 
-#[tokio::test]
-async fn a_failing_framework_write_fails_the_batch_with_a_clear_message() {
-    let db = TestDb::new().await;
-    // The host's own write of item 2 will violate this.
-    db.apply(
-        "ALTER TABLE import_batch_items ADD CONSTRAINT no_target_two CHECK (target_id IS DISTINCT FROM '2')",
-    )
-    .await;
+fn probe_run(db: &TestDb, items: usize) -> std::process::Output {
     let processors = Processors::new(&[("probe", &guest("probe"), None)]);
     let cwd = tempfile::tempdir().unwrap();
     let file = cwd.path().join("items.ndjson");
-    std::fs::write(&file, "{\"mode\": \"ok\"}\n".repeat(5)).unwrap();
-    let output = support::ingot(
+    std::fs::write(&file, "{\"mode\": \"ok\"}\n".repeat(items)).unwrap();
+    support::ingot(
         cwd.path(),
         &db.url,
         processors.path(),
         &["run", "probe", file.to_str().unwrap(), "--workers", "1", "--json"],
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_framework_write_one_item_breaks_fails_that_item_alone_with_a_clear_message() {
+    let db = TestDb::new().await;
+    // The host's own write of item 2 will violate this; its failure can still be recorded.
+    db.apply(
+        "ALTER TABLE import_batch_items ADD CONSTRAINT no_target_two CHECK (target_id IS DISTINCT FROM '2')",
+    )
+    .await;
+    let output = probe_run(&db, 5);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr_of(&output));
+    let summary = json_of(&output);
+    assert_eq!(summary["status"], "completed");
+    assert_eq!((summary["completed"].as_i64(), summary["failed"].as_i64()), (Some(4), Some(1)));
+    let error = &summary["top_errors"][0];
+    assert_eq!(error["code"], "transaction_failed");
+    let reason = error["message"].as_str().unwrap();
+    assert!(reason.contains("could not be completed") && reason.contains("no_target_two"), "{reason}");
+    let failed: i64 = db
+        .scalar_i64("SELECT count(*) FROM import_batch_items WHERE status = 'failed' AND item_index = 2 AND attempts = 1")
+        .await;
+    assert_eq!(failed, 1, "item 2 is the one that failed, once");
+    assert!(!stderr_of(&output).contains("panicked"));
+}
+
+#[tokio::test]
+async fn a_framework_write_that_cannot_succeed_fails_the_batch_with_a_clear_message() {
+    let db = TestDb::new().await;
+    // Item 2's write fails, and so does recording its failure: the database, not the item, is
+    // what is broken.
+    db.apply(
+        "ALTER TABLE import_batch_items ADD CONSTRAINT no_target_two CHECK (target_id IS DISTINCT FROM '2');
+         ALTER TABLE import_batch_items ADD CONSTRAINT never_failed CHECK (status <> 'failed')",
+    )
+    .await;
+    let output = probe_run(&db, 5);
     assert_eq!(output.status.code(), Some(4), "{}", stderr_of(&output));
     let summary = json_of(&output);
     assert_eq!(summary["status"], "failed");
     let reason = summary["error_message"].as_str().unwrap();
-    assert!(reason.contains("processing stopped") && reason.contains("no_target_two"), "{reason}");
+    assert!(reason.contains("processing stopped") && reason.contains("never_failed"), "{reason}");
     assert_eq!(summary["completed"], 2);
     assert!(!stderr_of(&output).contains("panicked"));
 }

@@ -68,6 +68,8 @@ async fn a_processor_role_has_exactly_the_manifests_grants_and_loses_removed_one
     .into();
     assert_eq!(privileges(&db, &role).await, expected);
 
+    // A login (the processor's connections log in as it) with no other attribute, a member of
+    // nothing.
     let attributes: (bool, bool, bool, bool, bool, bool) = sqlx::query_as(
         "SELECT rolsuper, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = $1",
     )
@@ -75,7 +77,15 @@ async fn a_processor_role_has_exactly_the_manifests_grants_and_loses_removed_one
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(attributes, (false, false, false, false, false, false));
+    assert_eq!(attributes, (false, false, false, true, false, false));
+    let memberships: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = $1",
+    )
+    .bind(&role)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(memberships, 0);
 
     // The operator narrows the manifest; the next run revokes the rest.
     std::fs::write(processors.path().join("probe.toml"), "[grants]\nprobe_rows = [\"select\", \"insert\"]\n")
@@ -148,10 +158,13 @@ async fn when_ingot_may_not_create_roles_the_error_names_the_admin_step_that_fix
     let message = error.to_string();
     let role = grants::role_name(&prefix, "probe");
     assert!(matches!(error, BatchError::Grant(GrantError::CannotCreateRole { .. })), "{message}");
-    let step = format!("CREATE ROLE {role} NOLOGIN; GRANT {role} TO {host};");
-    assert!(message.contains(&step), "{message}");
+    let step = message.split("run once as an administrator: ").nth(1).expect("an admin step").to_owned();
+    assert!(step.starts_with(&format!("CREATE ROLE {role} LOGIN NOSUPERUSER")), "{message}");
+    assert!(step.contains("PASSWORD 'SCRAM-SHA-256$4096:"), "only the verifier is shown: {message}");
+    assert!(step.ends_with(&format!("GRANT {role} TO {host};")), "{message}");
 
-    // The administrator runs exactly that, once; from then on Ingot manages the privileges itself.
+    // The administrator runs exactly that, once; from then on Ingot manages the privileges itself
+    // and logs in with the password the verifier was made from.
     admin.pool.execute(step.as_str()).await.unwrap();
     let summary = run(&manager, &items).await.unwrap();
     assert_eq!(summary.completed, 1, "{:?}", summary.top_errors);

@@ -125,6 +125,39 @@ impl TestDb {
         db
     }
 
+    /// A fresh database owned by a login of its own that is no superuser (it may only create
+    /// roles), with Ingot's schema applied as that login: Ingot deployed with least privilege.
+    /// `pool` and `url` are that login's.
+    pub async fn with_owner() -> TestDb {
+        let admin = Self::empty().await;
+        let owner = format!("{}owner", admin.role_prefix());
+        admin
+            .pool
+            .execute(
+                format!(
+                    "CREATE ROLE \"{owner}\" LOGIN NOSUPERUSER CREATEROLE; ALTER DATABASE {} OWNER TO \"{owner}\"",
+                    admin.name
+                )
+                .as_str(),
+            )
+            .await
+            .expect("create the owner");
+        admin.pool.close().await;
+        // The database lives on in the TestDb returned below, which drops it.
+        let admin = std::mem::ManuallyDrop::new(admin);
+        let url = admin.url.replacen("postgres@", &format!("{owner}@"), 1);
+        assert_ne!(url, admin.url, "the test database URL must name the user postgres");
+        let pool = PgPoolOptions::new().max_connections(8).connect_lazy(&url).expect("the owner's URL");
+        let db = TestDb { url, pool, name: admin.name.clone() };
+        ingot::store::migrate(&db.pool).await.expect("migrate as the owner");
+        db
+    }
+
+    /// The login the host connects as.
+    pub async fn login(&self) -> String {
+        sqlx::query_scalar("SELECT session_user::text").fetch_one(&self.pool).await.expect("session_user")
+    }
+
     /// A fresh database without Ingot's schema.
     pub async fn empty() -> TestDb {
         let name = format!("ingot_test_{}", uuid::Uuid::new_v4().simple());
@@ -144,7 +177,7 @@ impl TestDb {
 
     /// The processor-role prefix for this database.
     pub fn role_prefix(&self) -> String {
-        role_prefix_for(&self.url)
+        role_prefix_for(&self.name)
     }
 
     pub async fn scalar_i64(&self, sql: &str) -> i64 {

@@ -2,13 +2,11 @@
 //! when it ends. Each runs in the transaction that changes the batch's status, inside a
 //! processor scope, so a hook's writes commit with the status change or not at all.
 
-use uuid::Uuid;
-
 use super::BatchError;
-use super::worker::{BatchScope, TxMode, Worker};
+use super::worker::{BatchScope, Worker};
 use crate::context::logs::LogLevel;
 use crate::runtime::CallError;
-use crate::store::{batches, items, logs};
+use crate::store::batches::{self, Transition};
 
 /// The outcome of trying to start a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,14 +26,14 @@ pub(crate) async fn start(
     batch: &BatchScope,
     digest: &str,
 ) -> Result<Start, BatchError> {
-    worker.begin(batch.tx).await?;
-    if !batches::start(worker.conn()?, batch.id, digest).await? {
+    worker.begin(batch).await?;
+    if !transition(worker, batch, Transition::Start { digest }).await? {
         worker.rollback_quietly(batch.tx).await;
         return Ok(Start::AlreadyStarted);
     }
-    let info = worker.batch_info(batch.id, batch.tx == TxMode::DryRun).await?;
+    let info = worker.batch_info(batch).await?;
     worker.ctx.begin_scope();
-    items::open_scope(worker.conn()?, &batch.settings).await?;
+    worker.open_scope(batch).await?;
     open_db(worker);
     let mut rejection = match worker.runner.validate_batch(&mut worker.ctx, &info).await {
         Ok(Ok(())) => None,
@@ -52,22 +50,19 @@ pub(crate) async fn start(
     if let Some(failure) = close_db(worker)? {
         rejection.get_or_insert(format!("a batch hook's SQL failed: {failure}"));
     }
-    let keep = rejection.is_none() && batch.tx == TxMode::PerItem;
-    items::close_scope(worker.conn()?, keep).await?;
-    if keep && let Some(changes) = worker.ctx.metadata.commit() {
-        batches::merge_metadata(worker.conn()?, batch.id, &changes).await?;
-    }
+    let keep = rejection.is_none();
+    worker.close_scope(batch, keep).await?;
+    let changes = if keep { worker.ctx.metadata.commit() } else { None };
     worker.ctx.metadata.discard();
     if let Some(reason) = &rejection {
         worker.ctx.logs.push_host(LogLevel::Error, format!("batch failed: {reason}"), None);
     }
-    let lines = worker.ctx.logs.take();
-    logs::insert_batch_lines(worker.conn()?, batch.id, &lines).await?;
+    record(worker, batch, changes.as_ref()).await?;
     if let Some(reason) = &rejection {
-        batches::fail(worker.conn()?, batch.id, reason).await?;
+        transition(worker, batch, Transition::Fail { reason }).await?;
         run_on_batch_complete(worker, batch, false).await?;
     }
-    worker.commit(batch.tx).await?;
+    worker.commit().await?;
     Ok(rejection.map_or(Start::Started, Start::Rejected))
 }
 
@@ -79,17 +74,17 @@ pub(crate) async fn finish(
     batch: &BatchScope,
     failure: Option<&str>,
 ) -> Result<bool, BatchError> {
-    worker.begin(batch.tx).await?;
-    let changed = match failure {
-        None => batches::complete(worker.conn()?, batch.id).await?,
-        Some(reason) => batches::fail(worker.conn()?, batch.id, reason).await?,
+    worker.begin(batch).await?;
+    let to = match failure {
+        None => Transition::Complete,
+        Some(reason) => Transition::Fail { reason },
     };
-    if !changed {
+    if !transition(worker, batch, to).await? {
         worker.rollback_quietly(batch.tx).await;
         return Ok(false);
     }
     run_on_batch_complete(worker, batch, failure.is_none()).await?;
-    worker.commit(batch.tx).await?;
+    worker.commit().await?;
     Ok(true)
 }
 
@@ -99,9 +94,9 @@ pub(crate) async fn run_on_batch_complete(
     batch: &BatchScope,
     success: bool,
 ) -> Result<(), BatchError> {
-    let info = worker.batch_info(batch.id, batch.tx == TxMode::DryRun).await?;
+    let info = worker.batch_info(batch).await?;
     worker.ctx.begin_scope();
-    items::open_scope(worker.conn()?, &batch.settings).await?;
+    worker.open_scope(batch).await?;
     open_db(worker);
     let mut problem = match worker.runner.on_batch_complete(&mut worker.ctx, &info, success).await {
         Ok(Ok(())) => None,
@@ -111,18 +106,33 @@ pub(crate) async fn run_on_batch_complete(
     if let Some(failure) = close_db(worker)? {
         problem.get_or_insert(failure);
     }
-    let keep = problem.is_none() && batch.tx == TxMode::PerItem;
-    items::close_scope(worker.conn()?, keep).await?;
-    if keep && let Some(changes) = worker.ctx.metadata.commit() {
-        batches::merge_metadata(worker.conn()?, batch.id, &changes).await?;
-    }
+    let keep = problem.is_none();
+    worker.close_scope(batch, keep).await?;
+    let changes = if keep { worker.ctx.metadata.commit() } else { None };
     worker.ctx.metadata.discard();
     if let Some(problem) = problem {
         let message = format!("on-batch-complete failed (the batch status is unchanged): {problem}");
         worker.ctx.logs.push_host(LogLevel::Warning, message, None);
     }
+    record(worker, batch, changes.as_ref()).await
+}
+
+/// Moves the batch along, in the hook transaction.
+async fn transition(worker: &mut Worker, batch: &BatchScope, to: Transition<'_>) -> Result<bool, BatchError> {
+    let (conn, token) = worker.framework()?;
+    Ok(batches::transition(conn, &batch.settings.framework, token, batch.id, to).await?)
+}
+
+/// Keeps a hook's metadata changes and the buffered lines about the batch, in the hook
+/// transaction.
+async fn record(
+    worker: &mut Worker,
+    batch: &BatchScope,
+    changes: Option<&serde_json::Value>,
+) -> Result<(), BatchError> {
     let lines = worker.ctx.logs.take();
-    logs::insert_batch_lines(worker.conn()?, batch.id, &lines).await?;
+    let (conn, token) = worker.framework()?;
+    batches::record(conn, &batch.settings.framework, token, batch.id, changes, &lines).await?;
     Ok(())
 }
 
@@ -152,15 +162,16 @@ fn call_failure(hook: &str, call: &CallError) -> Result<String, BatchError> {
     }
 }
 
-/// Logs a line about the batch outside any hook (e.g. a resume), in its own statement.
+/// Logs a line about the batch outside any hook (e.g. a resume), on the host's own connection.
 pub(crate) async fn note(
     worker: &mut Worker,
-    batch_id: Uuid,
+    batch: &BatchScope,
     level: LogLevel,
     message: String,
 ) -> Result<(), BatchError> {
     worker.ctx.logs.push_host(level, message, None);
     let lines = worker.ctx.logs.take();
-    logs::insert_batch_lines(worker.conn()?, batch_id, &lines).await?;
+    let mut conn = worker.host.acquire().await?;
+    batches::record(&mut conn, &batch.settings.framework, None, batch.id, None, &lines).await?;
     Ok(())
 }

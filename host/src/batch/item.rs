@@ -1,26 +1,30 @@
-//! One item, inside the worker's open transaction (SPEC §4):
+//! One item, inside the transaction its claim opened on the processor's connection (SPEC §4):
 //!
-//! 1. open the processor scope (savepoint, role, statement timeout);
+//! 1. the claim opened the processor scope (savepoint, statement timeout);
 //! 2. `validate-item`, then `process-item`; the processor's SQL runs in the scope;
 //! 3. success keeps the scope's writes; any failure (invalid, retryable, trap, timeout, cap,
-//!    SQL error) rolls them back; a transient one with attempts left leaves the item pending
-//!    behind a backoff, any other runs `on-item-error` in a scope of its own;
-//! 4. the item's status, its buffered logs and the counter slot are written in one statement.
+//!    SQL error) rolls them back; either way the processor's session is reset; a transient
+//!    failure with attempts left leaves the item pending behind a backoff, any other runs
+//!    `on-item-error` in a scope of its own;
+//! 4. the item's status, its buffered logs, the counter slot and metadata changes are written in
+//!    one call through the wall, and the transaction commits in the same round trip.
 //!
-//! The caller commits, so the processor's writes and the `completed` mark commit together or not
-//! at all.
+//! So the processor's writes and the `completed` mark commit together or not at all. When the
+//! transaction cannot be completed after the processor ran (its session left unusable, a value
+//! PostgreSQL refuses, a deferred constraint at COMMIT), the item fails alone: see
+//! [`BatchError::ItemLost`].
 
 use std::time::Instant;
 
 use chrono::Utc;
 
 use super::BatchError;
-use super::worker::{BatchScope, TxMode, Worker};
+use super::worker::{BatchScope, Worker};
 use crate::context::logs::LogLevel;
 use crate::runtime::CallError;
 use crate::runtime::bindings::{ErrorDetail, Item, ItemError, Outcome};
-use crate::store::items::{self, ClaimedItem, FinishedItem};
-use crate::store::{ItemStatus, batches, pg_json, pg_text};
+use crate::store::items::{self, ClaimedItem, DRY_RUN_SAVEPOINT, FinishedItem};
+use crate::store::{ItemStatus, pg_json, pg_text};
 
 /// How an item ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,8 +100,7 @@ pub(crate) async fn run_item(
     // The caller claimed the item and opened the processor's scope in the same round trip.
     let verdict = call_processor(worker, &item).await;
     let verdict = settle(worker, verdict)?;
-    let keep = matches!(verdict, Verdict::Completed(_)) && batch.tx == TxMode::PerItem;
-    items::close_scope(worker.conn()?, keep).await?;
+    worker.close_scope(batch, matches!(verdict, Verdict::Completed(_))).await?;
 
     // A transient failure with attempts left: the item stays pending until its backoff ends.
     let retry_at = match &verdict {
@@ -124,11 +127,10 @@ pub(crate) async fn run_item(
             call_on_item_error(worker, batch, &item, error).await?;
         }
     }
-    if let Verdict::Completed(_) = verdict
-        && let Some(changes) = worker.ctx.metadata.commit()
-    {
-        batches::merge_metadata(worker.conn()?, batch.id, &changes).await?;
-    }
+    let metadata = match verdict {
+        Verdict::Completed(_) => worker.ctx.metadata.commit(),
+        _ => None,
+    };
     worker.ctx.metadata.discard();
 
     let logs = worker.ctx.logs.take();
@@ -153,9 +155,14 @@ pub(crate) async fn run_item(
     let code = error.and_then(|(c, _, _)| c).map(pg_text);
     let field = error.and_then(|(_, _, f)| f).map(pg_text);
     let slot = worker.slot;
-    items::finish(
-        worker.conn()?,
+    let nested = worker.outer.is_some().then_some(DRY_RUN_SAVEPOINT);
+    let (conn, token) = worker.framework()?;
+    items::finish_and_commit(
+        conn,
+        &batch.settings,
+        token,
         &FinishedItem {
+            batch_id: batch.id,
             id: claimed.id,
             status,
             processed_data: processed_data.as_deref(),
@@ -170,9 +177,12 @@ pub(crate) async fn run_item(
             available_at: retry_at,
             slot,
             logs: &logs,
+            metadata: metadata.as_ref(),
         },
+        nested,
     )
-    .await?;
+    .await
+    .map_err(|e| BatchError::after_processor(e, "committing the item"))?;
     Ok(ItemResult {
         index: claimed.index,
         status,
@@ -209,11 +219,16 @@ async fn call_processor(worker: &mut Worker, item: &Item) -> Result<Verdict, Cal
 /// skipped keeps the processor's own reason), an oversized or non-JSON outcome fails it, and a broken
 /// connection is the host's failure.
 fn settle(worker: &mut Worker, verdict: Result<Verdict, CallError>) -> Result<Verdict, BatchError> {
-    let (sql_failure, broken) = match worker.ctx.db.as_mut() {
-        Some(db) => (db.close(), db.broken().map(str::to_owned)),
-        None => (None, None),
+    let (sql_failure, broken, ended_for_time) = match worker.ctx.db.as_mut() {
+        Some(db) => (db.close(), db.broken().map(str::to_owned), db.ended_for_time()),
+        None => (None, None, false),
     };
     if let Some(broken) = broken {
+        // The host itself ended the backend of a statement that outlived the time limit: the
+        // item failed for its time, and is recorded on a fresh connection.
+        if ended_for_time && let Err(call @ CallError::Timeout { .. }) = &verdict {
+            return Err(BatchError::ItemLost { code: call.code(), message: call.to_string() });
+        }
         return Err(BatchError::Connection(broken));
     }
     let verdict = match verdict {
@@ -268,16 +283,26 @@ async fn call_on_item_error(
     item: &Item,
     error: &ItemError,
 ) -> Result<(), BatchError> {
-    items::open_scope(worker.conn()?, &batch.settings).await?;
+    worker
+        .open_scope(batch)
+        .await
+        .map_err(|e| BatchError::after_processor(e, "opening on-item-error's scope"))?;
     if let Some(db) = worker.ctx.db.as_mut() {
         db.open();
     }
     let result = worker.runner.on_item_error(&mut worker.ctx, item, error).await;
-    let (sql_failure, broken) = match worker.ctx.db.as_mut() {
-        Some(db) => (db.close(), db.broken().map(str::to_owned)),
-        None => (None, None),
+    let (sql_failure, broken, ended_for_time) = match worker.ctx.db.as_mut() {
+        Some(db) => (db.close(), db.broken().map(str::to_owned), db.ended_for_time()),
+        None => (None, None, false),
     };
     if let Some(broken) = broken {
+        if ended_for_time {
+            // on-item-error ran out of time; the item's own failure is what gets recorded.
+            return Err(BatchError::ItemLost {
+                code: "timeout",
+                message: format!("on-item-error: {broken}"),
+            });
+        }
         return Err(BatchError::Connection(broken));
     }
     let problem = match (result, sql_failure) {
@@ -286,8 +311,7 @@ async fn call_on_item_error(
         (Ok(()), Some(failure)) => Some(failure.to_string()),
         (Ok(()), None) => None,
     };
-    let keep = problem.is_none() && batch.tx == TxMode::PerItem;
-    items::close_scope(worker.conn()?, keep).await?;
+    worker.close_scope(batch, problem.is_none()).await?;
     if let Some(problem) = problem {
         worker.ctx.logs.push_host(LogLevel::Warning, format!("on-item-error failed: {problem}"), None);
     }

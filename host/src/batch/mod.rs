@@ -18,15 +18,17 @@ use uuid::Uuid;
 use self::native::{NativeProcessor, Runner};
 use self::worker::{BatchScope, Shared, TxMode, Worker};
 use crate::context::ProcessorContext;
-use crate::context::grants::{self, DEFAULT_ROLE_PREFIX, GrantError};
+use crate::context::grants::{self, DEFAULT_ROLE_PREFIX, GrantError, Login};
+use crate::context::login::{self, LoginError, ProcessorLogin};
 use crate::context::logs::LogLevel;
+use crate::context::sql::DbSession;
 use crate::input::{InputError, InputSource};
 use crate::registry::manifest::Manifest;
 use crate::registry::{Processor, Registry, RegistryError};
 use crate::runtime::{Instance, Runtime};
 use crate::store::batches::{self, NewBatch, Summary};
 use crate::store::items::{self, ScopeSettings};
-use crate::store::{BatchStatus, StoreError};
+use crate::store::{BatchStatus, StoreError, roles};
 
 /// Why a batch operation could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,20 @@ pub enum BatchError {
     /// The processor's database role could not be set up.
     #[error(transparent)]
     Grant(#[from] GrantError),
+    /// The host could not log in as the processor's role.
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    /// An item's transaction could not be completed after its processor ran: the processor left
+    /// its session unusable, returned a value PostgreSQL refuses, broke a deferred constraint, or
+    /// ran out of time in a statement the host had to end. Nothing of the transaction is kept;
+    /// the worker fails that item alone, on a fresh connection, and goes on.
+    #[error("{message}")]
+    ItemLost {
+        /// The error code recorded on the item.
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
     /// Anything else the host could not do.
     #[error("{0}")]
     Host(String),
@@ -87,6 +103,31 @@ impl BatchError {
             _ => false,
         };
         deadlock || self.is_connection_lost()
+    }
+}
+
+impl BatchError {
+    /// Sorts a failure of a host statement that ran after processor code in the same transaction
+    /// (`doing` says which): a lost connection or a deadlock stays what it is (the item runs
+    /// again), and anything PostgreSQL refused is the item's, which then fails alone.
+    pub(crate) fn after_processor(e: impl Into<BatchError>, doing: &str) -> BatchError {
+        let e = e.into();
+        if e.is_transient() {
+            return e;
+        }
+        match &e {
+            BatchError::Store(StoreError::Database(sqlx::Error::Database(db))) => {
+                let state = db.code().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default();
+                BatchError::ItemLost {
+                    code: "transaction_failed",
+                    message: format!(
+                        "the item's transaction could not be completed when {doing}: {}{state}; nothing of it was kept",
+                        db.message()
+                    ),
+                }
+            }
+            _ => e,
+        }
     }
 }
 
@@ -164,6 +205,14 @@ pub struct BatchManager {
     registry: Registry,
     role_prefix: String,
     native: Option<Arc<dyn NativeProcessor>>,
+    gate: bool,
+}
+
+/// What a processor's SQL runs as: its login and how its scopes are set up.
+struct Sandbox {
+    settings: ScopeSettings,
+    credentials: Login,
+    login: Arc<ProcessorLogin>,
 }
 
 impl std::fmt::Debug for BatchManager {
@@ -187,7 +236,17 @@ impl BatchManager {
             registry,
             role_prefix: DEFAULT_ROLE_PREFIX.to_owned(),
             native: None,
+            gate: true,
         }
+    }
+
+    /// Lets every processor statement past the SQL gate, so that only PostgreSQL's own wall (the
+    /// processor's login role) contains the processor. For testing that wall alone; never for
+    /// production, where the gate is the second line of defence.
+    #[doc(hidden)]
+    pub fn without_sql_gate(mut self) -> Self {
+        self.gate = false;
+        self
     }
 
     /// Runs items with `native` logic instead of the processor's component (everything else —
@@ -206,15 +265,41 @@ impl BatchManager {
     }
 
     /// Creates or updates the processor's role so its privileges equal the manifest's grants,
-    /// and returns how its SQL must run.
-    async fn sandbox(
-        &self,
-        conn: &mut PgConnection,
-        processor: &Processor,
-    ) -> Result<ScopeSettings, BatchError> {
+    /// and returns how its SQL must run: logged in as that role.
+    async fn sandbox(&self, conn: &mut PgConnection, processor: &Processor) -> Result<Sandbox, BatchError> {
         let role = grants::role_name(&self.role_prefix, &processor.batch_type);
-        grants::sync(conn, &role, &processor.batch_type, &processor.manifest).await?;
-        Ok(ScopeSettings { role: Some(role), statement_timeout: processor.manifest.statement_timeout })
+        let credentials = grants::sync(conn, &role, &processor.batch_type, &processor.manifest).await?;
+        let framework = roles::framework_schema(conn).await?;
+        let search_path = login::host_search_path(conn).await?;
+        let login = ProcessorLogin::new(self.pool.clone(), &self.connect, &credentials, &search_path);
+        Ok(Sandbox {
+            settings: ScopeSettings {
+                framework,
+                batch_type: processor.batch_type.clone(),
+                statement_timeout: processor.manifest.statement_timeout,
+            },
+            credentials,
+            login: Arc::new(login),
+        })
+    }
+
+    /// The first connection as the processor's role. A refused login gets the role's password
+    /// set again once (an administrator made the role, or its password was changed), when the
+    /// host may.
+    async fn first_session(
+        &self,
+        owner: &mut PgConnection,
+        sandbox: &Sandbox,
+    ) -> Result<DbSession, BatchError> {
+        match sandbox.login.connect().await {
+            Err(e) if e.is_refused() => {
+                if grants::reset_password(owner, &sandbox.credentials).await.is_ok() {
+                    return Ok(sandbox.login.connect().await?);
+                }
+                Err(e.into())
+            }
+            other => Ok(other?),
+        }
     }
 
     /// The pool, for reads.
@@ -231,29 +316,44 @@ impl BatchManager {
         self.connect.connect().await.map_err(|e| BatchError::Connection(e.to_string()))
     }
 
-    async fn worker(&self, processor: &Processor, slot: i16, metadata: &Value) -> Result<Worker, BatchError> {
-        let conn = self.connect().await?;
-        Ok(self.worker_on(conn, processor, slot, metadata))
+    async fn worker(
+        &self,
+        processor: &Processor,
+        sandbox: &Sandbox,
+        slot: i16,
+        metadata: &Value,
+    ) -> Result<Worker, BatchError> {
+        let session = sandbox.login.connect().await?;
+        Ok(self.worker_on(session, processor, sandbox, slot, metadata))
     }
 
-    fn worker_on(&self, conn: PgConnection, processor: &Processor, slot: i16, metadata: &Value) -> Worker {
-        let mut ctx = ProcessorContext::with_connection(conn, crate::context::caps::Caps::default());
+    fn worker_on(
+        &self,
+        session: DbSession,
+        processor: &Processor,
+        sandbox: &Sandbox,
+        slot: i16,
+        metadata: &Value,
+    ) -> Worker {
+        let mut ctx = ProcessorContext::default();
         ctx.metadata.load(metadata);
-        let hint = permission_hint(processor);
-        if let Some(db) = ctx.db.as_mut() {
-            db.set_permission_hint(hint.clone());
-        }
-        Worker {
+        let mut worker = Worker {
             ctx,
             runner: match &self.native {
                 Some(native) => Runner::Native(Arc::clone(native)),
                 None => Runner::Wasm(Instance::new(Arc::clone(&processor.code), processor.manifest.limits)),
             },
             slot,
-            connect: self.connect.clone(),
-            permission_hint: hint,
+            login: Arc::clone(&sandbox.login),
+            host: self.pool.clone(),
+            permission_hint: permission_hint(processor),
+            gate: self.gate,
             floor: 0,
-        }
+            outer: None,
+            token: None,
+        };
+        worker.adopt(session);
+        worker
     }
 
     fn scope(
@@ -331,13 +431,15 @@ impl BatchManager {
                 None => replaced = Some(started.to_owned()),
             }
         }
-        let settings = self.sandbox(&mut conn, &processor).await?;
+        let sandbox = self.sandbox(&mut conn, &processor).await?;
+        let session = self.first_session(&mut conn, &sandbox).await?;
+        drop(conn);
         let scope = BatchScope {
             metrics: options.metrics.clone(),
-            ..Self::scope(id, settings, batch.stop_on_error, TxMode::PerItem, &processor)
+            ..Self::scope(id, sandbox.settings.clone(), batch.stop_on_error, TxMode::PerItem, &processor)
         };
         let base_slot: i16 = (Uuid::new_v4().as_u128() % 64) as i16;
-        let mut coordinator = self.worker_on(conn, &processor, base_slot, &batch.metadata);
+        let mut coordinator = self.worker_on(session, &processor, &sandbox, base_slot, &batch.metadata);
 
         if batch.status == BatchStatus::Processing {
             // Interrupted (or running on other hosts): join in; the start hooks already ran.
@@ -347,7 +449,7 @@ impl BatchManager {
                      available on this host",
                     processor.code.digest
                 );
-                hooks::note(&mut coordinator, id, LogLevel::Warning, message).await?;
+                hooks::note(&mut coordinator, &scope, LogLevel::Warning, message).await?;
             }
         } else if let hooks::Start::Rejected(_) =
             hooks::start(&mut coordinator, &scope, &processor.code.digest).await?
@@ -357,13 +459,16 @@ impl BatchManager {
         }
 
         // The coordinator's connection metadata was read before the start hooks ran.
-        let metadata = batches::get(coordinator.conn()?, id).await?.map_or(Value::Null, |b| b.metadata);
+        let metadata = {
+            let mut conn = self.pool.acquire().await?;
+            batches::get(&mut conn, id).await?.map_or(Value::Null, |b| b.metadata)
+        };
         coordinator.ctx.metadata.load(&metadata);
         let shared = progress.map_or_else(|| Arc::new(Shared::default()), |p| Arc::clone(&p.0));
         let mut workers = Vec::with_capacity(options.workers.max(1));
         for i in 0..options.workers.max(1) {
             let slot = (base_slot + 1 + i16::try_from(i).unwrap_or(0)) % 64;
-            workers.push(self.worker(&processor, slot, &metadata).await?);
+            workers.push(self.worker(&processor, &sandbox, slot, &metadata).await?);
         }
         let outcome = worker::run_all(workers, &scope, &shared).await;
         let failure = match &outcome {
@@ -413,16 +518,28 @@ impl BatchManager {
         let batch = new_batch(batch_type, &processor.manifest, options);
         let id = batch.id;
         let mut conn = self.connect().await?;
-        let settings = self.sandbox(&mut conn, &processor).await?;
-        let scope = Self::scope(id, settings, batch.stop_on_error, TxMode::DryRun, &processor);
-        let mut worker = self.worker_on(conn, &processor, 0, &json!({}));
-        worker.begin(TxMode::PerItem).await?;
+        // The role must exist (and be committed) for the processor to log in as it; everything
+        // else of the dry run is rolled back.
+        let sandbox = self.sandbox(&mut conn, &processor).await?;
+        let session = self.first_session(&mut conn, &sandbox).await?;
+        let scope =
+            Self::scope(id, sandbox.settings.clone(), batch.stop_on_error, TxMode::DryRun, &processor);
+        let mut worker = self.worker_on(session, &processor, &sandbox, 0, &json!({}));
+        items::begin(&mut conn, None).await?;
+        worker.outer = Some(conn);
         let result = async {
-            create::create_in_tx(worker.conn()?, batch, source).await?;
+            let outer =
+                worker.outer.as_mut().ok_or_else(|| BatchError::Host("no dry-run transaction".into()))?;
+            create::create_in_tx(outer, batch, source).await?;
             dry_run_items(&mut worker, &scope, &processor).await?;
-            batches::summary(worker.conn()?, id).await?.ok_or(BatchError::NotFound(id))
+            let outer =
+                worker.outer.as_mut().ok_or_else(|| BatchError::Host("no dry-run transaction".into()))?;
+            batches::summary(outer, id).await?.ok_or(BatchError::NotFound(id))
         }
         .await;
+        if let Some(mut outer) = worker.outer.take() {
+            let _ = items::rollback(&mut outer, None).await;
+        }
         worker.rollback_quietly(TxMode::PerItem).await;
         result.map(|summary| Summary { dry_run: true, ..summary })
     }
@@ -517,7 +634,9 @@ async fn finish_batch(
         let attempt = async {
             match failure {
                 Some(reason) => hooks::finish(coordinator, scope, Some(reason)).await.map(drop),
-                None if batches::has_pending(coordinator.conn()?, scope.id).await? => Ok(()),
+                None if batches::has_pending(&mut *coordinator.host.acquire().await?, scope.id).await? => {
+                    Ok(())
+                }
                 None => hooks::finish(coordinator, scope, None).await.map(drop),
             }
         }

@@ -1,32 +1,35 @@
-//! A worker: one connection, one processor instance, one counter slot. It claims items one at a
-//! time and runs each in its own transaction until none is left or it is told to stop.
+//! A worker: one connection logged in as the processor's role, one processor instance, one
+//! counter slot. It claims items one at a time and runs each in its own transaction until none is
+//! left or it is told to stop.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use std::time::Duration;
 
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, PgConnection};
+use sqlx::PgConnection;
+use sqlx::postgres::PgPool;
 use uuid::Uuid;
 
 use super::BatchError;
 use super::item::{ItemResult, run_item};
 use super::native::Runner;
 use crate::context::ProcessorContext;
+use crate::context::login::ProcessorLogin;
 use crate::context::sql::DbSession;
 use crate::runtime::bindings::BatchInfo;
-use crate::store::items::{self, ScopeSettings};
-use crate::store::{ItemStatus, batches};
+use crate::store::items::{self, ClaimedItem, DRY_RUN_SAVEPOINT, Interruption, ScopeEnd, ScopeSettings};
+use crate::store::{ItemStatus, StoreError, batches};
 
 /// Whether each item commits on its own, or everything runs inside one transaction that the
 /// caller rolls back (a dry run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TxMode {
-    /// BEGIN / COMMIT per item.
+    /// BEGIN / COMMIT per item, on the processor's connection.
     PerItem,
-    /// SAVEPOINT / RELEASE per item inside the caller's transaction; the processor's writes are
-    /// always rolled back.
+    /// The batch and its items live in one transaction on the host's own connection, with a
+    /// savepoint per item; the processor's scopes run in throwaway transactions on its
+    /// connection, so its writes are always rolled back.
     DryRun,
 }
 
@@ -81,36 +84,65 @@ const RECONNECT_FOR: Duration = Duration::from_secs(30);
 /// The longest a worker sleeps waiting for an item's retry backoff before looking again.
 const RETRY_POLL: Duration = Duration::from_secs(1);
 
-/// One connection, one processor instance, one counter slot.
+/// One processor connection, one processor instance, one counter slot.
 pub(crate) struct Worker {
     pub(crate) ctx: ProcessorContext,
     pub(crate) runner: Runner,
     pub(crate) slot: i16,
-    /// How to connect again when the connection is lost.
-    pub(crate) connect: PgConnectOptions,
+    /// How to log in as the processor's role again when the connection is lost or spoiled.
+    pub(crate) login: Arc<ProcessorLogin>,
+    /// The host's own pool: reads outside item transactions, and the writes that record an item
+    /// whose transaction could not be completed.
+    pub(crate) host: PgPool,
     /// What permission errors tell the processor's author (set on every new connection).
     pub(crate) permission_hint: String,
+    /// Whether the processor's statements go through the SQL gate (see
+    /// `BatchManager::without_sql_gate`).
+    pub(crate) gate: bool,
     /// Where the next claim starts looking (see `items::begin_and_claim`).
     pub(crate) floor: i64,
+    /// A dry run's one transaction, on the host's own connection: the batch and its items exist
+    /// only there.
+    pub(crate) outer: Option<PgConnection>,
+    /// The token of the transaction the host opened on the processor's connection: the wall's
+    /// functions refuse any call without it.
+    pub(crate) token: Option<Uuid>,
 }
 
 impl Worker {
+    /// Puts `session` to work for the processor: the permission hint and the gate setting.
+    pub(crate) fn adopt(&mut self, mut session: DbSession) {
+        session.set_permission_hint(self.permission_hint.clone());
+        if !self.gate {
+            session.without_gate();
+        }
+        self.ctx.db = Some(session);
+        self.token = None;
+    }
+
     /// Replaces a lost connection, trying with growing pauses for up to [`RECONNECT_FOR`]. The
     /// item that was in flight needs nothing: PostgreSQL rolled its transaction back, so it is
     /// pending again.
     pub(crate) async fn reconnect(&mut self, cause: &BatchError) -> Result<(), BatchError> {
         tracing::warn!(slot = self.slot, "lost the database connection ({cause}); reconnecting");
+        self.connect_again(cause).await
+    }
+
+    /// Drops the processor's connection and logs in afresh.
+    async fn connect_again(&mut self, cause: &BatchError) -> Result<(), BatchError> {
         self.ctx.db = None;
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(100);
         loop {
-            match self.connect.connect().await {
-                Ok(conn) => {
-                    let mut session = DbSession::new(conn);
-                    session.set_permission_hint(self.permission_hint.clone());
-                    self.ctx.db = Some(session);
+            match self.login.connect().await {
+                Ok(session) => {
+                    self.adopt(session);
                     return Ok(());
                 }
+                Err(
+                    e @ (crate::context::login::LoginError::Refused { .. }
+                    | crate::context::login::LoginError::WrongUser { .. }),
+                ) => return Err(e.into()),
                 Err(e) if started.elapsed() >= RECONNECT_FOR => {
                     return Err(BatchError::Connection(format!(
                         "lost the connection ({cause}) and could not reconnect for {} s: {e}",
@@ -135,6 +167,7 @@ impl Worker {
         Ok(())
     }
 
+    /// The processor's connection, for the host's statements that frame its scopes.
     pub(crate) fn conn(&mut self) -> Result<&mut PgConnection, BatchError> {
         self.ctx
             .db
@@ -143,38 +176,99 @@ impl Worker {
             .ok_or_else(|| BatchError::Host("worker has no database connection".into()))
     }
 
-    pub(crate) async fn begin(&mut self, tx: TxMode) -> Result<(), BatchError> {
-        items::begin(self.conn()?, savepoint(tx)).await.map_err(Into::into)
+    /// Where the framework's rows of the current transaction are written, and the token to
+    /// present there: the processor's connection through the wall, or a dry run's transaction
+    /// on the host's own connection (which needs no token).
+    pub(crate) fn framework(&mut self) -> Result<(&mut PgConnection, Option<Uuid>), BatchError> {
+        if self.outer.is_none() {
+            let token = self.token;
+            return Ok((self.conn()?, token));
+        }
+        match self.outer.as_mut() {
+            Some(outer) => Ok((outer, None)),
+            None => Err(BatchError::Host("no dry-run transaction".into())),
+        }
     }
 
-    pub(crate) async fn commit(&mut self, tx: TxMode) -> Result<(), BatchError> {
-        items::commit(self.conn()?, savepoint(tx)).await.map_err(Into::into)
+    /// Opens a transaction for a batch hook: on the processor's connection, opened for the host
+    /// (a dry run: a savepoint of its one transaction).
+    pub(crate) async fn begin(&mut self, batch: &BatchScope) -> Result<(), BatchError> {
+        match self.outer.as_mut() {
+            Some(outer) => items::begin(outer, Some(DRY_RUN_SAVEPOINT)).await?,
+            None => {
+                let token = items::open(self.conn()?, batch.id, &batch.settings).await?;
+                self.token = token;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits what [`begin`](Self::begin) or a claim opened.
+    pub(crate) async fn commit(&mut self) -> Result<(), BatchError> {
+        match self.outer.as_mut() {
+            Some(outer) => items::commit(outer, Some(DRY_RUN_SAVEPOINT)).await?,
+            None => items::commit(self.conn()?, None).await?,
+        }
+        self.token = None;
+        Ok(())
     }
 
     /// Rolls back after a failure; errors are ignored because the connection may be what failed.
     pub(crate) async fn rollback_quietly(&mut self, tx: TxMode) {
+        self.token = None;
+        if tx == TxMode::DryRun
+            && let Some(outer) = self.outer.as_mut()
+        {
+            let _ = items::rollback(outer, Some(DRY_RUN_SAVEPOINT)).await;
+        }
         if let Ok(conn) = self.conn() {
-            let _ = items::rollback(conn, savepoint(tx)).await;
+            let _ = items::rollback(conn, None).await;
         }
     }
 
+    /// Opens the processor's scope: a savepoint in the current transaction (a dry run: a
+    /// throwaway transaction of its own on the processor's connection).
+    pub(crate) async fn open_scope(&mut self, batch: &BatchScope) -> Result<(), BatchError> {
+        match batch.tx {
+            TxMode::PerItem => items::open_scope(self.conn()?, &batch.settings).await?,
+            TxMode::DryRun => items::open_discarded_scope(self.conn()?, batch.id, &batch.settings).await?,
+        }
+        Ok(())
+    }
+
+    /// Ends the processor's scope, keeping its writes or not, and resets its session. The
+    /// processor ran just before: a failure here is the item's (see [`BatchError::after_processor`]).
+    pub(crate) async fn close_scope(&mut self, batch: &BatchScope, keep: bool) -> Result<(), BatchError> {
+        let end = match (batch.tx, keep) {
+            (TxMode::DryRun, _) => ScopeEnd::DiscardTransaction,
+            (TxMode::PerItem, true) => ScopeEnd::Keep,
+            (TxMode::PerItem, false) => ScopeEnd::Discard,
+        };
+        items::close_scope(self.conn()?, &batch.settings, end)
+            .await
+            .map_err(|e| BatchError::after_processor(e, "ending the processor's scope"))
+    }
+
     /// Builds what the processor may know about the batch, with its current counts.
-    pub(crate) async fn batch_info(&mut self, id: Uuid, dry_run: bool) -> Result<BatchInfo, BatchError> {
-        let conn = self.conn()?;
-        let batch = batches::get(conn, id).await?.ok_or(BatchError::NotFound(id))?;
-        let counts = batches::counts(conn, id).await?;
+    pub(crate) async fn batch_info(&mut self, batch: &BatchScope) -> Result<BatchInfo, BatchError> {
+        let dry_run = batch.tx == TxMode::DryRun;
+        let framework = batch.settings.framework.clone();
+        let (conn, token) = self.framework()?;
+        let view = batches::hook_view(conn, &framework, token, batch.id)
+            .await?
+            .ok_or(BatchError::NotFound(batch.id))?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(BatchInfo {
             id: batch.id.to_string(),
-            batch_type: batch.batch_type,
-            item_count: count(batch.total_items),
-            completed: count(counts.completed),
-            failed: count(counts.failed),
-            skipped: count(counts.skipped),
-            metadata: batch.metadata.to_string(),
-            source: batch.source_info.to_string(),
-            retry_count: u32::try_from(batch.retry_count).unwrap_or(0),
-            parent_id: batch.parent_batch_id.map(|p| p.to_string()),
+            batch_type: view.batch_type,
+            item_count: count(view.total_items),
+            completed: count(view.counts.completed),
+            failed: count(view.counts.failed),
+            skipped: count(view.counts.skipped),
+            metadata: view.metadata,
+            source: view.source_info,
+            retry_count: u32::try_from(view.retry_count).unwrap_or(0),
+            parent_id: view.parent_batch_id.map(|p| p.to_string()),
             dry_run,
         })
     }
@@ -203,28 +297,62 @@ impl Worker {
         Ok(())
     }
 
+    /// Claims an item, opening its transaction and the processor's scope.
+    async fn claim(&mut self, batch: &BatchScope) -> Result<Option<ClaimedItem>, BatchError> {
+        let floor = self.floor;
+        let claimed = match self.outer.as_mut() {
+            None => items::begin_and_claim(self.conn()?, batch.id, floor, &batch.settings).await?,
+            Some(outer) => {
+                let claimed = items::claim_nested(outer, batch.id, floor, &batch.settings).await?;
+                if claimed.is_some() {
+                    self.open_scope(batch).await?;
+                }
+                claimed
+            }
+        };
+        self.token = claimed.as_ref().and_then(|c| c.token);
+        Ok(claimed)
+    }
+
     /// One item's transaction, or the news that there is nothing (yet) to claim.
     async fn step(&mut self, batch: &BatchScope, shared: &Shared) -> Result<Step, BatchError> {
         let floor = self.floor;
-        let claimed =
-            items::begin_and_claim(self.conn()?, savepoint(batch.tx), batch.id, floor, &batch.settings)
-                .await?;
-        let Some(claimed) = claimed else {
-            // Nothing was done; rolling back also ends the scope's role (which may not read the
-            // items table) even inside a dry run's outer transaction.
-            items::rollback(self.conn()?, savepoint(batch.tx)).await?;
+        let Some(claimed) = self.claim(batch).await? else {
+            // Nothing was done: end the transaction the claim opened.
+            match self.outer.as_mut() {
+                Some(outer) => items::rollback(outer, Some(DRY_RUN_SAVEPOINT)).await?,
+                None => items::rollback(self.conn()?, None).await?,
+            }
+            self.token = None;
             if floor > 0 {
                 // Look once more from the start: items skipped while locked by others may have
                 // been rolled back, and retries wait below the floor.
                 self.floor = 0;
                 return Ok(Step::Processed);
             }
-            let next = items::next_retry_at(self.conn()?, batch.id).await?;
+            let next = match self.outer.as_mut() {
+                Some(outer) => items::next_retry_at(outer, batch.id).await?,
+                None => items::next_retry_at(&mut *self.host.acquire().await?, batch.id).await?,
+            };
             return Ok(next.map_or(Step::Finished, Step::Wait));
         };
         self.floor = claimed.index + 1;
-        let result: ItemResult = run_item(self, batch, claimed).await?;
-        self.commit(batch.tx).await?;
+        let (id, index) = (claimed.id, claimed.index);
+        let started = std::time::Instant::now();
+        let result: ItemResult = match run_item(self, batch, claimed).await {
+            Ok(result) => result,
+            Err(e) if e.is_connection_lost() && batch.tx == TxMode::PerItem => {
+                // The item's transaction died with its connection. Count that, so that an item
+                // whose processing kills its own connection fails instead of running forever.
+                self.count_interruption(batch, id, &e).await;
+                return Err(e);
+            }
+            Err(BatchError::ItemLost { code, message }) => {
+                self.fail_alone(batch, id, index, code, message, started).await?
+            }
+            Err(e) => return Err(e),
+        };
+        self.token = None;
         if result.status != ItemStatus::Pending {
             shared.done.fetch_add(1, Ordering::Relaxed);
         }
@@ -241,6 +369,61 @@ impl Worker {
         }
         Ok(Step::Processed)
     }
+
+    /// Records, on the host's own connection, an attempt of item `id` that ended with its
+    /// connection lost. Best effort: when the server itself is down, nothing can be recorded,
+    /// and nothing needs to be (the item is pending again either way).
+    async fn count_interruption(&mut self, batch: &BatchScope, id: Uuid, cause: &BatchError) {
+        let recorded = async {
+            let mut conn = self.host.acquire().await.map_err(StoreError::from)?;
+            items::record_interruption(
+                &mut conn,
+                batch.id,
+                id,
+                self.slot,
+                batch.max_attempts,
+                &cause.to_string(),
+            )
+            .await
+        }
+        .await;
+        match recorded {
+            Ok(Interruption::Failed) => {
+                tracing::warn!(item = %id, "item failed: its connection was lost in every attempt ({cause})");
+            }
+            Ok(Interruption::Retry | Interruption::Elsewhere) => {}
+            Err(e) => tracing::debug!(item = %id, "could not count the lost attempt: {e}"),
+        }
+    }
+
+    /// Fails item `id` on its own after its transaction could not be completed: everything of
+    /// it is rolled back, the processor's connection (whose session may be what broke) is
+    /// replaced, and the failure is written on the host's own connection.
+    async fn fail_alone(
+        &mut self,
+        batch: &BatchScope,
+        id: Uuid,
+        index: i64,
+        code: &'static str,
+        message: String,
+        started: std::time::Instant,
+    ) -> Result<ItemResult, BatchError> {
+        self.rollback_quietly(batch.tx).await;
+        tracing::debug!(item = %id, "the item's transaction could not be completed ({message}); failing it alone");
+        self.connect_again(&BatchError::Host(message.clone())).await?;
+        let failed = match self.outer.as_mut() {
+            Some(outer) => {
+                items::fail_alone(outer, Some(DRY_RUN_SAVEPOINT), batch.id, id, self.slot, code, &message)
+                    .await?
+            }
+            None => {
+                let mut conn = self.host.acquire().await?;
+                items::fail_alone(&mut conn, None, batch.id, id, self.slot, code, &message).await?
+            }
+        };
+        let status = if failed { ItemStatus::Failed } else { ItemStatus::Pending };
+        Ok(ItemResult { index, status, error: Some(message), duration: started.elapsed() })
+    }
 }
 
 /// What one step of a worker found.
@@ -251,13 +434,6 @@ enum Step {
     Finished,
     /// Items are pending, waiting out a retry backoff until this time.
     Wait(chrono::DateTime<chrono::Utc>),
-}
-
-fn savepoint(tx: TxMode) -> Option<&'static str> {
-    match tx {
-        TxMode::PerItem => None,
-        TxMode::DryRun => Some("ingot_item"),
-    }
 }
 
 /// Runs `workers` on the batch concurrently and waits for all of them. The first worker error

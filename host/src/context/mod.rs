@@ -2,9 +2,11 @@
 //!
 //! - [`wasi`]: WASI 0.2 with nothing ambient (no files, env, args, network; clocks and random
 //!   allowed); stdout/stderr captured into item logs.
-//! - [`sql`]: one statement at a time, in the item's transaction, parameters bound, on a
-//!   connection lent only while the host holds the item's savepoint.
-//! - [`gate`]: the SQL gate, PostgreSQL's own parser deciding which statements may pass.
+//! - [`login`]: the wall — the processor's SQL runs on connections logged in as its own role.
+//! - [`sql`]: one statement at a time, in the item's transaction, parameters bound, bounded by the
+//!   call's time limit, on a connection lent only while the host holds the item's savepoint.
+//! - [`gate`]: the SQL gate, PostgreSQL's own parser deciding which statements may pass (defence
+//!   in depth: the login role is the wall).
 //! - [`grants`]: the processor's database role, whose privileges are its manifest's grants.
 //! - [`logs`]: buffered lines that survive the item's rollback.
 //! - [`metadata`]: the batch's JSON metadata, changed together with the item.
@@ -16,6 +18,7 @@
 pub mod caps;
 pub mod gate;
 pub mod grants;
+pub mod login;
 pub mod logs;
 pub mod metadata;
 pub mod sql;
@@ -45,12 +48,19 @@ pub struct ProcessorContext {
     pub caps: Caps,
     /// Fuel burned by the current item (0 without fuel metering).
     pub fuel_used: u64,
+    /// When the current call's time limit is up; its SQL is cancelled past it.
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl ProcessorContext {
     /// A context whose processor may use `conn` while the host holds an item or hook savepoint.
     pub fn with_connection(conn: sqlx::PgConnection, caps: Caps) -> Self {
-        ProcessorContext { db: Some(DbSession::new(conn)), caps, ..Default::default() }
+        Self::with_session(DbSession::new(conn), caps)
+    }
+
+    /// A context whose processor may use `session` while the host holds an item or hook savepoint.
+    pub fn with_session(session: DbSession, caps: Caps) -> Self {
+        ProcessorContext { db: Some(session), caps, ..Default::default() }
     }
 
     /// Forgets the previous item's logs, fuel and metadata changes.
@@ -88,7 +98,7 @@ impl ProcessorContext {
                 sqlstate: None,
             }));
         };
-        db.run(&self.caps, &sql, params, want_rows).await.map_err(wasmtime::Error::new)
+        db.run(&self.caps, self.deadline, &sql, params, want_rows).await.map_err(wasmtime::Error::new)
     }
 }
 

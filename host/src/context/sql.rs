@@ -1,5 +1,10 @@
-//! The processor's database door: one connection, lent to the processor only while the host
-//! holds an open item (or hook) savepoint on it.
+//! The processor's database door: one connection, logged in as the processor's own role (see
+//! [`login`](super::login)), lent to the processor only while the host holds an open item (or
+//! hook) savepoint on it.
+//!
+//! Time is the host's to keep: the processor could change its own `statement_timeout`, so every
+//! statement is also bounded by the deadline of the call it belongs to. Past it, the host cancels
+//! the statement from its own connection and, if that does not end it, ends the backend.
 //!
 //! Each statement is described once per connection (sqlx caches the prepared statement), its
 //! parameters are converted to the types the server inferred and bound — never interpolated —
@@ -7,11 +12,13 @@
 //! rejects aborts the item's transaction; from then on every call answers `aborted` and the item
 //! fails with the first error, whatever the processor returns.
 
-use futures_util::TryStreamExt;
-use sqlx::postgres::{PgConnection, PgRow};
-use sqlx::{Column, Executor, Row, Statement, ValueRef};
-
 use std::collections::HashMap;
+use std::future::Future;
+use std::time::Instant;
+
+use futures_util::TryStreamExt;
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
+use sqlx::{Column, Executor, Row, Statement, ValueRef};
 
 use super::caps::{CapExceeded, Caps};
 use super::gate::{self, Refusal};
@@ -31,6 +38,9 @@ pub enum ContextTrap {
     /// The database connection failed under the processor (not the processor's fault).
     #[error("the database connection failed while the processor was running: {0}")]
     Connection(String),
+    /// A statement was still running when the call's time limit was up; the host cancelled it.
+    #[error("a statement ran past the processor's time limit; the host cancelled it")]
+    TimeLimit,
 }
 
 /// What a statement produced.
@@ -68,6 +78,75 @@ pub struct DbSession {
     verdicts: HashMap<String, Result<(), Refusal>>,
     /// Appended to "permission denied" errors: what the processor's manifest grants.
     permission_hint: Option<String>,
+    /// How the host cancels this connection's statements from outside.
+    canceller: Option<Canceller>,
+    /// Whether statements go through the SQL gate (always, but in tests of the wall alone).
+    gate: bool,
+    /// The host ended the backend because a statement outlived the call's time limit.
+    ended_for_time: bool,
+}
+
+/// The host's own pool and the processor connection's backend: what cancelling a statement needs.
+#[derive(Clone)]
+struct Canceller {
+    host: PgPool,
+    pid: i32,
+}
+
+impl Canceller {
+    /// Asks the server to cancel the backend's statement (the host is a member of the processor's
+    /// role, which is what `pg_cancel_backend` requires).
+    async fn cancel(&self) {
+        let sent = sqlx::query("SELECT pg_cancel_backend($1)").bind(self.pid).execute(&self.host).await;
+        if let Err(e) = sent {
+            tracing::warn!(pid = self.pid, "could not cancel a processor statement: {e}");
+        }
+    }
+
+    /// Ends the backend: its transaction rolls back and its connection closes.
+    async fn terminate(&self) {
+        let sent = sqlx::query("SELECT pg_terminate_backend($1)").bind(self.pid).execute(&self.host).await;
+        if let Err(e) = sent {
+            tracing::warn!(pid = self.pid, "could not end a processor backend past its time limit: {e}");
+        }
+    }
+}
+
+/// How a statement bounded by a deadline ended.
+enum Bounded<T> {
+    /// Before the deadline.
+    Done(T),
+    /// After it: the host cancelled the statement (or ended its backend).
+    Late,
+}
+
+/// Waits for `work`. Past `deadline`, cancels the statement from the host's own connection, waits
+/// a moment for it to end, and then ends the backend instead; `ended` says whether it had to.
+async fn within<T>(
+    deadline: Option<Instant>,
+    canceller: Option<&Canceller>,
+    ended: &mut bool,
+    work: impl Future<Output = T>,
+) -> Bounded<T> {
+    let Some(deadline) = deadline else { return Bounded::Done(work.await) };
+    tokio::pin!(work);
+    tokio::select! {
+        out = &mut work => return Bounded::Done(out),
+        () = tokio::time::sleep_until(deadline.into()) => {}
+    }
+    let Some(canceller) = canceller else {
+        // Nobody can cancel the statement: the connection is lost to the item either way.
+        *ended = true;
+        return Bounded::Late;
+    };
+    canceller.cancel().await;
+    if tokio::time::timeout(super::login::CANCEL_GRACE, &mut work).await.is_ok() {
+        return Bounded::Late;
+    }
+    *ended = true;
+    canceller.terminate().await;
+    let _ = tokio::time::timeout(super::login::CANCEL_GRACE, &mut work).await;
+    Bounded::Late
 }
 
 impl std::fmt::Debug for DbSession {
@@ -94,7 +173,29 @@ impl DbSession {
             broken: None,
             verdicts: HashMap::new(),
             permission_hint: None,
+            canceller: None,
+            gate: true,
+            ended_for_time: false,
         }
+    }
+
+    /// Lets the host cancel this connection's statements through its own pool: `pid` is the
+    /// connection's backend.
+    pub fn with_canceller(mut self, host: PgPool, pid: i32) -> Self {
+        self.canceller = Some(Canceller { host, pid });
+        self
+    }
+
+    /// Lets every statement past the SQL gate, so that only PostgreSQL's own wall (the login
+    /// role) stands between the processor and the database. For testing that wall alone.
+    pub(crate) fn without_gate(&mut self) {
+        self.gate = false;
+    }
+
+    /// Whether the host ended this connection's backend because a statement ran past the call's
+    /// time limit (the item then fails for its time, not for a lost connection).
+    pub(crate) fn ended_for_time(&self) -> bool {
+        self.ended_for_time
     }
 
     /// Sets the sentence appended to permission errors, e.g. what the manifest grants.
@@ -104,6 +205,9 @@ impl DbSession {
 
     /// The gate's verdict on `sql`, remembered for the life of the connection.
     fn gate(&mut self, sql: &str) -> Result<(), Refusal> {
+        if !self.gate {
+            return Ok(());
+        }
         if let Some(verdict) = self.verdicts.get(sql) {
             return verdict.clone();
         }
@@ -142,10 +246,12 @@ impl DbSession {
         self.broken.as_deref()
     }
 
-    /// Runs one processor statement. `Ok(Err(_))` goes back to the guest; `Err(_)` traps.
+    /// Runs one processor statement, bounded by the call's `deadline`. `Ok(Err(_))` goes back to
+    /// the guest; `Err(_)` traps.
     pub(crate) async fn run(
         &mut self,
         caps: &Caps,
+        deadline: Option<Instant>,
         sql: &str,
         params: Vec<SqlValue>,
         want_rows: bool,
@@ -175,12 +281,15 @@ impl DbSession {
                 sqlstate: None,
             }));
         }
-        let types = match self.conn.prepare(sql).await {
-            Ok(statement) => match statement.parameters() {
+        let prepared =
+            within(deadline, self.canceller.as_ref(), &mut self.ended_for_time, self.conn.prepare(sql)).await;
+        let types = match prepared {
+            Bounded::Late => return Err(self.late()),
+            Bounded::Done(Ok(statement)) => match statement.parameters() {
                 Some(sqlx::Either::Left(types)) => types.to_vec(),
                 _ => Vec::new(),
             },
-            Err(e) => return self.database_error(e).map(Err),
+            Bounded::Done(Err(e)) => return self.database_error(e).map(Err),
         };
         if types.len() != params.len() {
             return Ok(Err(sql_error(
@@ -203,32 +312,53 @@ impl DbSession {
             }
         }
         let query = sqlx::query_with(sql, arguments);
+        let canceller = self.canceller.as_ref();
         if !want_rows {
-            return match query.execute(&mut self.conn).await {
-                Ok(done) => Ok(Ok(SqlOutput::Affected(done.rows_affected()))),
-                Err(e) => self.database_error(e).map(Err),
+            let done =
+                within(deadline, canceller, &mut self.ended_for_time, query.execute(&mut self.conn)).await;
+            return match done {
+                Bounded::Late => Err(self.late()),
+                Bounded::Done(Ok(done)) => Ok(Ok(SqlOutput::Affected(done.rows_affected()))),
+                Bounded::Done(Err(e)) => self.database_error(e).map(Err),
             };
         }
-        let mut stream = query.fetch(&mut self.conn);
-        let mut rows = Vec::new();
-        loop {
-            match stream.try_next().await {
-                Ok(Some(row)) if rows.len() >= caps.query_rows => {
-                    drop(row);
-                    return Err(
-                        CapExceeded::count("rows returned by one query", caps.query_rows, "rows").into()
-                    );
-                }
-                Ok(Some(row)) => rows.push(row),
-                Ok(None) => break,
-                Err(e) => {
-                    drop(stream);
-                    return self.database_error(e).map(Err);
+        let max_rows = caps.query_rows;
+        let conn = &mut self.conn;
+        let fetched = within(deadline, canceller, &mut self.ended_for_time, async move {
+            let mut stream = query.fetch(conn);
+            let mut rows = Vec::new();
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(_)) if rows.len() >= max_rows => return Fetched::TooMany,
+                    Ok(Some(row)) => rows.push(row),
+                    Ok(None) => return Fetched::Rows(rows),
+                    Err(e) => return Fetched::Failed(e),
                 }
             }
+        })
+        .await;
+        match fetched {
+            Bounded::Late => Err(self.late()),
+            Bounded::Done(Fetched::TooMany) => {
+                Err(CapExceeded::count("rows returned by one query", caps.query_rows, "rows").into())
+            }
+            Bounded::Done(Fetched::Failed(e)) => self.database_error(e).map(Err),
+            Bounded::Done(Fetched::Rows(rows)) => Ok(convert_rows(&rows).map(SqlOutput::Rows)),
         }
-        drop(stream);
-        Ok(convert_rows(&rows).map(SqlOutput::Rows))
+    }
+
+    /// A statement outlived its call's time limit: the scope is aborted (or the connection gone),
+    /// and the call ends with a trap.
+    fn late(&mut self) -> ContextTrap {
+        if self.ended_for_time {
+            self.broken =
+                Some("the host ended the connection: a statement ran past the processor's time limit".into());
+        }
+        self.aborted.get_or_insert(SqlFailure {
+            message: "cancelled: the processor's time limit was up".into(),
+            sqlstate: Some("57014".into()),
+        });
+        ContextTrap::TimeLimit
     }
 
     /// Sorts an sqlx error into the guest's fault (PostgreSQL rejected the statement: the
@@ -257,6 +387,13 @@ impl DbSession {
             }
         }
     }
+}
+
+/// What fetching a query's rows came to.
+enum Fetched {
+    Rows(Vec<PgRow>),
+    TooMany,
+    Failed(sqlx::Error),
 }
 
 fn convert_rows(rows: &[PgRow]) -> Result<Rows, SqlError> {

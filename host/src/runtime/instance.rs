@@ -203,6 +203,8 @@ impl Instance {
             return Err(CallError::Instantiate("no instance".into()));
         };
         live.store.data_mut().context = std::mem::take(ctx);
+        // SQL the call runs is bounded by the same wall-clock limit (the context cancels it).
+        live.store.data_mut().context.deadline = Some(std::time::Instant::now() + self.limits.timeout);
         live.store.set_epoch_deadline(ticks);
         if let Some(fuel) = fuel {
             live.store.set_fuel(fuel).map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
@@ -220,8 +222,9 @@ impl Instance {
                 .set_fuel(self.limits.fuel.unwrap_or(u64::MAX))
                 .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         }
-        // Start functions may already log or print: they run with the context in place.
+        // Start functions may already log or print (or run SQL): they run with the context in place.
         store.data_mut().context = std::mem::take(ctx);
+        store.data_mut().context.deadline = Some(std::time::Instant::now() + self.limits.timeout);
         let instantiated =
             tokio::time::timeout(self.backstop(), self.code.pre.instantiate_async(&mut store)).await;
         self.instantiations += 1;
@@ -245,6 +248,7 @@ impl Instance {
         let state = store.data_mut();
         let drained = state.output.drain();
         *ctx = std::mem::take(&mut state.context);
+        ctx.deadline = None;
         ctx.logs.push_output(&ctx.caps, drained);
         if let Some(left) = fuel_left {
             ctx.fuel_used += self.limits.fuel.unwrap_or(u64::MAX).saturating_sub(left);
@@ -288,6 +292,7 @@ fn classify(limits: &Limits, store: &mut Store<HostState>, e: &wasmtime::Error) 
         return match trap {
             ContextTrap::Cap(cap) => CallError::Cap(cap.to_string()),
             ContextTrap::Connection(_) => CallError::Connection(trap.to_string()),
+            ContextTrap::TimeLimit => CallError::Timeout { limit: limits.timeout },
         };
     }
     match e.downcast_ref::<Trap>() {

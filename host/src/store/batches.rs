@@ -127,57 +127,131 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Batch>, Sto
     row.as_ref().map(batch_from_row).transpose()
 }
 
-/// Moves a batch that has not run (`pending`), or that stopped (`failed`, `cancelled`), to
-/// `processing`, recording the processor that runs it and clearing any old error. Takes the
-/// batch row's lock until the caller's transaction ends, so exactly one host runs the batch's
-/// start hooks. `false` when the batch was in none of those states.
-pub async fn start(conn: &mut PgConnection, id: Uuid, digest: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE import_batches
-         SET status = 'processing', started_at = coalesce(started_at, now()), processor_digest = $2,
-             error_message = NULL, completed_at = NULL
-         WHERE id = $1 AND status IN ('pending', 'failed', 'cancelled')",
-    )
-    .bind(id)
-    .bind(digest)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+/// Where a batch moves to, through `ingot_batch_transition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition<'a> {
+    /// From pending, failed or cancelled to processing, recording the processor's sha256 and
+    /// clearing any old error. Takes the batch row's lock until the transaction ends, so exactly
+    /// one host runs the batch's start hooks.
+    Start {
+        /// The processor's digest.
+        digest: &'a str,
+    },
+    /// From processing to completed.
+    Complete,
+    /// From pending or processing to failed, with a reason (which may quote the processor; NUL
+    /// characters are scrubbed).
+    Fail {
+        /// Why.
+        reason: &'a str,
+    },
 }
 
-/// Marks a processing batch completed. `false` when another host already finished it.
-pub async fn complete(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE import_batches SET status = 'completed', completed_at = now()
-         WHERE id = $1 AND status = 'processing'",
-    )
-    .bind(id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+/// Moves a batch along its life, in the caller's transaction: on a processor connection through
+/// the wall (`token` is the transaction's), or on the framework owner's own (`token` `None`).
+/// `false` when the batch was in none of the states it may move from. The host's statements on a
+/// processor connection are not kept prepared, so the processor never finds them in
+/// `pg_prepared_statements`.
+pub async fn transition(
+    conn: &mut PgConnection,
+    framework: &str,
+    token: Option<Uuid>,
+    id: Uuid,
+    to: Transition<'_>,
+) -> Result<bool, StoreError> {
+    let (name, digest, reason) = match to {
+        Transition::Start { digest } => ("processing", Some(digest), None),
+        Transition::Complete => ("completed", None, None),
+        Transition::Fail { reason } => ("failed", None, Some(super::pg_text(reason))),
+    };
+    let moved: bool =
+        sqlx::query_scalar(&format!("SELECT {framework}.ingot_batch_transition($1, $2, $3, $4, $5)"))
+            .persistent(false)
+            .bind(token)
+            .bind(id)
+            .bind(name)
+            .bind(digest)
+            .bind(reason.as_deref())
+            .fetch_one(conn)
+            .await?;
+    Ok(moved)
 }
 
-/// Marks a batch failed with a reason, unless it already completed. The reason may quote the
-/// processor, so NUL characters are scrubbed.
-pub async fn fail(conn: &mut PgConnection, id: Uuid, reason: &str) -> Result<bool, StoreError> {
-    let reason = super::pg_text(reason);
-    let done = sqlx::query(
-        "UPDATE import_batches SET status = 'failed', error_message = $2, completed_at = now(),
-                started_at = coalesce(started_at, now())
-         WHERE id = $1 AND status IN ('pending', 'processing')",
-    )
-    .bind(id)
-    .bind(reason.as_ref())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+/// What a batch hook is told about its batch, read in the caller's transaction (see
+/// [`transition`] for `framework` and `token`).
+#[derive(Debug, Clone)]
+pub struct HookView {
+    /// The batch type.
+    pub batch_type: String,
+    /// Items in the batch.
+    pub total_items: i64,
+    /// Its counts now.
+    pub counts: Counts,
+    /// The batch metadata, JSON text.
+    pub metadata: String,
+    /// Its source description, JSON text.
+    pub source_info: String,
+    /// 0, or n for the n-th reprocessing.
+    pub retry_count: i32,
+    /// The batch it reprocesses.
+    pub parent_batch_id: Option<Uuid>,
 }
 
-/// Merges metadata changes (a JSON object) into the batch's metadata.
-pub async fn merge_metadata(conn: &mut PgConnection, id: Uuid, changes: &Value) -> Result<(), StoreError> {
-    sqlx::query("UPDATE import_batches SET metadata = metadata || $2 WHERE id = $1")
+/// Reads what a hook is told about batch `id`.
+pub async fn hook_view(
+    conn: &mut PgConnection,
+    framework: &str,
+    token: Option<Uuid>,
+    id: Uuid,
+) -> Result<Option<HookView>, StoreError> {
+    let row = sqlx::query(&format!("SELECT * FROM {framework}.ingot_batch_info($1, $2)"))
+        .persistent(false)
+        .bind(token)
         .bind(id)
-        .bind(changes)
+        .fetch_optional(conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    Ok(Some(HookView {
+        batch_type: row.try_get("batch_type")?,
+        total_items: row.try_get("total_items")?,
+        counts: Counts {
+            completed: row.try_get("completed")?,
+            failed: row.try_get("failed")?,
+            skipped: row.try_get("skipped")?,
+        },
+        metadata: row.try_get("metadata")?,
+        source_info: row.try_get("source_info")?,
+        retry_count: row.try_get("retry_count")?,
+        parent_batch_id: row.try_get("parent_batch_id")?,
+    }))
+}
+
+/// Keeps what a batch hook (or the host, about the batch) leaves behind: metadata changes to
+/// merge (a JSON object) and log lines about the batch, in the caller's transaction (see
+/// [`transition`] for `framework` and `token`).
+pub async fn record(
+    conn: &mut PgConnection,
+    framework: &str,
+    token: Option<Uuid>,
+    id: Uuid,
+    metadata: Option<&Value>,
+    lines: &[crate::context::logs::LogEntry],
+) -> Result<(), StoreError> {
+    if metadata.is_none() && lines.is_empty() {
+        return Ok(());
+    }
+    let mut payload = String::from("{\"logs\":");
+    payload.push_str(&super::items::logs_payload(lines));
+    if let Some(metadata) = metadata {
+        payload.push_str(",\"metadata\":");
+        payload.push_str(&metadata.to_string());
+    }
+    payload.push('}');
+    sqlx::query(&format!("SELECT {framework}.ingot_batch_record($1, $2, $3::jsonb)"))
+        .persistent(false)
+        .bind(token)
+        .bind(id)
+        .bind(payload)
         .execute(conn)
         .await?;
     Ok(())

@@ -1,20 +1,28 @@
-//! The item transaction's statements, in the order the worker runs them:
+//! The item transaction's statements, in the order the worker runs them on the processor's own
+//! connection (README, "Security"):
 //!
 //! ```text
 //! BEGIN          ┐
-//! claim          │ SELECT … FOR UPDATE SKIP LOCKED    the row lock is the claim
-//! open_scope     ┘ SAVEPOINT processor; SET LOCAL …   one round trip; processor SQL runs in here
-//! close_scope    RELEASE or ROLLBACK TO the savepoint success keeps its writes
-//! finish         item status + logs + counter slot    one statement, counter last
-//! COMMIT
+//! ingot_claim    │ opens the transaction for the host,   one round trip; the processor's
+//!                │ claims an item (FOR UPDATE SKIP LOCKED) SQL runs in the savepoint
+//! open_scope     ┘ SAVEPOINT; SET LOCAL statement_timeout
+//! close_scope    RELEASE or ROLLBACK TO the savepoint,   one round trip: success keeps its
+//!                then undo whatever session state the     writes, and nothing the processor
+//!                processor left (RESET ALL, locks, …)     set survives into the host's statements
+//! finish         ingot_finish_item: status, logs,        one round trip
+//! COMMIT         counter slot, metadata
 //! ```
 //!
-//! An item held by a crashed worker needs no recovery: its lock dies with the connection and the
-//! uncommitted row is simply pending again.
+//! `ingot_claim` returns a token that only the host knows; `ingot_finish_item` refuses a caller
+//! without it, so the processor, which runs on the same connection, cannot write the framework
+//! tables by calling the functions itself. An item held by a crashed worker needs no recovery: its
+//! lock dies with the connection and the uncommitted row is simply pending again.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::{Executor, PgConnection, Row};
 use uuid::Uuid;
 
@@ -23,6 +31,9 @@ use crate::context::logs::LogEntry;
 
 /// The savepoint that fences the processor's writes inside the item transaction.
 const PROCESSOR_SAVEPOINT: &str = "ingot_processor";
+
+/// The savepoint each item of a dry run gets inside the dry run's one transaction.
+pub const DRY_RUN_SAVEPOINT: &str = "ingot_item";
 
 /// A claimed item, locked by the caller's open transaction.
 #[derive(Debug, Clone)]
@@ -35,6 +46,8 @@ pub struct ClaimedItem {
     pub data: String,
     /// Attempts made before this one.
     pub attempts: i32,
+    /// The token of the transaction the claim opened; `None` on the framework owner's connection.
+    pub token: Option<Uuid>,
 }
 
 /// Opens a transaction (or, nested in one, a savepoint named `name`).
@@ -52,11 +65,15 @@ fn begin_sql(nested: Option<&str>) -> String {
 
 /// Commits the transaction (or releases the savepoint `name`).
 pub async fn commit(conn: &mut PgConnection, nested: Option<&str>) -> Result<(), StoreError> {
-    match nested {
-        None => conn.execute("COMMIT").await?,
-        Some(name) => conn.execute(format!("RELEASE SAVEPOINT {name}").as_str()).await?,
-    };
+    conn.execute(commit_sql(nested).as_str()).await?;
     Ok(())
+}
+
+fn commit_sql(nested: Option<&str>) -> String {
+    match nested {
+        None => "COMMIT".to_owned(),
+        Some(name) => format!("RELEASE SAVEPOINT {name}"),
+    }
 }
 
 /// Rolls the transaction back (or back to the savepoint `name`).
@@ -70,35 +87,92 @@ pub async fn rollback(conn: &mut PgConnection, nested: Option<&str>) -> Result<(
     Ok(())
 }
 
-/// The claim (see migrations/…_claim_function.sql): the lowest-index pending item at or after
-/// `floor` that no other transaction holds and that is not waiting out a retry backoff. The floor
-/// lets a worker start where it left off instead of stepping over every finished item's dead
-/// index entry on each claim (which makes a long batch slow down as it progresses); a claim from
-/// 0 still finds anything left behind.
-fn claim_sql(batch_id: Uuid, floor: i64) -> String {
-    format!("SELECT id, item_index, data, attempts FROM ingot_claim('{batch_id}', {floor})")
+/// Where the wall's functions live and how the processor's SQL runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeSettings {
+    /// The framework's schema, quoted: every host call on a processor connection names it, so
+    /// nothing the processor puts on its search path can stand in for the wall's functions.
+    pub framework: String,
+    /// The batch type whose processor role the connection is logged in as.
+    pub batch_type: String,
+    /// Each processor statement's time limit.
+    pub statement_timeout: Duration,
 }
 
-/// Opens the item's transaction (or, nested in one, the savepoint `nested`), claims an item, and
-/// opens the processor's scope — in one round trip, because this runs once per item. The
-/// statement is built from host values only (a UUID, a quoted role name, a number), never from
-/// anything a processor or an input file controls. Without an item, the caller just commits.
+fn claim_call(settings: &ScopeSettings, batch_id: Uuid, floor: i64) -> String {
+    format!(
+        "SELECT token, id, item_index, data, attempts FROM {}.ingot_claim('{batch_id}', {}, {floor})",
+        settings.framework,
+        literal(&settings.batch_type)
+    )
+}
+
+/// Opens the item's transaction on the processor's connection, claims an item, and opens the
+/// processor's scope — in one round trip, because this runs once per item. The statement is
+/// built from host values only (a UUID, the batch type, a number), never from anything a
+/// processor or an input file controls. Without an item, the caller rolls back.
 pub async fn begin_and_claim(
     conn: &mut PgConnection,
-    nested: Option<&str>,
     batch_id: Uuid,
     floor: i64,
     settings: &ScopeSettings,
 ) -> Result<Option<ClaimedItem>, StoreError> {
-    let sql = format!("{}; {}; {}", begin_sql(nested), claim_sql(batch_id, floor), scope_sql(settings));
-    let rows = conn.fetch_all(sql.as_str()).await?;
+    let sql = format!("BEGIN; {}; {}", claim_call(settings, batch_id, floor), scope_sql(settings));
+    claimed(conn.fetch_all(sql.as_str()).await?)
+}
+
+/// A dry run's claim, on the framework owner's connection inside the dry run's transaction: the
+/// item gets a savepoint of its own, and no processor code ever runs on this connection.
+pub async fn claim_nested(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    floor: i64,
+    settings: &ScopeSettings,
+) -> Result<Option<ClaimedItem>, StoreError> {
+    let sql = format!("SAVEPOINT {DRY_RUN_SAVEPOINT}; {}", claim_call(settings, batch_id, floor));
+    claimed(conn.fetch_all(sql.as_str()).await?)
+}
+
+fn claimed(rows: Vec<sqlx::postgres::PgRow>) -> Result<Option<ClaimedItem>, StoreError> {
     let Some(row) = rows.first() else { return Ok(None) };
     Ok(Some(ClaimedItem {
         id: row.try_get("id")?,
         index: row.try_get("item_index")?,
         data: row.try_get("data")?,
         attempts: row.try_get("attempts")?,
+        token: row.try_get("token")?,
     }))
+}
+
+/// Opens a transaction on the processor's connection for the host (a batch hook's, or a dry-run
+/// item's) and returns its token.
+pub async fn open(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    settings: &ScopeSettings,
+) -> Result<Option<Uuid>, StoreError> {
+    let sql = format!("BEGIN; {}", open_call(settings, batch_id));
+    let rows = conn.fetch_all(sql.as_str()).await?;
+    match rows.first() {
+        Some(row) => Ok(row.try_get(0)?),
+        None => Err(StoreError::Corrupt("ingot_open returned nothing".into())),
+    }
+}
+
+fn open_call(settings: &ScopeSettings, batch_id: Uuid) -> String {
+    format!("SELECT {}.ingot_open('{batch_id}', {})", settings.framework, literal(&settings.batch_type))
+}
+
+/// A dry-run scope: a transaction of its own on the processor's connection, opened for the host
+/// and always rolled back, with the processor's savepoint in it.
+pub async fn open_discarded_scope(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    settings: &ScopeSettings,
+) -> Result<(), StoreError> {
+    let sql = format!("BEGIN; {}; {}", open_call(settings, batch_id), scope_sql(settings));
+    conn.execute(sql.as_str()).await?;
+    Ok(())
 }
 
 /// When the earliest item waiting out a retry backoff becomes claimable, if any item waits.
@@ -116,42 +190,52 @@ pub async fn next_retry_at(
     Ok(next)
 }
 
-/// How the processor's SQL runs: under which role, with which statement timeout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScopeSettings {
-    /// The processor's database role; `None` runs as the host's own role.
-    pub role: Option<String>,
-    /// Each processor statement's time limit.
-    pub statement_timeout: Duration,
-}
-
-/// Opens the processor's savepoint and switches to its role and statement timeout, in one round
-/// trip. `SET LOCAL` inside the savepoint is undone by a rollback to it.
+/// Opens the processor's savepoint with its statement timeout. `SET LOCAL` inside the savepoint
+/// is undone by a rollback to it, and by the reset that ends every scope.
 pub async fn open_scope(conn: &mut PgConnection, settings: &ScopeSettings) -> Result<(), StoreError> {
     conn.execute(scope_sql(settings).as_str()).await?;
     Ok(())
 }
 
 fn scope_sql(settings: &ScopeSettings) -> String {
-    let mut sql = format!(
+    format!(
         "SAVEPOINT {PROCESSOR_SAVEPOINT}; SET LOCAL statement_timeout = {}",
         settings.statement_timeout.as_millis().max(1)
-    );
-    if let Some(role) = &settings.role {
-        sql.push_str(&format!("; SET LOCAL ROLE {}", quote_ident(role)));
-    }
-    sql
+    )
 }
 
-/// Ends the processor's scope: keeps its writes (`keep`) or rolls them back, and returns to the
-/// host's role and the default statement timeout.
-pub async fn close_scope(conn: &mut PgConnection, keep: bool) -> Result<(), StoreError> {
-    if !keep {
-        // Rolling back to the savepoint also undoes its SET LOCALs.
-        return rollback(conn, Some(PROCESSOR_SAVEPOINT)).await;
-    }
+/// How a processor scope ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeEnd {
+    /// Keep its writes (release the savepoint).
+    Keep,
+    /// Roll its writes back (to the savepoint).
+    Discard,
+    /// Roll back the whole transaction it ran in (a dry run's throwaway transaction).
+    DiscardTransaction,
+}
+
+/// Ends the processor's scope, then undoes whatever the processor left in its session, before any
+/// other host statement runs: every setting goes back to what the connection started with
+/// (`RESET ALL`: search_path, client_encoding, standard_conforming_strings, timeouts, read-only
+/// defaults…), and session advisory locks, prepared statements, large objects, cursors, temporary
+/// objects and LISTENs are released. All in one round trip of constant text, so nothing in it
+/// can be read differently under the settings the processor changed.
+pub async fn close_scope(
+    conn: &mut PgConnection,
+    settings: &ScopeSettings,
+    end: ScopeEnd,
+) -> Result<(), StoreError> {
+    let end_sql = match end {
+        ScopeEnd::Keep => format!("RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}"),
+        ScopeEnd::Discard => {
+            format!("ROLLBACK TO SAVEPOINT {PROCESSOR_SAVEPOINT}; RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}")
+        }
+        ScopeEnd::DiscardTransaction => "ROLLBACK".to_owned(),
+    };
     let sql = format!(
-        "RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}; RESET ROLE; SET LOCAL statement_timeout TO DEFAULT"
+        "{end_sql}; RESET ALL; SELECT {}.ingot_reset_session(); UNLISTEN *; CLOSE ALL; DISCARD TEMP",
+        settings.framework
     );
     conn.execute(sql.as_str()).await?;
     Ok(())
@@ -162,9 +246,28 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// An item's final state, written with its logs and its counter slot in one statement.
+/// An SQL string literal that reads the same whatever `standard_conforming_strings` and
+/// `backslash_quote` say (an `E''` string, with backslashes and quotes doubled).
+pub(crate) fn literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    out.push_str("E'");
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// An item's final state, written with its logs, its counter slot and its metadata changes in one
+/// call.
 #[derive(Debug, Clone)]
 pub struct FinishedItem<'a> {
+    /// The item's batch.
+    pub batch_id: Uuid,
     /// The item.
     pub id: Uuid,
     /// Its new status.
@@ -193,67 +296,235 @@ pub struct FinishedItem<'a> {
     pub slot: i16,
     /// Log lines to keep with it.
     pub logs: &'a [LogEntry],
+    /// Changes to merge into the batch metadata (a JSON object), for a completed item.
+    pub metadata: Option<&'a Value>,
 }
 
-/// Writes an item's final state, its log lines and its counter increment. The counter slot is
-/// updated last, so its row lock is held only until the commit that immediately follows.
-pub async fn finish(conn: &mut PgConnection, item: &FinishedItem<'_>) -> Result<(), StoreError> {
-    let levels: Vec<&str> = item.logs.iter().map(|l| l.level.as_str()).collect();
-    let sources: Vec<&str> = item.logs.iter().map(|l| l.source.as_str()).collect();
-    let messages: Vec<&str> = item.logs.iter().map(|l| l.message.as_str()).collect();
-    let details: Vec<Option<&str>> = item.logs.iter().map(|l| l.details.as_deref()).collect();
-    let times: Vec<DateTime<Utc>> = item.logs.iter().map(|l| l.at).collect();
-    let updated: i64 = sqlx::query_scalar(
-        "WITH item AS (
-             UPDATE import_batch_items
-             SET status = $2, processed_data = $3::jsonb, target_table = $4, target_id = $5,
-                 error_message = $6, error_code = $7, error_field = $8,
-                 attempts = attempts + 1, started_at = $9,
-                 finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END,
-                 duration_ms = $10, fuel_used = $11, available_at = $18
-             WHERE id = $1
-             RETURNING batch_id, item_index
-         ), logs AS (
-             INSERT INTO import_logs (batch_id, item_id, item_index, log_level, source, message, details, created_at)
-             SELECT item.batch_id, $1, item.item_index, l.level, l.source, l.message, l.details::jsonb, l.at
-             FROM item, unnest($12::text[], $13::text[], $14::text[], $15::text[], $16::timestamptz[])
-                  AS l(level, source, message, details, at)
-         ), counter AS (
-             INSERT INTO import_batch_counters AS c (batch_id, slot, completed, failed, skipped)
-             SELECT item.batch_id, $17, ($2 = 'completed')::int, ($2 = 'failed')::int, ($2 = 'skipped')::int
-             FROM item
-             ON CONFLICT (batch_id, slot) DO UPDATE
-             SET completed = c.completed + EXCLUDED.completed,
-                 failed = c.failed + EXCLUDED.failed,
-                 skipped = c.skipped + EXCLUDED.skipped
-         )
-         SELECT count(*) FROM item",
-    )
-    .bind(item.id)
-    .bind(item.status.as_str())
-    .bind(item.processed_data)
-    .bind(item.target_table)
-    .bind(item.target_id)
-    .bind(item.error_message)
-    .bind(item.error_code)
-    .bind(item.error_field)
-    .bind(item.started_at)
-    .bind(item.duration_ms)
-    .bind(item.fuel_used)
-    .bind(levels)
-    .bind(sources)
-    .bind(messages)
-    .bind(details)
-    .bind(times)
-    .bind(item.slot)
-    .bind(item.available_at)
-    .fetch_one(conn)
-    .await?;
-    if updated != 1 {
-        return Err(StoreError::Corrupt(format!(
-            "item {} disappeared while it was being processed",
-            item.id
-        )));
+/// `ingot_finish_item`'s argument, one JSON object. Processed data and log details are JSON text
+/// already checked to parse; they go in as they are, so PostgreSQL stores their numbers exactly.
+fn finish_payload(item: &FinishedItem<'_>) -> String {
+    fn field(out: &mut String, name: &str, value: &impl serde::Serialize) {
+        out.push(if out.is_empty() { '{' } else { ',' });
+        let _ = write!(out, "\"{name}\":{}", serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
     }
+    let mut out = String::new();
+    field(&mut out, "status", &item.status.as_str());
+    if let Some(data) = item.processed_data {
+        let _ = write!(out, ",\"processed_data\":{data}");
+    }
+    field(&mut out, "target_table", &item.target_table);
+    field(&mut out, "target_id", &item.target_id);
+    field(&mut out, "error_message", &item.error_message);
+    field(&mut out, "error_code", &item.error_code);
+    field(&mut out, "error_field", &item.error_field);
+    field(&mut out, "started_at", &item.started_at);
+    field(&mut out, "duration_ms", &item.duration_ms);
+    field(&mut out, "fuel_used", &item.fuel_used);
+    field(&mut out, "available_at", &item.available_at);
+    if let Some(metadata) = item.metadata {
+        field(&mut out, "metadata", metadata);
+    }
+    out.push_str(",\"logs\":");
+    push_logs(&mut out, item.logs);
+    out.push('}');
+    out
+}
+
+/// Log lines as a JSON array of objects (level, source, message, details, at).
+fn push_logs(out: &mut String, logs: &[LogEntry]) {
+    out.push('[');
+    for (i, line) in logs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let text = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into());
+        let _ = write!(
+            out,
+            "{{\"level\":\"{}\",\"source\":\"{}\",\"message\":{},\"details\":{},\"at\":\"{}\"}}",
+            line.level.as_str(),
+            line.source.as_str(),
+            text(&line.message),
+            line.details.as_deref().unwrap_or("null"),
+            line.at.to_rfc3339()
+        );
+    }
+    out.push(']');
+}
+
+/// Log lines as `ingot_batch_record` takes them.
+pub(crate) fn logs_payload(logs: &[LogEntry]) -> String {
+    let mut out = String::new();
+    push_logs(&mut out, logs);
+    out
+}
+
+/// Writes an item's final state and commits, in one round trip on the processor's connection,
+/// presenting the token of the transaction the claim opened. Runs only after
+/// [`close_scope`] has reset the session, so the literals in it read as written.
+pub async fn finish_and_commit(
+    conn: &mut PgConnection,
+    settings: &ScopeSettings,
+    token: Option<Uuid>,
+    item: &FinishedItem<'_>,
+    nested: Option<&str>,
+) -> Result<(), StoreError> {
+    let token = token.map_or_else(|| "NULL".to_owned(), |t| format!("'{t}'"));
+    let sql = format!(
+        "SELECT {}.ingot_finish_item({token}, '{}', '{}', {}::smallint, {}::jsonb); {}",
+        settings.framework,
+        item.batch_id,
+        item.id,
+        item.slot,
+        literal(&finish_payload(item)),
+        commit_sql(nested)
+    );
+    conn.execute(sql.as_str()).await?;
     Ok(())
+}
+
+/// What recording a lost attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// The item is pending again, for another attempt.
+    Retry,
+    /// That was its last attempt: it is failed now.
+    Failed,
+    /// The item is no longer pending here (it committed, or another worker holds it).
+    Elsewhere,
+}
+
+/// Counts an attempt that ended with the item's connection lost, on the framework owner's
+/// connection, and fails the item once `max_attempts` attempts were lost, so that an item whose
+/// processing kills its own connection cannot run forever.
+pub async fn record_interruption(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    item_id: Uuid,
+    slot: i16,
+    max_attempts: u32,
+    cause: &str,
+) -> Result<Interruption, StoreError> {
+    conn.execute("BEGIN").await?;
+    let result = async {
+        let lost: Option<i32> = sqlx::query_scalar(
+            "UPDATE import_batch_items SET interruptions = interruptions + 1
+             WHERE id = (SELECT id FROM import_batch_items
+                         WHERE id = $1 AND batch_id = $2 AND status = 'pending' FOR UPDATE SKIP LOCKED)
+             RETURNING interruptions",
+        )
+        .bind(item_id)
+        .bind(batch_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(lost) = lost else { return Ok::<_, StoreError>(Interruption::Elsewhere) };
+        if u32::try_from(lost).unwrap_or(u32::MAX) < max_attempts {
+            return Ok(Interruption::Retry);
+        }
+        let message = format!(
+            "the item's database connection was lost in {lost} attempt(s) while it was processed \
+             (last: {cause}); the processor's writes were rolled back"
+        );
+        fail_locked(conn, batch_id, item_id, slot, "connection_lost", &message).await?;
+        Ok(Interruption::Failed)
+    }
+    .await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = conn.execute(end).await;
+    let result = result?;
+    ended?;
+    Ok(result)
+}
+
+/// Fails a pending item on its own, on the framework owner's connection, after its transaction
+/// could not be completed (nothing of it was kept). `nested` runs it in a savepoint of the
+/// caller's transaction instead (a dry run). `false` when the item is not pending here any more.
+pub async fn fail_alone(
+    conn: &mut PgConnection,
+    nested: Option<&str>,
+    batch_id: Uuid,
+    item_id: Uuid,
+    slot: i16,
+    code: &str,
+    message: &str,
+) -> Result<bool, StoreError> {
+    begin(conn, nested).await?;
+    let result = async {
+        let pending: Option<i32> = sqlx::query_scalar(
+            "SELECT attempts FROM import_batch_items
+             WHERE id = $1 AND batch_id = $2 AND status = 'pending' FOR UPDATE SKIP LOCKED",
+        )
+        .bind(item_id)
+        .bind(batch_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if pending.is_none() {
+            return Ok::<_, StoreError>(false);
+        }
+        fail_locked(conn, batch_id, item_id, slot, code, message).await?;
+        Ok(true)
+    }
+    .await;
+    match &result {
+        Ok(_) => commit(conn, nested).await?,
+        Err(_) => {
+            let _ = rollback(conn, nested).await;
+        }
+    }
+    result
+}
+
+async fn fail_locked(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    item_id: Uuid,
+    slot: i16,
+    code: &str,
+    message: &str,
+) -> Result<(), StoreError> {
+    let message = super::pg_text(message);
+    let line = LogEntry {
+        level: crate::context::logs::LogLevel::Error,
+        source: crate::context::logs::LogSource::Host,
+        message: format!("item failed: {message}"),
+        details: Some(serde_json::json!({ "code": code }).to_string()),
+        at: Utc::now(),
+    };
+    let item = FinishedItem {
+        batch_id,
+        id: item_id,
+        status: ItemStatus::Failed,
+        processed_data: None,
+        target_table: None,
+        target_id: None,
+        error_message: Some(&message),
+        error_code: Some(code),
+        error_field: None,
+        started_at: Utc::now(),
+        duration_ms: 0.0,
+        fuel_used: None,
+        available_at: None,
+        slot,
+        logs: std::slice::from_ref(&line),
+        metadata: None,
+    };
+    sqlx::query("SELECT ingot_finish_item(NULL, $1, $2, $3, $4::jsonb)")
+        .bind(batch_id)
+        .bind(item_id)
+        .bind(slot)
+        .bind(finish_payload(&item))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal;
+
+    #[test]
+    fn literals_read_the_same_whatever_the_session_says_about_backslashes() {
+        assert_eq!(literal("plain"), "E'plain'");
+        assert_eq!(literal("it's"), "E'it''s'");
+        assert_eq!(literal(r"a\' , set_config"), r"E'a\\'' , set_config'");
+    }
 }

@@ -1,4 +1,5 @@
-//! Log lines: batch-level lines from hooks and the host, and reading lines back.
+//! Reading log lines back. (Lines are written with their item, or through
+//! [`batches::record`](super::batches::record) for the batch itself.)
 
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
@@ -8,38 +9,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::context::logs::{LogEntry, LogLevel};
-
-/// Writes lines about the batch itself (hooks, host notes), not tied to an item.
-pub async fn insert_batch_lines(
-    conn: &mut PgConnection,
-    batch_id: Uuid,
-    lines: &[LogEntry],
-) -> Result<(), StoreError> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let levels: Vec<&str> = lines.iter().map(|l| l.level.as_str()).collect();
-    let sources: Vec<&str> = lines.iter().map(|l| l.source.as_str()).collect();
-    let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
-    let details: Vec<Option<&str>> = lines.iter().map(|l| l.details.as_deref()).collect();
-    let times: Vec<DateTime<Utc>> = lines.iter().map(|l| l.at).collect();
-    sqlx::query(
-        "INSERT INTO import_logs (batch_id, log_level, source, message, details, created_at)
-         SELECT $1, l.level, l.source, l.message, l.details::jsonb, l.at
-         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-              AS l(level, source, message, details, at)",
-    )
-    .bind(batch_id)
-    .bind(levels)
-    .bind(sources)
-    .bind(messages)
-    .bind(details)
-    .bind(times)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
+use crate::context::logs::LogLevel;
 
 /// One stored line, as `ingot logs` shows it.
 #[derive(Debug, Clone, Serialize)]

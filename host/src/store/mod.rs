@@ -1,14 +1,17 @@
 //! All SQL on Ingot's framework tables, and nowhere else. Read it top to bottom to know exactly
-//! what the host does to `import_batches`, `import_batch_items`, `import_batch_counters` and
-//! `import_logs`.
+//! what the host does to `import_batches`, `import_batch_items`, `import_batch_counters`,
+//! `import_logs` and `ingot_processor_roles`. On a processor's connection, the host reaches them
+//! only through the wall's functions (migrations/…_database_wall.sql).
 //!
 //! - [`batches`]: creating, starting, finishing, listing and summarising batches.
 //! - [`items`]: the item transaction's statements: claim, processor scope, finish.
-//! - [`logs`]: writing and reading log lines.
+//! - [`logs`]: reading log lines.
+//! - [`roles`]: the processor roles the framework knows, and what it never grants.
 
 pub mod batches;
 pub mod items;
 pub mod logs;
+pub mod roles;
 
 use std::borrow::Cow;
 
