@@ -4,9 +4,17 @@
 //! changes session state or reaches outside the database. Everything else is refused with the
 //! rule that refused it.
 //!
-//! The gate is the first wall; the processor's database role is the second. The role alone would
-//! not be enough: `RESET ROLE`, `SET ROLE`, `COMMIT` or `set_config('role', …)` act on the
-//! session, not on tables, so only the gate stops them.
+//! The gate is defence in depth. The wall is PostgreSQL's own authentication: the processor's
+//! connection is logged in as its role, so no statement can switch to another (see
+//! [`login`](super::login)). The gate keeps a processor from changing its session (settings,
+//! transaction control, locks that outlive the item), from running SQL text it never sees
+//! (`ts_stat`, `query_to_xml`, …), from calling the host's own functions, and from reaching
+//! outside the database.
+//!
+//! The gate parses with PostgreSQL's defaults (`standard_conforming_strings = on`); the host
+//! starts every processor connection with that setting and resets it after every scope, and the
+//! gate refuses every way to change it within one (SET, `set_config`, writes to `pg_settings`),
+//! so the gate and the server always read a statement the same way.
 
 use pg_query::NodeEnum;
 use pg_query::protobuf::node::Node;
@@ -34,12 +42,14 @@ const DENIED_FUNCTIONS: &[&str] = &[
     "pg_current_logfile",
     "loread",
     "lowrite",
-    // Queries built from text, run outside the gate.
+    // Queries built from text, run outside the gate (with the caller's rights, inside the item).
     "query_to_xml",
     "query_to_xmlschema",
     "query_to_xml_and_xmlschema",
     "cursor_to_xml",
     "cursor_to_xmlschema",
+    "ts_stat",
+    "ts_rewrite",
     // Notifications and replication.
     "pg_notify",
     "pg_switch_wal",
@@ -64,7 +74,14 @@ const DENIED_PREFIXES: &[&str] = &[
     "schema_to_xml",
     "database_to_xml",
     "pg_stat_reset",
+    "pg_stat_statements_reset",
+    // The host's own functions: the wall refuses them too, but no processor has a reason to try.
+    "ingot_",
 ];
+
+/// Schemas whose relations a processor may never write (their views change server state through
+/// rules: `UPDATE pg_settings` calls `set_config`).
+const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "pg_toast"];
 
 /// Checks one processor statement.
 pub fn check(sql: &str) -> Result<(), Refusal> {
@@ -100,7 +117,22 @@ pub fn check(sql: &str) -> Result<(), Refusal> {
         Some(other) => return Err(Refusal(statement_rule(other))),
         None => return Err(Refusal("the call holds no statement".into())),
     }
-    for name in called_functions(&parsed.protobuf)? {
+    let found = inspect(&parsed.protobuf)?;
+    let named = found.relations.iter().chain(found.written.iter().map(|t| &t.name));
+    if let Some(name) = named.into_iter().find(|name| is_framework_relation(name)) {
+        return Err(Refusal(format!(
+            "{name} is one of Ingot's own tables; processors never use them (the host records items, logs \
+             and counters itself)"
+        )));
+    }
+    if let Some(target) = found.written.iter().find(|t| is_system_relation(t)) {
+        return Err(Refusal(format!(
+            "{} is a system catalog or view; writing it changes the server (UPDATE pg_settings changes settings), \
+             so processors may not",
+            target.display()
+        )));
+    }
+    for name in found.functions {
         let unqualified = name.rsplit('.').next().unwrap_or(&name).to_ascii_lowercase();
         if DENIED_FUNCTIONS.contains(&unqualified.as_str())
             || DENIED_PREFIXES.iter().any(|p| unqualified.starts_with(p))
@@ -113,13 +145,52 @@ pub fn check(sql: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Every function the statement calls, wherever it sits in the tree (a VALUES list, a sublink, a
-/// CTE, a FROM-clause function…). The tree is walked through its serialized form, so no node kind
-/// can be missed; iteratively, so a deeply nested statement cannot exhaust the host's stack.
-fn called_functions(tree: &pg_query::protobuf::ParseResult) -> Result<Vec<String>, Refusal> {
+/// A relation a statement writes: (schema, name) as written.
+#[derive(Debug)]
+struct Target {
+    schema: String,
+    name: String,
+}
+
+impl Target {
+    fn display(&self) -> String {
+        if self.schema.is_empty() { self.name.clone() } else { format!("{}.{}", self.schema, self.name) }
+    }
+}
+
+/// An unqualified `pg_…` name resolves to pg_catalog first, whatever the search path says.
+fn is_system_relation(target: &Target) -> bool {
+    let schema = target.schema.to_ascii_lowercase();
+    SYSTEM_SCHEMAS.contains(&schema.as_str())
+        || (schema.is_empty() && target.name.to_ascii_lowercase().starts_with("pg_"))
+}
+
+/// A relation named like one of the framework's (in whatever schema: a processor has no reason
+/// to touch any of them).
+fn is_framework_relation(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    crate::store::roles::FRAMEWORK_RELATIONS.contains(&name.as_str()) || name.starts_with("ingot_")
+}
+
+/// What the tree holds that the gate rules on.
+#[derive(Debug, Default)]
+struct Found {
+    /// Every relation named anywhere (read or written), unqualified.
+    relations: Vec<String>,
+    /// Every function called, qualified as written.
+    functions: Vec<String>,
+    /// Every relation written by an INSERT, UPDATE, DELETE or MERGE (including in CTEs).
+    written: Vec<Target>,
+}
+
+/// Every function the statement calls and every relation it writes, wherever they sit in the tree
+/// (a VALUES list, a sublink, a CTE, a FROM-clause function…). The tree is walked through its
+/// serialized form, so no node kind can be missed; iteratively, so a deeply nested statement
+/// cannot exhaust the host's stack.
+fn inspect(tree: &pg_query::protobuf::ParseResult) -> Result<Found, Refusal> {
     let tree =
         serde_json::to_value(tree).map_err(|e| Refusal(format!("the statement cannot be inspected: {e}")))?;
-    let mut names = Vec::new();
+    let mut found = Found::default();
     let mut pending = vec![&tree];
     while let Some(value) = pending.pop() {
         match value {
@@ -131,7 +202,19 @@ fn called_functions(tree: &pg_query::protobuf::ParseResult) -> Result<Vec<String
                         .iter()
                         .filter_map(|p| p.pointer("/node/String/sval").and_then(|s| s.as_str()))
                         .collect();
-                    names.push(parts.join("."));
+                    found.functions.push(parts.join("."));
+                }
+                if let Some(name) =
+                    map.get("RangeVar").and_then(|r| r.get("relname")).and_then(|n| n.as_str())
+                {
+                    found.relations.push(name.to_owned());
+                }
+                for kind in ["InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"] {
+                    if let Some(relation) = map.get(kind).and_then(|stmt| stmt.get("relation")) {
+                        let text =
+                            |key: &str| relation.get(key).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+                        found.written.push(Target { schema: text("schemaname"), name: text("relname") });
+                    }
                 }
                 pending.extend(map.values());
             }
@@ -139,7 +222,7 @@ fn called_functions(tree: &pg_query::protobuf::ParseResult) -> Result<Vec<String
             _ => {}
         }
     }
-    Ok(names)
+    Ok(found)
 }
 
 /// The rule a non-data statement breaks, named by what it is.
@@ -232,6 +315,18 @@ mod tests {
             "SELECT query_to_xml('select * from import_logs', true, false, '')",
             "WITH x AS (SELECT pg_reload_conf()) SELECT * FROM x",
             "SELECT * FROM ROWS FROM (pg_ls_dir('/'))",
+            "SELECT * FROM ts_stat($$SELECT set_config('role', 'postgres', true)::tsvector$$)",
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT set_config(''role'', ''postgres'', true)::tsquery, ''b''::tsquery')",
+            "SELECT cursor_to_xml('c', 1, false, false, '')",
+            "SELECT table_to_xml('import_batches', false, false, '')",
+            "SELECT database_to_xmlschema(false, false, '')",
+            "SELECT pg_cancel_backend(pg_backend_pid())",
+            "SELECT pg_terminate_backend(pg_backend_pid())",
+            "SELECT lo_create(0)",
+            "SELECT pg_notify('ingot_batches', 'x')",
+            "SELECT pg_advisory_xact_lock(hashtext('ingot:processor-roles'))",
+            "SELECT * FROM ingot_claim(gen_random_uuid(), 'probe', 0)",
+            "SELECT public.ingot_finish_item(NULL, NULL, NULL, 0::smallint, '{}')",
         ] {
             let refusal = check(sql).expect_err(sql);
             assert!(refusal.to_string().contains("()"), "{sql}: {refusal}");
@@ -267,5 +362,49 @@ mod tests {
         ] {
             assert!(check(sql).is_err(), "{sql:?} passed");
         }
+    }
+
+    #[test]
+    fn ingots_own_tables_are_refused_wherever_they_are_named() {
+        for sql in [
+            "SELECT source_data FROM import_batch_items",
+            "SELECT * FROM public.import_batches",
+            "SELECT token FROM ingot_host_transactions",
+            "SELECT password FROM ingot_processor_roles",
+            "INSERT INTO probe_rows (label) SELECT message FROM import_logs",
+            "UPDATE import_batch_counters SET completed = completed + 1",
+            "SELECT 1 WHERE EXISTS (SELECT 1 FROM \"IMPORT_BATCHES\")",
+        ] {
+            let refusal = check(sql).expect_err(sql);
+            assert!(refusal.to_string().contains("Ingot's own tables"), "{sql}: {refusal}");
+        }
+    }
+
+    #[test]
+    fn writes_to_system_catalogs_and_views_are_refused() {
+        for sql in [
+            "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
+            "UPDATE pg_catalog.pg_settings SET setting = 'x'",
+            "UPDATE PG_SETTINGS SET setting = 'x'",
+            "WITH s AS (UPDATE pg_settings SET setting = 'x' RETURNING 1) SELECT * FROM s",
+            "INSERT INTO information_schema.sql_features VALUES ('x')",
+            "DELETE FROM pg_catalog.pg_largeobject",
+            "MERGE INTO pg_settings s USING (VALUES (1)) v(a) ON true WHEN MATCHED THEN UPDATE SET setting = 'x'",
+        ] {
+            let refusal = check(sql).expect_err(sql);
+            assert!(refusal.to_string().contains("system catalog"), "{sql}: {refusal}");
+        }
+        // Reading them is fine; so is writing an ordinary table.
+        assert_eq!(check("SELECT setting FROM pg_settings WHERE name = 'TimeZone'"), Ok(()));
+        assert_eq!(check("UPDATE settings SET v = 1"), Ok(()));
+    }
+
+    #[test]
+    fn string_literals_are_read_as_the_server_reads_them() {
+        // Under standard_conforming_strings = off the server would read a set_config call here.
+        // The setting is never off while a processor runs (see the module docs), so the gate and
+        // the server agree: two string literals.
+        let sql = r"SELECT 'a\' , ' , set_config($$role$$, $$none$$, true) AS c, ' || ' -- '";
+        assert_eq!(check(sql), Ok(()), "under the default setting this is two string literals");
     }
 }
