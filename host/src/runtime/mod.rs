@@ -243,6 +243,10 @@ impl Runtime {
     /// The processor version with sha256 `digest`, from memory or the compile cache, even if its
     /// `.wasm` has been replaced since; `None` when neither has it.
     pub fn load_digest(&self, digest: &str) -> Option<Arc<ProcessorCode>> {
+        // It comes from the database: anything but a sha256 names nothing.
+        if !cache::is_digest(digest) {
+            return None;
+        }
         if let Some(code) = self.memo().get(digest) {
             return Some(Arc::clone(code));
         }
