@@ -30,7 +30,10 @@ CREATE UNLOGGED TABLE ingot_host_transactions (
     backend_pid integer PRIMARY KEY,
     xact        bigint  NOT NULL,
     token       uuid    NOT NULL,
-    batch_id    uuid    NOT NULL
+    batch_id    uuid    NOT NULL,
+    -- The login that opened it, once checked to run batch_id's type: the next transaction of the
+    -- same login on the same batch skips those checks.
+    login       text    NOT NULL
 );
 REVOKE ALL ON ingot_host_transactions FROM PUBLIC;
 
@@ -50,14 +53,33 @@ BEGIN
 EXECUTE pg_catalog.replace($fn$
 -- Opens the current transaction for the host and returns its token (NULL for the framework
 -- owner, who needs none). Refused when the transaction is already open, when the login is not
--- the processor role registered for p_batch_type, and when p_batch is of another type.
-CREATE FUNCTION ingot_schema.ingot_open(p_batch uuid, p_batch_type text) RETURNS uuid
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- the processor role registered for p_batch_type, and when p_batch is of another type. Called
+-- only from the wall's SECURITY DEFINER functions, whose identity and search_path it runs with.
+CREATE FUNCTION ingot_schema.ingot_open_transaction(p_batch uuid, p_batch_type text) RETURNS uuid
+LANGUAGE plpgsql AS $$
 DECLARE
-    v_token uuid;
+    v_token uuid := pg_catalog.gen_random_uuid();
+    v_xact bigint := pg_catalog.txid_current();
+    v_open ingot_schema.ingot_host_transactions%ROWTYPE;
 BEGIN
     IF pg_catalog.pg_has_role(session_user, current_user, 'MEMBER') THEN
         RETURN NULL;
+    END IF;
+    -- The usual case, in one statement: the same login's next transaction on the same batch
+    -- (its checks passed when it first opened one).
+    UPDATE ingot_schema.ingot_host_transactions t SET xact = v_xact, token = v_token
+    WHERE t.backend_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+      AND t.xact OPERATOR(pg_catalog.<>) v_xact
+      AND t.login OPERATOR(pg_catalog.=) session_user::text
+      AND t.batch_id OPERATOR(pg_catalog.=) p_batch;
+    IF FOUND THEN
+        RETURN v_token;
+    END IF;
+    SELECT * INTO v_open FROM ingot_schema.ingot_host_transactions t
+    WHERE t.backend_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid();
+    IF FOUND AND v_open.xact OPERATOR(pg_catalog.=) v_xact THEN
+        RAISE EXCEPTION 'ingot: this transaction is already open; only the host opens transactions'
+            USING ERRCODE = '42501';
     END IF;
     PERFORM 1 FROM ingot_schema.ingot_processor_roles r
     WHERE r.role_name OPERATOR(pg_catalog.=) session_user::text
@@ -71,17 +93,21 @@ BEGIN
     IF FOUND THEN
         RAISE EXCEPTION 'ingot: batch % is not of type %', p_batch, p_batch_type USING ERRCODE = '42501';
     END IF;
-    v_token := pg_catalog.gen_random_uuid();
-    INSERT INTO ingot_schema.ingot_host_transactions AS t (backend_pid, xact, token, batch_id)
-    VALUES (pg_catalog.pg_backend_pid(), pg_catalog.txid_current(), v_token, p_batch)
+    INSERT INTO ingot_schema.ingot_host_transactions AS t (backend_pid, xact, token, batch_id, login)
+    VALUES (pg_catalog.pg_backend_pid(), v_xact, v_token, p_batch, session_user::text)
     ON CONFLICT (backend_pid) DO UPDATE
-        SET xact = EXCLUDED.xact, token = EXCLUDED.token, batch_id = EXCLUDED.batch_id
-        WHERE t.xact OPERATOR(pg_catalog.<>) EXCLUDED.xact;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'ingot: this transaction is already open; only the host opens transactions'
-            USING ERRCODE = '42501';
-    END IF;
+        SET xact = EXCLUDED.xact, token = EXCLUDED.token, batch_id = EXCLUDED.batch_id, login = EXCLUDED.login;
     RETURN v_token;
+END
+$$;
+$fn$, 'ingot_schema.', fw);
+
+EXECUTE pg_catalog.replace($fn$
+-- ingot_open_transaction for the host's own calls (batch hooks, dry-run items).
+CREATE FUNCTION ingot_schema.ingot_open(p_batch uuid, p_batch_type text) RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN ingot_schema.ingot_open_transaction(p_batch, p_batch_type);
 END
 $$;
 $fn$, 'ingot_schema.', fw);
@@ -89,8 +115,9 @@ $fn$, 'ingot_schema.', fw);
 EXECUTE pg_catalog.replace($fn$
 -- Passes when the caller is the host: the framework owner without a token, or a processor
 -- connection presenting the token of the transaction it is in, for the batch it was opened for.
+-- Called only from the wall's SECURITY DEFINER functions (see ingot_open_transaction).
 CREATE FUNCTION ingot_schema.ingot_check(p_token uuid, p_batch uuid) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql AS $$
 BEGIN
     IF p_token IS NULL AND pg_catalog.pg_has_role(session_user, current_user, 'MEMBER') THEN
         RETURN;
@@ -115,7 +142,7 @@ CREATE FUNCTION ingot_schema.ingot_claim(p_batch uuid, p_batch_type text, p_floo
 RETURNS TABLE (token uuid, id uuid, item_index bigint, data text, attempts integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_token uuid := ingot_schema.ingot_open(p_batch, p_batch_type);
+    v_token uuid := ingot_schema.ingot_open_transaction(p_batch, p_batch_type);
 BEGIN
     RETURN QUERY
     SELECT v_token, i.id, i.item_index, i.source_data::text, i.attempts
@@ -141,10 +168,19 @@ RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_status text := p OPERATOR(pg_catalog.->>) 'status';
+    v_owner boolean := p_token IS NULL AND pg_catalog.pg_has_role(session_user, current_user, 'MEMBER');
     v_updated bigint;
 BEGIN
-    PERFORM ingot_schema.ingot_check(p_token, p_batch);
-    WITH item AS (
+    -- The host check (as in ingot_check) is part of the statement: one statement per item.
+    WITH host AS (
+        SELECT 1 FROM ingot_schema.ingot_host_transactions t
+        WHERE v_owner
+           OR (t.backend_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+               AND t.xact OPERATOR(pg_catalog.=) pg_catalog.txid_current()
+               AND t.token OPERATOR(pg_catalog.=) p_token
+               AND t.batch_id OPERATOR(pg_catalog.=) p_batch)
+        LIMIT 1
+    ), item AS (
         UPDATE ingot_schema.import_batch_items
         SET status = v_status,
             processed_data = p OPERATOR(pg_catalog.->) 'processed_data',
@@ -160,6 +196,7 @@ BEGIN
             fuel_used = (p OPERATOR(pg_catalog.->>) 'fuel_used')::bigint,
             available_at = (p OPERATOR(pg_catalog.->>) 'available_at')::timestamptz
         WHERE id OPERATOR(pg_catalog.=) p_item AND batch_id OPERATOR(pg_catalog.=) p_batch
+          AND (v_owner OR EXISTS (SELECT 1 FROM host))
         RETURNING item_index
     ), logs AS (
         INSERT INTO ingot_schema.import_logs (batch_id, item_id, item_index, log_level, source, message, details, created_at)
@@ -178,6 +215,8 @@ BEGIN
     )
     SELECT pg_catalog.count(*) INTO v_updated FROM item;
     IF v_updated OPERATOR(pg_catalog.<>) 1 THEN
+        -- Refused (this raises the reason), or the item is gone.
+        PERFORM ingot_schema.ingot_check(p_token, p_batch);
         RAISE EXCEPTION 'ingot: item % of batch % disappeared while it was being processed', p_item, p_batch;
     END IF;
     IF p OPERATOR(pg_catalog.?) 'metadata' THEN
@@ -262,26 +301,38 @@ $$;
 $fn$, 'ingot_schema.', fw);
 
 EXECUTE pg_catalog.replace($fn$
--- Releases what a processor may have left in its session that RESET ALL does not undo: session
--- advisory locks, prepared statements made with PREPARE, and large objects its role owns. Runs
--- with the caller's rights, on the caller's own session.
+-- Undoes whatever a processor left in its session: every setting back to what the connection
+-- started with (RESET ALL), then session advisory locks, cursors, LISTENs, temporary objects,
+-- prepared statements made with PREPARE, and large objects its role owns. Runs with the caller's
+-- rights on the caller's own session, and without a SET clause (one would restore the
+-- processor's search_path on exit); it settles the settings first and names everything with its
+-- schema.
 CREATE FUNCTION ingot_schema.ingot_reset_session() RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     r record;
 BEGIN
+    RESET ALL;
+    -- (CLOSE alone would be PL/pgSQL's own statement.)
+    EXECUTE 'CLOSE ALL';
+    UNLISTEN *;
+    DISCARD TEMP;
     PERFORM pg_catalog.pg_advisory_unlock_all();
-    FOR r IN SELECT s.name FROM pg_catalog.pg_prepared_statements s WHERE s.from_sql LOOP
-        EXECUTE pg_catalog.format('DEALLOCATE %I', r.name);
-    END LOOP;
+    -- One query for both kinds of leftovers: it usually finds none.
     FOR r IN
-        SELECT d.objid FROM pg_catalog.pg_shdepend d
+        SELECT s.name, NULL::pg_catalog.oid AS lo FROM pg_catalog.pg_prepared_statements s WHERE s.from_sql
+        UNION ALL
+        SELECT NULL, d.objid FROM pg_catalog.pg_shdepend d
         WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass
           AND d.refobjid OPERATOR(pg_catalog.=) session_user::pg_catalog.regrole
           AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_largeobject'::pg_catalog.regclass
           AND d.deptype OPERATOR(pg_catalog.=) 'o'
     LOOP
-        PERFORM pg_catalog.lo_unlink(r.objid);
+        IF r.name IS NOT NULL THEN
+            EXECUTE pg_catalog.format('DEALLOCATE %I', r.name);
+        ELSE
+            PERFORM pg_catalog.lo_unlink(r.lo);
+        END IF;
     END LOOP;
 END
 $$;
@@ -292,7 +343,8 @@ $migration$;
 
 -- Only the host (and the processor roles it grants them to, one by one) may call the wall's
 -- functions; anyone may reset their own session.
-REVOKE EXECUTE ON FUNCTION ingot_open(uuid, text), ingot_check(uuid, uuid), ingot_claim(uuid, text, bigint),
+REVOKE EXECUTE ON FUNCTION ingot_open_transaction(uuid, text), ingot_open(uuid, text), ingot_check(uuid, uuid),
+    ingot_claim(uuid, text, bigint),
     ingot_finish_item(uuid, uuid, uuid, smallint, jsonb), ingot_batch_info(uuid, uuid),
     ingot_batch_transition(uuid, uuid, text, text, text), ingot_batch_record(uuid, uuid, jsonb)
     FROM PUBLIC;

@@ -3,11 +3,11 @@
 //! 1. the claim opened the processor scope (savepoint, statement timeout);
 //! 2. `validate-item`, then `process-item`; the processor's SQL runs in the scope;
 //! 3. success keeps the scope's writes; any failure (invalid, retryable, trap, timeout, cap,
-//!    SQL error) rolls them back; either way the processor's session is reset; a transient
-//!    failure with attempts left leaves the item pending behind a backoff, any other runs
-//!    `on-item-error` in a scope of its own;
-//! 4. the item's status, its buffered logs, the counter slot and metadata changes are written in
-//!    one call through the wall, and the transaction commits in the same round trip.
+//!    SQL error) rolls them back; a transient failure with attempts left leaves the item pending
+//!    behind a backoff, any other runs `on-item-error` in a scope of its own;
+//! 4. in one round trip: the last scope ends (kept or rolled back), the processor's session is
+//!    reset, the item's status, its buffered logs, the counter slot and metadata changes are
+//!    written in one call through the wall, and the transaction commits.
 //!
 //! So the processor's writes and the `completed` mark commit together or not at all. When the
 //! transaction cannot be completed after the processor ran (its session left unusable, a value
@@ -23,7 +23,7 @@ use super::worker::{BatchScope, Worker};
 use crate::context::logs::LogLevel;
 use crate::runtime::CallError;
 use crate::runtime::bindings::{ErrorDetail, Item, ItemError, Outcome};
-use crate::store::items::{self, ClaimedItem, DRY_RUN_SAVEPOINT, FinishedItem};
+use crate::store::items::{ClaimedItem, FinishedItem};
 use crate::store::{ItemStatus, pg_json, pg_text};
 
 /// How an item ended.
@@ -100,7 +100,8 @@ pub(crate) async fn run_item(
     // The caller claimed the item and opened the processor's scope in the same round trip.
     let verdict = call_processor(worker, &item).await;
     let verdict = settle(worker, verdict)?;
-    worker.close_scope(batch, matches!(verdict, Verdict::Completed(_))).await?;
+    // The scope the item's final write ends: the item's own, or on-item-error's.
+    let mut keep = matches!(verdict, Verdict::Completed(_));
 
     // A transient failure with attempts left: the item stays pending until its backoff ends.
     let retry_at = match &verdict {
@@ -124,7 +125,8 @@ pub(crate) async fn run_item(
                 n => format!("item failed after {n} attempts: {message}"),
             };
             worker.ctx.logs.push_host(LogLevel::Error, line, Some(details));
-            call_on_item_error(worker, batch, &item, error).await?;
+            worker.close_scope(batch, false).await?;
+            keep = call_on_item_error(worker, batch, &item, error).await?;
         }
     }
     let metadata = match verdict {
@@ -155,34 +157,30 @@ pub(crate) async fn run_item(
     let code = error.and_then(|(c, _, _)| c).map(pg_text);
     let field = error.and_then(|(_, _, f)| f).map(pg_text);
     let slot = worker.slot;
-    let nested = worker.outer.is_some().then_some(DRY_RUN_SAVEPOINT);
-    let (conn, token) = worker.framework()?;
-    items::finish_and_commit(
-        conn,
-        &batch.settings,
-        token,
-        &FinishedItem {
-            batch_id: batch.id,
-            id: claimed.id,
-            status,
-            processed_data: processed_data.as_deref(),
-            target_table: target_table.as_deref(),
-            target_id: target_id.as_deref(),
-            error_message: message.as_deref(),
-            error_code: code.as_deref(),
-            error_field: field.as_deref(),
-            started_at,
-            duration_ms: clock.elapsed().as_secs_f64() * 1000.0,
-            fuel_used,
-            available_at: retry_at,
-            slot,
-            logs: &logs,
-            metadata: metadata.as_ref(),
-        },
-        nested,
-    )
-    .await
-    .map_err(|e| BatchError::after_processor(e, "committing the item"))?;
+    worker
+        .finish_item(
+            batch,
+            keep,
+            &FinishedItem {
+                batch_id: batch.id,
+                id: claimed.id,
+                status,
+                processed_data: processed_data.as_deref(),
+                target_table: target_table.as_deref(),
+                target_id: target_id.as_deref(),
+                error_message: message.as_deref(),
+                error_code: code.as_deref(),
+                error_field: field.as_deref(),
+                started_at,
+                duration_ms: clock.elapsed().as_secs_f64() * 1000.0,
+                fuel_used,
+                available_at: retry_at,
+                slot,
+                logs: &logs,
+                metadata: metadata.as_ref(),
+            },
+        )
+        .await?;
     Ok(ItemResult {
         index: claimed.index,
         status,
@@ -275,14 +273,15 @@ fn check_outcome(caps: &crate::context::caps::Caps, outcome: Outcome) -> Verdict
     Verdict::Completed(outcome)
 }
 
-/// Runs on-item-error in a scope of its own: its writes commit with the failure mark, and if it
-/// fails it is only logged; the item's recorded error stays as it is.
+/// Runs on-item-error in a scope of its own, which the item's final write then ends: its writes
+/// commit with the failure mark (`true`), or, if it fails, are rolled back (`false`) and the
+/// failure is only logged; the item's recorded error stays as it is.
 async fn call_on_item_error(
     worker: &mut Worker,
     batch: &BatchScope,
     item: &Item,
     error: &ItemError,
-) -> Result<(), BatchError> {
+) -> Result<bool, BatchError> {
     worker
         .open_scope(batch)
         .await
@@ -311,9 +310,9 @@ async fn call_on_item_error(
         (Ok(()), Some(failure)) => Some(failure.to_string()),
         (Ok(()), None) => None,
     };
-    worker.close_scope(batch, problem.is_none()).await?;
+    let keep = problem.is_none();
     if let Some(problem) = problem {
         worker.ctx.logs.push_host(LogLevel::Warning, format!("on-item-error failed: {problem}"), None);
     }
-    Ok(())
+    Ok(keep)
 }

@@ -18,7 +18,9 @@ use crate::context::ProcessorContext;
 use crate::context::login::ProcessorLogin;
 use crate::context::sql::DbSession;
 use crate::runtime::bindings::BatchInfo;
-use crate::store::items::{self, ClaimedItem, DRY_RUN_SAVEPOINT, Interruption, ScopeEnd, ScopeSettings};
+use crate::store::items::{
+    self, ClaimedItem, DRY_RUN_SAVEPOINT, FinishedItem, Interruption, ScopeEnd, ScopeSettings,
+};
 use crate::store::{ItemStatus, StoreError, batches};
 
 /// Whether each item commits on its own, or everything runs inside one transaction that the
@@ -247,6 +249,41 @@ impl Worker {
         items::close_scope(self.conn()?, &batch.settings, end)
             .await
             .map_err(|e| BatchError::after_processor(e, "ending the processor's scope"))
+    }
+
+    /// Ends the processor's scope (keeping its writes or not), resets its session and writes the
+    /// item's final state, committing it: one round trip on the processor's connection. A dry run
+    /// ends its throwaway transaction there and writes the item in the dry run's transaction. The
+    /// processor ran just before: a failure here is the item's.
+    pub(crate) async fn finish_item(
+        &mut self,
+        batch: &BatchScope,
+        keep: bool,
+        item: &FinishedItem<'_>,
+    ) -> Result<(), BatchError> {
+        let written = if self.outer.is_none() {
+            let end = if keep { ScopeEnd::Keep } else { ScopeEnd::Discard };
+            let token = self.token;
+            items::finish_and_commit(self.conn()?, &batch.settings, Some(end), token, item, None).await
+        } else {
+            self.close_scope(batch, false).await?;
+            match self.outer.as_mut() {
+                Some(outer) => {
+                    items::finish_and_commit(
+                        outer,
+                        &batch.settings,
+                        None,
+                        None,
+                        item,
+                        Some(DRY_RUN_SAVEPOINT),
+                    )
+                    .await
+                }
+                None => return Err(BatchError::Host("no dry-run transaction".into())),
+            }
+        };
+        self.token = None;
+        written.map_err(|e| BatchError::after_processor(e, "completing the item"))
     }
 
     /// Builds what the processor may know about the batch, with its current counts.

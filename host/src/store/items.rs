@@ -3,20 +3,25 @@
 //!
 //! ```text
 //! BEGIN          ┐
-//! ingot_claim    │ opens the transaction for the host,   one round trip; the processor's
-//!                │ claims an item (FOR UPDATE SKIP LOCKED) SQL runs in the savepoint
+//! ingot_claim    │ opens the transaction for the host,     one round trip; the processor's
+//!                │ claims an item (FOR UPDATE SKIP LOCKED)  SQL runs in the savepoint
 //! open_scope     ┘ SAVEPOINT; SET LOCAL statement_timeout
-//! close_scope    RELEASE or ROLLBACK TO the savepoint,   one round trip: success keeps its
-//!                then undo whatever session state the     writes, and nothing the processor
-//!                processor left (RESET ALL, locks, …)     set survives into the host's statements
-//! finish         ingot_finish_item: status, logs,        one round trip
-//! COMMIT         counter slot, metadata
+//! RELEASE        ┐ (or ROLLBACK TO) the savepoint          one round trip: the success path
+//! reset          │ undo what the processor left in its     costs two in all; a failure that
+//!                │ session (RESET ALL, locks, …)            runs on-item-error costs one more
+//! finish         │ ingot_finish_item: status, logs,
+//! COMMIT         ┘ counter slot, metadata
 //! ```
 //!
 //! `ingot_claim` returns a token that only the host knows; `ingot_finish_item` refuses a caller
 //! without it, so the processor, which runs on the same connection, cannot write the framework
 //! tables by calling the functions itself. An item held by a crashed worker needs no recovery: its
 //! lock dies with the connection and the uncommitted row is simply pending again.
+//!
+//! Statements that follow processor code in one round trip are read by the server before the
+//! reset in front of them runs, under whatever settings the processor left: so they hold nothing
+//! but ASCII, no backslash and no quote inside a literal — processor-supplied text goes in as hex
+//! — and read the same whatever `standard_conforming_strings` or `client_encoding` say.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -215,28 +220,35 @@ pub enum ScopeEnd {
     DiscardTransaction,
 }
 
+impl ScopeEnd {
+    fn sql(self) -> String {
+        match self {
+            ScopeEnd::Keep => format!("RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}"),
+            ScopeEnd::Discard => {
+                format!(
+                    "ROLLBACK TO SAVEPOINT {PROCESSOR_SAVEPOINT}; RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}"
+                )
+            }
+            ScopeEnd::DiscardTransaction => "ROLLBACK".to_owned(),
+        }
+    }
+}
+
+fn reset_sql(settings: &ScopeSettings) -> String {
+    format!("SELECT {}.ingot_reset_session()", settings.framework)
+}
+
 /// Ends the processor's scope, then undoes whatever the processor left in its session, before any
 /// other host statement runs: every setting goes back to what the connection started with
 /// (`RESET ALL`: search_path, client_encoding, standard_conforming_strings, timeouts, read-only
 /// defaults…), and session advisory locks, prepared statements, large objects, cursors, temporary
-/// objects and LISTENs are released. All in one round trip of constant text, so nothing in it
-/// can be read differently under the settings the processor changed.
+/// objects and LISTENs are released. One round trip of constant text.
 pub async fn close_scope(
     conn: &mut PgConnection,
     settings: &ScopeSettings,
     end: ScopeEnd,
 ) -> Result<(), StoreError> {
-    let end_sql = match end {
-        ScopeEnd::Keep => format!("RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}"),
-        ScopeEnd::Discard => {
-            format!("ROLLBACK TO SAVEPOINT {PROCESSOR_SAVEPOINT}; RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}")
-        }
-        ScopeEnd::DiscardTransaction => "ROLLBACK".to_owned(),
-    };
-    let sql = format!(
-        "{end_sql}; RESET ALL; SELECT {}.ingot_reset_session(); UNLISTEN *; CLOSE ALL; DISCARD TEMP",
-        settings.framework
-    );
+    let sql = format!("{}; {}", end.sql(), reset_sql(settings));
     conn.execute(sql.as_str()).await?;
     Ok(())
 }
@@ -358,24 +370,32 @@ pub(crate) fn logs_payload(logs: &[LogEntry]) -> String {
     out
 }
 
-/// Writes an item's final state and commits, in one round trip on the processor's connection,
-/// presenting the token of the transaction the claim opened. Runs only after
-/// [`close_scope`] has reset the session, so the literals in it read as written.
+/// Writes an item's final state and commits (`nested`: releases that savepoint), in one round
+/// trip, presenting `token`, the token of the transaction the claim opened (`None` on the
+/// framework owner's connection). With `end`, the processor's scope is ended and its session reset
+/// first, in the same round trip (see the module docs for why that is safe).
 pub async fn finish_and_commit(
     conn: &mut PgConnection,
     settings: &ScopeSettings,
+    end: Option<ScopeEnd>,
     token: Option<Uuid>,
     item: &FinishedItem<'_>,
     nested: Option<&str>,
 ) -> Result<(), StoreError> {
-    let token = token.map_or_else(|| "NULL".to_owned(), |t| format!("'{t}'"));
-    let sql = format!(
-        "SELECT {}.ingot_finish_item({token}, '{}', '{}', {}::smallint, {}::jsonb); {}",
+    let token = token.map_or_else(|| "NULL".to_owned(), |t| format!("'{t}'::pg_catalog.uuid"));
+    let mut sql = String::new();
+    if let Some(end) = end {
+        let _ = write!(sql, "{}; {}; ", end.sql(), reset_sql(settings));
+    }
+    let _ = write!(
+        sql,
+        "SELECT {}.ingot_finish_item({token}, '{}'::pg_catalog.uuid, '{}'::pg_catalog.uuid, {}::pg_catalog.int2, \
+         pg_catalog.convert_from(pg_catalog.decode('{}', 'hex'), 'UTF8')::pg_catalog.jsonb); {}",
         settings.framework,
         item.batch_id,
         item.id,
         item.slot,
-        literal(&finish_payload(item)),
+        hex::encode(finish_payload(item)),
         commit_sql(nested)
     );
     conn.execute(sql.as_str()).await?;
