@@ -92,6 +92,9 @@ impl ComponentCache {
         if path.exists() {
             match deserialize(engine, &path) {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
+                Err(e) if matches!(e.downcast_ref::<Untrusted>(), Some(Untrusted::Unsigned(_))) => {
+                    tracing::debug!(path = %path.display(), "recompiling an entry an older Ingot wrote");
+                }
                 // A truncated or foreign file: recompile and overwrite it.
                 Err(e) => {
                     tracing::warn!(path = %path.display(), "ignoring unusable cache entry: {e:#}")
@@ -123,6 +126,8 @@ enum Untrusted {
     Outside(PathBuf),
     #[error("{0} was not written by this host (its HMAC does not match)")]
     Forged(PathBuf),
+    #[error("{0} is not signed (an older Ingot wrote it)")]
+    Unsigned(PathBuf),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -204,9 +209,12 @@ fn read_trusted(path: &Path) -> Result<Vec<u8>, Untrusted> {
         return Err(Untrusted::Outside(path.to_owned()));
     }
     check_ours(path)?;
+    let mac_file = mac_path(path);
+    if !mac_file.exists() || !dir.join(".key").exists() {
+        return Err(Untrusted::Unsigned(path.to_owned()));
+    }
     let key = cache_key(dir, false)?;
     let bytes = std::fs::read(path).map_err(io(path))?;
-    let mac_file = mac_path(path);
     check_ours(&mac_file)?;
     let expected = std::fs::read_to_string(&mac_file).map_err(io(&mac_file))?;
     let actual = sign(&key, path, &bytes);
