@@ -186,3 +186,44 @@ async fn ingot_grant_syncs_roles_from_the_command_line() {
     let unknown = support::ingot(cwd.path(), &db.url, processors.path(), &["grant", "orders"]);
     assert_eq!(unknown.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn processors_log_in_with_their_own_password_where_the_server_demands_one() {
+    let server = support::PasswordServer::start();
+    let (user, password) = support::PASSWORD_SERVER_USER;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(server.options(user, Some(password)))
+        .await
+        .unwrap();
+    ingot::store::migrate(&pool).await.unwrap();
+    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+    let processors = Processors::new(&[(
+        "probe",
+        &guest("probe"),
+        Some("[grants]\nprobe_rows = [\"select\", \"insert\"]\n"),
+    )]);
+    let manager = BatchManager::new(pool.clone(), support::runtime(), Registry::new(processors.path()));
+    let items = [
+        json!({"mode": "sql", "sql": "INSERT INTO probe_rows (label) VALUES ('with a password')"}),
+        json!({"mode": "sql", "sql": "SELECT session_user::text AS login", "query": true}),
+    ];
+    let summary = run(&manager, &items).await.unwrap();
+    assert_eq!(summary.completed, 2, "{:?}", summary.top_errors);
+    let login: Value =
+        sqlx::query_scalar("SELECT processed_data FROM import_batch_items WHERE item_index = 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(login, json!([{"login": "ingot_p_probe"}]), "the processor's SQL ran as its own login");
+
+    // The server really demands the password: without it, the role cannot log in.
+    let refused = sqlx::ConnectOptions::connect(&server.options("ingot_p_probe", None)).await;
+    assert!(refused.is_err(), "a login without the password must be refused");
+
+    // An administrator changed the role's password: the host sets it again and logs in.
+    pool.execute("ALTER ROLE ingot_p_probe PASSWORD 'changed by someone'").await.unwrap();
+    let summary = run(&manager, &items[1..]).await.unwrap();
+    assert_eq!(summary.completed, 1, "{:?}", summary.top_errors);
+    pool.close().await;
+}

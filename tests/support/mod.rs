@@ -285,3 +285,125 @@ pub fn created_batch(output: &Output) -> uuid::Uuid {
 pub fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A private PostgreSQL server that demands a SCRAM password from every login (unlike the test
+/// server, which trusts everyone), on a unix socket in a folder of its own; stopped when dropped.
+/// Run as the `postgres` system user when the tests run as root, as PostgreSQL requires.
+pub struct PasswordServer {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    run_as: Option<(u32, u32)>,
+}
+
+/// The superuser of a [`PasswordServer`], and its password.
+pub const PASSWORD_SERVER_USER: (&str, &str) = ("super", "s3cret-for-tests");
+
+impl PasswordServer {
+    pub fn start() -> PasswordServer {
+        let bin = postgres_bin().expect("a PostgreSQL install (initdb, pg_ctl) for the password server");
+        let dir = cluster_dir();
+        let run_as = running_as_root().then(|| {
+            let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+            let line = passwd.lines().find(|l| l.starts_with("postgres:")).expect("a postgres system user");
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields[2].parse().unwrap(), fields[3].parse().unwrap())
+        });
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
+        }
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD_SERVER_USER.1).unwrap();
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).expect("chown");
+        }
+        let server = PasswordServer { dir, bin, run_as };
+        let data = server.dir.path().join("data");
+        let init = server
+            .command("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                PASSWORD_SERVER_USER.0,
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .expect("run initdb");
+        assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
+        let options =
+            format!("-c listen_addresses='' -c unix_socket_directories='{}'", server.dir.path().display());
+        let start = server
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &options, "-l"])
+            .arg(server.dir.path().join("log"))
+            .args(["-w", "start"])
+            .output()
+            .expect("run pg_ctl");
+        assert!(start.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&start.stderr));
+        server
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(self.bin.join(program));
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::process::CommandExt::uid(&mut command, uid);
+            std::os::unix::process::CommandExt::gid(&mut command, gid);
+        }
+        command.env("LC_ALL", "C.UTF-8").stdin(std::process::Stdio::null());
+        command
+    }
+
+    /// Logging in as `user` with `password`, over the server's socket.
+    pub fn options(&self, user: &str, password: Option<&str>) -> sqlx::postgres::PgConnectOptions {
+        let options = sqlx::postgres::PgConnectOptions::new()
+            .socket(self.dir.path())
+            .username(user)
+            .database("postgres");
+        match password {
+            Some(password) => options.password(password),
+            None => options,
+        }
+    }
+}
+
+impl Drop for PasswordServer {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+#[allow(unsafe_code)]
+fn running_as_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// initdb and pg_ctl: on PATH, else the newest /usr/lib/postgresql/<version>/bin.
+fn postgres_bin() -> Option<PathBuf> {
+    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d))
+    {
+        return Some(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin): &(u32, PathBuf)| has_tools(bin))
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
