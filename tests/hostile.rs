@@ -72,7 +72,7 @@ const SESSION: &str = "SELECT current_user::text AS current_user, session_user::
        (SELECT count(*) FROM pg_class WHERE relpersistence = 't') AS temporary_tables,
        (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects,
        (SELECT count(*) FROM pg_prepared_statements
-        WHERE statement LIKE '%ingot\\_%' AND statement NOT LIKE '%pg_prepared_statements%') AS host_statements";
+        WHERE statement LIKE '%.ingot\\_%' AND statement NOT LIKE '%pg_prepared_statements%') AS host_statements";
 
 fn session() -> Value {
     query(SESSION)
