@@ -5,14 +5,17 @@
 -- refuse every caller but the host:
 --
 -- * the host opens each transaction on a processor connection (ingot_open, or ingot_claim which
---   opens and claims) before any processor code runs in it, and a transaction opens only once, so
---   a processor calling them itself is always the second caller and is refused;
--- * opening returns a random token, known only to the host (it never appears in a statement's
---   text, and the table that holds it is the owner's), which every later call must present.
+--   opens and claims) with its first statement, before any processor code runs in it. Opening
+--   gives the transaction its id, and is refused once it has one: a processor calling these
+--   functions itself is always too late.
+-- * opening returns a token, a MAC of the backend, the transaction and the batch under a key
+--   only the framework owner can read; every later call must present it. It never appears in a
+--   statement the processor can see, and it is worth nothing in any other transaction.
 --
--- The framework owner's own sessions (the host's pool) need no token. Every function pins
--- search_path to pg_catalog with pg_temp last, and names every framework object with its schema:
--- `ingot_schema.` below is replaced by the schema this migration runs in.
+-- Nothing is written to open a transaction. The framework owner's own sessions (the host's pool)
+-- need no token. Every function pins search_path to pg_catalog with pg_temp last, and names every
+-- framework object with its schema: `ingot_schema.` below is replaced by the schema this migration
+-- runs in.
 
 -- Each processor role, the batch type it runs, and the password the host logs in with. Only the
 -- framework owner can read it.
@@ -24,18 +27,13 @@ CREATE TABLE ingot_processor_roles (
 );
 REVOKE ALL ON ingot_processor_roles FROM PUBLIC;
 
--- The transaction the host opened on each processor connection (one row per backend), and its
--- token. Unlogged: it describes live sessions only.
-CREATE UNLOGGED TABLE ingot_host_transactions (
-    backend_pid integer PRIMARY KEY,
-    xact        bigint  NOT NULL,
-    token       uuid    NOT NULL,
-    batch_id    uuid    NOT NULL,
-    -- The login that opened it, once checked to run batch_id's type: the next transaction of the
-    -- same login on the same batch skips those checks.
-    login       text    NOT NULL
+-- The key of the host's transaction tokens: one row, made here, readable by the owner only.
+CREATE TABLE ingot_secret (
+    key text NOT NULL
 );
-REVOKE ALL ON ingot_host_transactions FROM PUBLIC;
+CREATE UNIQUE INDEX ingot_secret_one_row ON ingot_secret ((true));
+INSERT INTO ingot_secret (key) SELECT gen_random_uuid()::text || gen_random_uuid()::text;
+REVOKE ALL ON ingot_secret FROM PUBLIC;
 
 -- Attempts that ended with the item's connection lost (a crashed server, a terminated backend, a
 -- processor that killed its own session): counted apart from `attempts`, which counts recorded
@@ -48,93 +46,87 @@ DROP FUNCTION ingot_claim(uuid, bigint);
 DO $migration$
 DECLARE
     fw text := pg_catalog.quote_ident(pg_catalog.current_schema()) || '.';
+    -- The token of the current transaction for p_batch: a MAC of the backend, the transaction
+    -- (reading it assigns the transaction its id) and the batch, under the framework's key. It is
+    -- written into each function below where `ingot_schema.ingot_token(p_batch)` stands, rather
+    -- than called: it runs twice per item, and a call (with its own scan of the key) costs more
+    -- than the whole expression.
+    token text := $t$(SELECT pg_catalog.encode(pg_catalog.substring(pg_catalog.sha256(pg_catalog.convert_to(
+               s.key OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) pg_catalog.pg_backend_pid()::text
+               OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) pg_catalog.txid_current()::text
+               OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) p_batch::text, 'UTF8')), 1, 16), 'hex')::pg_catalog.uuid
+        FROM ingot_schema.ingot_secret s)$t$;
 BEGIN
 
-EXECUTE pg_catalog.replace($fn$
+EXECUTE pg_catalog.replace(pg_catalog.replace($fn$
 -- Opens the current transaction for the host and returns its token (NULL for the framework
--- owner, who needs none). Refused when the transaction is already open, when the login is not
--- the processor role registered for p_batch_type, and when p_batch is of another type. Called
--- only from the wall's SECURITY DEFINER functions, whose identity and search_path it runs with.
-CREATE FUNCTION ingot_schema.ingot_open_transaction(p_batch uuid, p_batch_type text) RETURNS uuid
+-- owner, who needs none). Refused when the transaction already has an id (it is open, or ran
+-- something: either way the host's first statement is past), and, with p_check, when the login
+-- is not the processor role registered for p_batch_type or p_batch is of another type.
+--
+-- This and ingot_check are internal: no role but the owner may call them, and they are called
+-- only from the wall's SECURITY DEFINER functions, so they run with those functions' identity
+-- and pinned search_path (a SET clause of their own would only repeat it, per call).
+CREATE FUNCTION ingot_schema.ingot_open_transaction(p_batch uuid, p_batch_type text, p_check boolean)
+RETURNS uuid
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_token uuid := pg_catalog.gen_random_uuid();
-    v_xact bigint := pg_catalog.txid_current();
-    v_open ingot_schema.ingot_host_transactions%ROWTYPE;
 BEGIN
     IF pg_catalog.pg_has_role(session_user, current_user, 'MEMBER') THEN
         RETURN NULL;
     END IF;
-    -- The usual case, in one statement: the same login's next transaction on the same batch
-    -- (its checks passed when it first opened one).
-    UPDATE ingot_schema.ingot_host_transactions t SET xact = v_xact, token = v_token
-    WHERE t.backend_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
-      AND t.xact OPERATOR(pg_catalog.<>) v_xact
-      AND t.login OPERATOR(pg_catalog.=) session_user::text
-      AND t.batch_id OPERATOR(pg_catalog.=) p_batch;
-    IF FOUND THEN
-        RETURN v_token;
-    END IF;
-    SELECT * INTO v_open FROM ingot_schema.ingot_host_transactions t
-    WHERE t.backend_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid();
-    IF FOUND AND v_open.xact OPERATOR(pg_catalog.=) v_xact THEN
+    IF pg_catalog.txid_current_if_assigned() IS NOT NULL THEN
         RAISE EXCEPTION 'ingot: this transaction is already open; only the host opens transactions'
             USING ERRCODE = '42501';
     END IF;
-    PERFORM 1 FROM ingot_schema.ingot_processor_roles r
-    WHERE r.role_name OPERATOR(pg_catalog.=) session_user::text
-      AND r.batch_type OPERATOR(pg_catalog.=) p_batch_type;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'ingot: the role % does not run batches of type %', session_user, p_batch_type
-            USING ERRCODE = '42501';
+    IF p_check THEN
+        PERFORM 1 FROM ingot_schema.ingot_processor_roles r
+        WHERE r.role_name OPERATOR(pg_catalog.=) session_user::text
+          AND r.batch_type OPERATOR(pg_catalog.=) p_batch_type;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'ingot: the role % does not run batches of type %', session_user, p_batch_type
+                USING ERRCODE = '42501';
+        END IF;
+        PERFORM 1 FROM ingot_schema.import_batches b
+        WHERE b.id OPERATOR(pg_catalog.=) p_batch AND b.batch_type OPERATOR(pg_catalog.<>) p_batch_type;
+        IF FOUND THEN
+            RAISE EXCEPTION 'ingot: batch % is not of type %', p_batch, p_batch_type USING ERRCODE = '42501';
+        END IF;
     END IF;
-    PERFORM 1 FROM ingot_schema.import_batches b
-    WHERE b.id OPERATOR(pg_catalog.=) p_batch AND b.batch_type OPERATOR(pg_catalog.<>) p_batch_type;
-    IF FOUND THEN
-        RAISE EXCEPTION 'ingot: batch % is not of type %', p_batch, p_batch_type USING ERRCODE = '42501';
-    END IF;
-    INSERT INTO ingot_schema.ingot_host_transactions AS t (backend_pid, xact, token, batch_id, login)
-    VALUES (pg_catalog.pg_backend_pid(), v_xact, v_token, p_batch, session_user::text)
-    ON CONFLICT (backend_pid) DO UPDATE
-        SET xact = EXCLUDED.xact, token = EXCLUDED.token, batch_id = EXCLUDED.batch_id, login = EXCLUDED.login;
-    RETURN v_token;
+    RETURN ingot_schema.ingot_token(p_batch);
 END
 $$;
-$fn$, 'ingot_schema.', fw);
+$fn$, 'ingot_schema.ingot_token(p_batch)', token), 'ingot_schema.', fw);
 
-EXECUTE pg_catalog.replace($fn$
+EXECUTE pg_catalog.replace(pg_catalog.replace($fn$
 -- ingot_open_transaction for the host's own calls (batch hooks, dry-run items).
 CREATE FUNCTION ingot_schema.ingot_open(p_batch uuid, p_batch_type text) RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RETURN ingot_schema.ingot_open_transaction(p_batch, p_batch_type);
+    RETURN ingot_schema.ingot_open_transaction(p_batch, p_batch_type, true);
 END
 $$;
-$fn$, 'ingot_schema.', fw);
+$fn$, 'ingot_schema.ingot_token(p_batch)', token), 'ingot_schema.', fw);
 
-EXECUTE pg_catalog.replace($fn$
+EXECUTE pg_catalog.replace(pg_catalog.replace($fn$
 -- Passes when the caller is the host: the framework owner without a token, or a processor
 -- connection presenting the token of the transaction it is in, for the batch it was opened for.
--- Called only from the wall's SECURITY DEFINER functions (see ingot_open_transaction).
+-- Internal (see ingot_open_transaction).
 CREATE FUNCTION ingot_schema.ingot_check(p_token uuid, p_batch uuid) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     IF p_token IS NULL AND pg_catalog.pg_has_role(session_user, current_user, 'MEMBER') THEN
         RETURN;
     END IF;
-    PERFORM 1 FROM ingot_schema.ingot_host_transactions t
-    WHERE t.backend_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
-      AND t.xact OPERATOR(pg_catalog.=) pg_catalog.txid_current()
-      AND t.token OPERATOR(pg_catalog.=) p_token
-      AND t.batch_id OPERATOR(pg_catalog.=) p_batch;
+    PERFORM 1 WHERE pg_catalog.txid_current_if_assigned() IS NOT NULL
+                AND p_token OPERATOR(pg_catalog.=) ingot_schema.ingot_token(p_batch);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'ingot: only the host may change batch %', p_batch USING ERRCODE = '42501';
     END IF;
 END
 $$;
-$fn$, 'ingot_schema.', fw);
+$fn$, 'ingot_schema.ingot_token(p_batch)', token), 'ingot_schema.', fw);
 
-EXECUTE pg_catalog.replace($fn$
+EXECUTE pg_catalog.replace(pg_catalog.replace($fn$
 -- Opens the transaction and claims the lowest-index pending item at or after p_floor that no
 -- other transaction holds and that is not waiting out a retry backoff (the claim is the row
 -- lock). As a function, its plan is cached per session.
@@ -142,23 +134,36 @@ CREATE FUNCTION ingot_schema.ingot_claim(p_batch uuid, p_batch_type text, p_floo
 RETURNS TABLE (token uuid, id uuid, item_index bigint, data text, attempts integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_token uuid := ingot_schema.ingot_open_transaction(p_batch, p_batch_type);
+    v_owner boolean := pg_catalog.pg_has_role(session_user, current_user, 'MEMBER');
 BEGIN
+    -- As ingot_open_transaction, written out: this runs once per item.
+    IF NOT v_owner AND pg_catalog.txid_current_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'ingot: this transaction is already open; only the host opens transactions'
+            USING ERRCODE = '42501';
+    END IF;
     RETURN QUERY
-    SELECT v_token, i.id, i.item_index, i.source_data::text, i.attempts
+    SELECT CASE WHEN v_owner THEN NULL ELSE ingot_schema.ingot_token(p_batch) END,
+           i.id, i.item_index, i.source_data::text, i.attempts
     FROM ingot_schema.import_batch_items i
     WHERE i.batch_id OPERATOR(pg_catalog.=) p_batch
       AND i.status OPERATOR(pg_catalog.=) 'pending'
       AND i.item_index OPERATOR(pg_catalog.>=) p_floor
       AND (i.available_at IS NULL OR i.available_at OPERATOR(pg_catalog.<=) pg_catalog.clock_timestamp())
+      -- The role/type checks: a login of another type claims nothing.
+      AND (v_owner OR EXISTS (
+          SELECT 1 FROM ingot_schema.ingot_processor_roles r
+          JOIN ingot_schema.import_batches b ON b.batch_type OPERATOR(pg_catalog.=) r.batch_type
+          WHERE r.role_name OPERATOR(pg_catalog.=) session_user::text
+            AND r.batch_type OPERATOR(pg_catalog.=) p_batch_type
+            AND b.id OPERATOR(pg_catalog.=) p_batch))
     ORDER BY i.item_index
     LIMIT 1
-    FOR UPDATE SKIP LOCKED;
+    FOR UPDATE OF i SKIP LOCKED;
 END
 $$;
-$fn$, 'ingot_schema.', fw);
+$fn$, 'ingot_schema.ingot_token(p_batch)', token), 'ingot_schema.', fw);
 
-EXECUTE pg_catalog.replace($fn$
+EXECUTE pg_catalog.replace(pg_catalog.replace($fn$
 -- An item's final state (or its return to pending for a retry), its log lines, its counter slot
 -- and its batch-metadata changes, in one call. p holds: status, processed_data, target_table,
 -- target_id, error_message, error_code, error_field, started_at, duration_ms, fuel_used,
@@ -173,13 +178,9 @@ DECLARE
 BEGIN
     -- The host check (as in ingot_check) is part of the statement: one statement per item.
     WITH host AS (
-        SELECT 1 FROM ingot_schema.ingot_host_transactions t
-        WHERE v_owner
-           OR (t.backend_pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
-               AND t.xact OPERATOR(pg_catalog.=) pg_catalog.txid_current()
-               AND t.token OPERATOR(pg_catalog.=) p_token
-               AND t.batch_id OPERATOR(pg_catalog.=) p_batch)
-        LIMIT 1
+        SELECT 1 WHERE v_owner
+            OR (pg_catalog.txid_current_if_assigned() IS NOT NULL
+                AND p_token OPERATOR(pg_catalog.=) ingot_schema.ingot_token(p_batch))
     ), item AS (
         UPDATE ingot_schema.import_batch_items
         SET status = v_status,
@@ -226,9 +227,9 @@ BEGIN
     END IF;
 END
 $$;
-$fn$, 'ingot_schema.', fw);
+$fn$, 'ingot_schema.ingot_token(p_batch)', token), 'ingot_schema.', fw);
 
-EXECUTE pg_catalog.replace($fn$
+EXECUTE pg_catalog.replace(pg_catalog.replace($fn$
 -- What the batch hooks are told about their batch.
 CREATE FUNCTION ingot_schema.ingot_batch_info(p_token uuid, p_batch uuid)
 RETURNS TABLE (batch_type text, total_items bigint, completed bigint, failed bigint, skipped bigint,
@@ -248,9 +249,9 @@ BEGIN
     GROUP BY b.id;
 END
 $$;
-$fn$, 'ingot_schema.', fw);
+$fn$, 'ingot_schema.ingot_token(p_batch)', token), 'ingot_schema.', fw);
 
-EXECUTE pg_catalog.replace($fn$
+EXECUTE pg_catalog.replace(pg_catalog.replace($fn$
 -- Moves a batch along its life: to 'processing' from pending, failed or cancelled (recording the
 -- processor's digest), to 'completed' from processing, to 'failed' (with a reason) unless it
 -- completed. False when the batch was in none of the states it may move from.
@@ -278,9 +279,9 @@ BEGIN
     RETURN FOUND;
 END
 $$;
-$fn$, 'ingot_schema.', fw);
+$fn$, 'ingot_schema.ingot_token(p_batch)', token), 'ingot_schema.', fw);
 
-EXECUTE pg_catalog.replace($fn$
+EXECUTE pg_catalog.replace(pg_catalog.replace($fn$
 -- What a batch hook leaves: metadata changes to merge (p->'metadata', if present) and log lines
 -- about the batch (p->'logs', as for ingot_finish_item).
 CREATE FUNCTION ingot_schema.ingot_batch_record(p_token uuid, p_batch uuid, p jsonb) RETURNS void
@@ -298,12 +299,12 @@ BEGIN
          AS l(level text, source text, message text, details jsonb, at timestamptz);
 END
 $$;
-$fn$, 'ingot_schema.', fw);
+$fn$, 'ingot_schema.ingot_token(p_batch)', token), 'ingot_schema.', fw);
 
-EXECUTE pg_catalog.replace($fn$
+EXECUTE pg_catalog.replace(pg_catalog.replace($fn$
 -- Undoes whatever a processor left in its session: every setting back to what the connection
--- started with (RESET ALL), then session advisory locks, cursors, LISTENs, temporary objects,
--- prepared statements made with PREPARE, and large objects its role owns. Runs with the caller's
+-- started with (RESET ALL), then session advisory locks, cursors, LISTENs, temporary objects and
+-- prepared statements made with PREPARE (large objects: see ingot_drop_large_objects). Runs with the caller's
 -- rights on the caller's own session, and without a SET clause (one would restore the
 -- processor's search_path on exit); it settles the settings first and names everything with its
 -- schema.
@@ -318,32 +319,44 @@ BEGIN
     UNLISTEN *;
     DISCARD TEMP;
     PERFORM pg_catalog.pg_advisory_unlock_all();
-    -- One query for both kinds of leftovers: it usually finds none.
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements s WHERE s.from_sql) THEN
+        FOR r IN SELECT s.name FROM pg_catalog.pg_prepared_statements s WHERE s.from_sql LOOP
+            EXECUTE pg_catalog.format('DEALLOCATE %I', r.name);
+        END LOOP;
+    END IF;
+END
+$$;
+$fn$, 'ingot_schema.ingot_token(p_batch)', token), 'ingot_schema.', fw);
+
+EXECUTE pg_catalog.replace(pg_catalog.replace($fn$
+-- Unlinks the large objects the caller's role owns. A large object cannot touch the host's
+-- statements, and finding them takes a catalog scan, so the host runs this when a worker is done
+-- with a batch rather than after every item.
+CREATE FUNCTION ingot_schema.ingot_drop_large_objects() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
     FOR r IN
-        SELECT s.name, NULL::pg_catalog.oid AS lo FROM pg_catalog.pg_prepared_statements s WHERE s.from_sql
-        UNION ALL
-        SELECT NULL, d.objid FROM pg_catalog.pg_shdepend d
+        SELECT d.objid FROM pg_catalog.pg_shdepend d
         WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass
           AND d.refobjid OPERATOR(pg_catalog.=) session_user::pg_catalog.regrole
           AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_largeobject'::pg_catalog.regclass
           AND d.deptype OPERATOR(pg_catalog.=) 'o'
     LOOP
-        IF r.name IS NOT NULL THEN
-            EXECUTE pg_catalog.format('DEALLOCATE %I', r.name);
-        ELSE
-            PERFORM pg_catalog.lo_unlink(r.lo);
-        END IF;
+        PERFORM pg_catalog.lo_unlink(r.objid);
     END LOOP;
 END
 $$;
-$fn$, 'ingot_schema.', fw);
+$fn$, 'ingot_schema.ingot_token(p_batch)', token), 'ingot_schema.', fw);
 
 END
 $migration$;
 
 -- Only the host (and the processor roles it grants them to, one by one) may call the wall's
 -- functions; anyone may reset their own session.
-REVOKE EXECUTE ON FUNCTION ingot_open_transaction(uuid, text), ingot_open(uuid, text), ingot_check(uuid, uuid),
+REVOKE EXECUTE ON FUNCTION ingot_open_transaction(uuid, text, boolean), ingot_open(uuid, text),
+    ingot_check(uuid, uuid),
     ingot_claim(uuid, text, bigint),
     ingot_finish_item(uuid, uuid, uuid, smallint, jsonb), ingot_batch_info(uuid, uuid),
     ingot_batch_transition(uuid, uuid, text, text, text), ingot_batch_record(uuid, uuid, jsonb)

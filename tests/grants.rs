@@ -130,6 +130,35 @@ async fn a_manifest_granting_a_missing_table_is_a_clear_error() {
 }
 
 #[tokio::test]
+async fn a_manifest_may_never_grant_ingots_own_tables_or_a_system_catalog() {
+    let db = TestDb::new().await;
+    for table in [
+        "import_batch_items",
+        "public.import_logs",
+        "ingot_processor_roles",
+        "pg_authid",
+        "pg_catalog.pg_settings",
+    ] {
+        let manifest = format!("[grants]\n\"{table}\" = [\"select\"]\n");
+        let processors = Processors::new(&[("probe", &guest("probe"), Some(&manifest))]);
+        let error = run(&manager(&db, &processors), &[json!({"mode": "ok"})]).await.unwrap_err();
+        assert!(matches!(error, BatchError::Grant(GrantError::FrameworkTable { .. })), "{table}: {error}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("probe.toml grants {table:?}")) && message.contains("remove it"),
+            "{message}"
+        );
+        let granted: i64 = db
+            .scalar_i64(&format!(
+                "SELECT count(*) FROM information_schema.role_table_grants WHERE grantee = '{}'",
+                grants::role_name(&db.role_prefix(), "probe")
+            ))
+            .await;
+        assert_eq!(granted, 0, "{table}: nothing was granted");
+    }
+}
+
+#[tokio::test]
 async fn when_ingot_may_not_create_roles_the_error_names_the_admin_step_that_fixes_it() {
     let admin = TestDb::empty().await;
     let prefix = admin.role_prefix();

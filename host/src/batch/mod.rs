@@ -489,6 +489,8 @@ impl BatchManager {
             (None, _) if stopped => {}
             (None, _) => finish_batch(&mut coordinator, &scope, None).await?,
         }
+        // The batch hooks ran on the coordinator's connection.
+        coordinator.tidy(&scope).await;
         self.summary(id).await
     }
 

@@ -310,10 +310,31 @@ impl Worker {
         })
     }
 
+    /// Removes what the processor may have left in the database for longer than an item: large
+    /// objects its role owns. Best effort: the next worker done with a batch of this type tries
+    /// again.
+    pub(crate) async fn tidy(&mut self, batch: &BatchScope) {
+        if batch.tx == TxMode::DryRun {
+            // Every processor transaction of a dry run was rolled back, and its objects with it.
+            return;
+        }
+        if let Ok(conn) = self.conn()
+            && let Err(e) = items::drop_large_objects(conn, &batch.settings).await
+        {
+            tracing::debug!("could not remove the processor's large objects: {e}");
+        }
+    }
+
     /// Claims and processes items until none is left or `shared.stop` is set. A lost
     /// connection (a restarted server, a terminated backend) or a deadlock in the host's own
     /// statements is survived: reconnect if needed and carry on with the next claim.
     pub(crate) async fn run(&mut self, batch: &BatchScope, shared: &Shared) -> Result<(), BatchError> {
+        let result = self.run_items(batch, shared).await;
+        self.tidy(batch).await;
+        result
+    }
+
+    async fn run_items(&mut self, batch: &BatchScope, shared: &Shared) -> Result<(), BatchError> {
         while !shared.should_stop() {
             match self.step(batch, shared).await {
                 Ok(Step::Processed) => {}

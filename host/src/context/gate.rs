@@ -369,7 +369,7 @@ mod tests {
         for sql in [
             "SELECT source_data FROM import_batch_items",
             "SELECT * FROM public.import_batches",
-            "SELECT token FROM ingot_host_transactions",
+            "SELECT key FROM ingot_secret",
             "SELECT password FROM ingot_processor_roles",
             "INSERT INTO probe_rows (label) SELECT message FROM import_logs",
             "UPDATE import_batch_counters SET completed = completed + 1",

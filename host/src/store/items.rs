@@ -20,12 +20,13 @@
 //!
 //! Statements that follow processor code in one round trip are read by the server before the
 //! reset in front of them runs, under whatever settings the processor left: so they hold nothing
-//! but ASCII, no backslash and no quote inside a literal — processor-supplied text goes in as hex
-//! — and read the same whatever `standard_conforming_strings` or `client_encoding` say.
+//! but ASCII, no backslash and no quote inside a literal — processor-supplied text goes in as
+//! base64 — and read the same whatever `standard_conforming_strings` or `client_encoding` say.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Executor, PgConnection, Row};
@@ -253,6 +254,13 @@ pub async fn close_scope(
     Ok(())
 }
 
+/// Unlinks the large objects the processor's role owns: run when a worker is done with a batch
+/// (a large object cannot touch the host's statements, and finding one takes a catalog scan).
+pub async fn drop_large_objects(conn: &mut PgConnection, settings: &ScopeSettings) -> Result<(), StoreError> {
+    conn.execute(format!("SELECT {}.ingot_drop_large_objects()", settings.framework).as_str()).await?;
+    Ok(())
+}
+
 /// Quotes an SQL identifier.
 pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -390,12 +398,12 @@ pub async fn finish_and_commit(
     let _ = write!(
         sql,
         "SELECT {}.ingot_finish_item({token}, '{}'::pg_catalog.uuid, '{}'::pg_catalog.uuid, {}::pg_catalog.int2, \
-         pg_catalog.convert_from(pg_catalog.decode('{}', 'hex'), 'UTF8')::pg_catalog.jsonb); {}",
+         pg_catalog.convert_from(pg_catalog.decode('{}', 'base64'), 'UTF8')::pg_catalog.jsonb); {}",
         settings.framework,
         item.batch_id,
         item.id,
         item.slot,
-        hex::encode(finish_payload(item)),
+        base64::engine::general_purpose::STANDARD.encode(finish_payload(item)),
         commit_sql(nested)
     );
     conn.execute(sql.as_str()).await?;

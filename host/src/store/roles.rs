@@ -15,7 +15,7 @@ pub const FRAMEWORK_RELATIONS: &[&str] = &[
     "import_batch_summary",
     "import_failed_batches",
     "ingot_processor_roles",
-    "ingot_host_transactions",
+    "ingot_secret",
     "_sqlx_migrations",
 ];
 
