@@ -304,10 +304,10 @@ $fn$, 'ingot_schema.ingot_token(p_batch)', token), 'ingot_schema.', fw);
 EXECUTE pg_catalog.replace(pg_catalog.replace($fn$
 -- Undoes whatever a processor left in its session: every setting back to what the connection
 -- started with (RESET ALL), then session advisory locks, cursors, LISTENs, temporary objects and
--- prepared statements made with PREPARE (large objects: see ingot_drop_large_objects). Runs with the caller's
--- rights on the caller's own session, and without a SET clause (one would restore the
--- processor's search_path on exit); it settles the settings first and names everything with its
--- schema.
+-- prepared statements made with PREPARE (large objects: see ingot_drop_large_objects). Runs with
+-- the caller's rights on the caller's own session, and without a SET clause (one would restore
+-- the processor's search_path on exit); it settles the settings first and names everything with
+-- its schema.
 CREATE FUNCTION ingot_schema.ingot_reset_session() RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE

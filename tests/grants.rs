@@ -33,6 +33,14 @@ async fn run(manager: &BatchManager, items: &[Value]) -> Result<ingot::store::ba
         .await
 }
 
+/// Ingot's schema and the test tables, applied through `pool`, and a probe that may select and
+/// insert `probe_rows`.
+async fn prepare(pool: &sqlx::PgPool) -> Processors {
+    ingot::store::migrate(pool).await.unwrap();
+    sqlx::raw_sql(SCHEMA).execute(pool).await.unwrap();
+    Processors::new(&[("probe", &guest("probe"), Some("[grants]\nprobe_rows = [\"select\", \"insert\"]\n"))])
+}
+
 fn manager(db: &TestDb, processors: &Processors) -> BatchManager {
     support::manager(db, processors, support::runtime())
 }
@@ -172,13 +180,7 @@ async fn when_ingot_may_not_create_roles_the_error_names_the_admin_step_that_fix
     // Ingot connects as an ordinary user that owns its tables but may not create roles.
     let url = admin.url.replacen("postgres@", &format!("{host}@"), 1);
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&url).await.unwrap();
-    ingot::store::migrate(&pool).await.unwrap();
-    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
-    let processors = Processors::new(&[(
-        "probe",
-        &guest("probe"),
-        Some("[grants]\nprobe_rows = [\"select\", \"insert\"]\n"),
-    )]);
+    let processors = prepare(&pool).await;
     let manager = BatchManager::new(pool.clone(), support::runtime(), Registry::new(processors.path()))
         .with_role_prefix(&prefix);
     let items = [json!({"mode": "sql", "sql": "INSERT INTO probe_rows (label) VALUES ('ok')"})];
@@ -225,13 +227,7 @@ async fn processors_log_in_with_their_own_password_where_the_server_demands_one(
         .connect_with(server.options(user, Some(password)))
         .await
         .unwrap();
-    ingot::store::migrate(&pool).await.unwrap();
-    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
-    let processors = Processors::new(&[(
-        "probe",
-        &guest("probe"),
-        Some("[grants]\nprobe_rows = [\"select\", \"insert\"]\n"),
-    )]);
+    let processors = prepare(&pool).await;
     let manager = BatchManager::new(pool.clone(), support::runtime(), Registry::new(processors.path()));
     let items = [
         json!({"mode": "sql", "sql": "INSERT INTO probe_rows (label) VALUES ('with a password')"}),

@@ -1087,7 +1087,15 @@ async fn hostile_statement_timeout_reset_then_sleep_is_cancelled_by_the_host_at_
             let started = std::time::Instant::now();
             let reason = arena.attack_wall(attack).await;
             assert_reason(&reason, &["500 ms time limit"]);
-            // The limit plus a small margin, not the 30 s sleep (the whole batch of three items).
+            // The limit plus a small margin, not the 30 s sleep: the item itself, and the whole
+            // batch of three items around it.
+            let took: f64 = sqlx::query_scalar(
+                "SELECT max(duration_ms) FROM import_batch_items WHERE error_code = 'timeout'",
+            )
+            .fetch_one(&arena.db.pool)
+            .await
+            .unwrap();
+            assert!(took < 2_000.0, "the item held its worker for {took} ms (limit 500 ms)");
             assert!(started.elapsed() < std::time::Duration::from_secs(8), "took {:?}", started.elapsed());
         }
     }
