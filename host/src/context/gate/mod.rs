@@ -16,8 +16,12 @@
 //! gate refuses every way to change it within one (SET, `set_config`, writes to `pg_settings`),
 //! so the gate and the server always read a statement the same way.
 
+mod walk;
+
 use pg_query::NodeEnum;
 use pg_query::protobuf::node::Node;
+
+use self::walk::{Target, walk};
 
 /// Why the gate refused a statement: the rule, as a sentence the processor's author can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,7 +121,8 @@ pub fn check(sql: &str) -> Result<(), Refusal> {
         Some(other) => return Err(Refusal(statement_rule(other))),
         None => return Err(Refusal("the call holds no statement".into())),
     }
-    let found = inspect(&parsed.protobuf)?;
+    let found = walk(&parsed.protobuf)
+        .ok_or_else(|| Refusal("the statement cannot be inspected, so it is refused".into()))?;
     let named = found.relations.iter().chain(found.written.iter().map(|t| &t.name));
     if let Some(name) = named.into_iter().find(|name| is_framework_relation(name)) {
         return Err(Refusal(format!(
@@ -145,13 +150,6 @@ pub fn check(sql: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// A relation a statement writes: (schema, name) as written.
-#[derive(Debug)]
-struct Target {
-    schema: String,
-    name: String,
-}
-
 impl Target {
     fn display(&self) -> String {
         if self.schema.is_empty() { self.name.clone() } else { format!("{}.{}", self.schema, self.name) }
@@ -170,59 +168,6 @@ fn is_system_relation(target: &Target) -> bool {
 fn is_framework_relation(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     crate::store::roles::FRAMEWORK_RELATIONS.contains(&name.as_str()) || name.starts_with("ingot_")
-}
-
-/// What the tree holds that the gate rules on.
-#[derive(Debug, Default)]
-struct Found {
-    /// Every relation named anywhere (read or written), unqualified.
-    relations: Vec<String>,
-    /// Every function called, qualified as written.
-    functions: Vec<String>,
-    /// Every relation written by an INSERT, UPDATE, DELETE or MERGE (including in CTEs).
-    written: Vec<Target>,
-}
-
-/// Every function the statement calls and every relation it writes, wherever they sit in the tree
-/// (a VALUES list, a sublink, a CTE, a FROM-clause function…). The tree is walked through its
-/// serialized form, so no node kind can be missed; iteratively, so a deeply nested statement
-/// cannot exhaust the host's stack.
-fn inspect(tree: &pg_query::protobuf::ParseResult) -> Result<Found, Refusal> {
-    let tree =
-        serde_json::to_value(tree).map_err(|e| Refusal(format!("the statement cannot be inspected: {e}")))?;
-    let mut found = Found::default();
-    let mut pending = vec![&tree];
-    while let Some(value) = pending.pop() {
-        match value {
-            serde_json::Value::Object(map) => {
-                if let Some(parts) =
-                    map.get("FuncCall").and_then(|call| call.get("funcname")).and_then(|n| n.as_array())
-                {
-                    let parts: Vec<&str> = parts
-                        .iter()
-                        .filter_map(|p| p.pointer("/node/String/sval").and_then(|s| s.as_str()))
-                        .collect();
-                    found.functions.push(parts.join("."));
-                }
-                if let Some(name) =
-                    map.get("RangeVar").and_then(|r| r.get("relname")).and_then(|n| n.as_str())
-                {
-                    found.relations.push(name.to_owned());
-                }
-                for kind in ["InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"] {
-                    if let Some(relation) = map.get(kind).and_then(|stmt| stmt.get("relation")) {
-                        let text =
-                            |key: &str| relation.get(key).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-                        found.written.push(Target { schema: text("schemaname"), name: text("relname") });
-                    }
-                }
-                pending.extend(map.values());
-            }
-            serde_json::Value::Array(items) => pending.extend(items),
-            _ => {}
-        }
-    }
-    Ok(found)
 }
 
 /// The rule a non-data statement breaks, named by what it is.
