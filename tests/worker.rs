@@ -244,3 +244,34 @@ async fn a_running_batch_keeps_the_processor_version_it_started_with() {
         "the probe's code ran, not the replacement's"
     );
 }
+
+#[tokio::test]
+async fn forged_notifications_are_only_hints_a_worker_checks_against_the_database() {
+    let db = TestDb::new().await;
+    let processors = Processors::new(&[("probe", &guest("probe"), None), ("other", &guest("probe"), None)]);
+    let cwd = tempfile::tempdir().unwrap();
+    let file = cwd.path().join("items.ndjson");
+    std::fs::write(&file, "{\"mode\": \"ok\"}\n").unwrap();
+    // A pending batch of a type this worker does not serve: a notification naming it must not
+    // make the worker run it.
+    let other = create(&db, &processors, cwd.path(), "other", &file);
+    let worker = spawn_worker(&db, &processors, cwd.path(), &["--types", "probe"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A flood on the framework's channel, as any role can send: junk, and the other batch's id.
+    for i in 0..2_000 {
+        let payload = if i % 2 == 0 { other.to_string() } else { format!("junk {i}; DROP TABLE x") };
+        sqlx::query("SELECT pg_notify('ingot_batches', $1)").bind(payload).execute(&db.pool).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status: String = sqlx::query_scalar("SELECT status FROM import_batches WHERE id = $1")
+        .bind(other)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "pending", "a notification alone made the worker run a batch it does not serve");
+    // The worker is still listening: a real batch is picked up at once (the poll interval is 60 s).
+    let id = create(&db, &processors, cwd.path(), "probe", &file);
+    assert_eq!(wait_until_finished(&db, id, Duration::from_secs(10)).await, "completed");
+    let stderr = stop(worker);
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+}

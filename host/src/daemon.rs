@@ -2,7 +2,9 @@
 //!
 //! PostgreSQL is the only coordinator. New batches are announced with `NOTIFY` when their
 //! creating transaction commits; a worker wakes on that, or on its polling interval if a
-//! notification was missed. Any number of workers, on any number of hosts, can serve one
+//! notification was missed. A notification is only a hint — any role may send one on the channel
+//! — so its payload is never read: a worker that wakes looks in the database, at most a few times
+//! a second however many notifications arrive. Any number of workers, on any number of hosts, can serve one
 //! database: the first to move a pending batch to `processing` runs its start hooks, every worker
 //! claims items with `FOR UPDATE SKIP LOCKED`, and whoever finds the last item done completes the
 //! batch. Processors are looked up afresh for every batch, so a new or replaced `.wasm` is picked
@@ -102,13 +104,23 @@ pub async fn run(
     Ok(report)
 }
 
-/// Returns on a batch announcement, after `poll`, or soon after a stop request.
+/// The shortest time between two looks at the database that notifications cause.
+const WAKE_GAP: Duration = Duration::from_millis(200);
+
+/// Returns on a batch announcement, after `poll`, or soon after a stop request. Notifications
+/// that arrived together wake the worker once.
 async fn wait_for_work(listener: &mut PgListener, poll: Duration, progress: &Progress) {
-    let deadline = tokio::time::Instant::now() + poll;
+    let started = tokio::time::Instant::now();
+    let deadline = started + poll;
     while !progress.stopped() && tokio::time::Instant::now() < deadline {
         let slice = Duration::from_millis(250).min(deadline - tokio::time::Instant::now());
         match tokio::time::timeout(slice, listener.recv()).await {
-            Ok(Ok(_notification)) => return,
+            Ok(Ok(_hint)) => {
+                // However many arrive, they ask for the same thing: one look at the database.
+                tokio::time::sleep_until(started + WAKE_GAP).await;
+                while listener.next_buffered().is_some() {}
+                return;
+            }
             // The listener reconnects by itself; a failure here only means polling for a while.
             Ok(Err(e)) => {
                 tracing::warn!("batch notifications interrupted: {e}");
