@@ -328,3 +328,67 @@ async fn without_database_url_an_embedded_cluster_starts_on_demand() {
     assert_eq!(code(&stop), 0, "{}", stderr_of(&stop));
     assert_eq!(json_of(&embedded(&["db", "status", "--json"]))["running"], false);
 }
+
+#[tokio::test]
+async fn text_a_processor_wrote_cannot_draw_on_the_operators_terminal() {
+    let cli = Cli::new().await;
+    let osc52 = "\u{1b}]52;c;cGF5bG9hZA==\u{7}";
+    let file = cli.write(
+        "escapes.ndjson",
+        &[
+            json!({"mode": "log", "lines": 1, "message": format!("clipboard {osc52} then\n[item 7] ERROR processor: forged")}),
+            json!({"mode": "invalid", "message": "wipe \u{1b}[2J\u{1b}[H\rscreen\u{9b}31m", "code": "evil\u{1b}[1m"}),
+        ],
+    );
+    let run = cli.run(&["run", "probe", &file, "--workers", "1"]);
+    assert_eq!(code(&run), 3, "{}", stderr_of(&run));
+    let id = json_of(&cli.run(&["batch", "list", "--limit", "1", "--json"]))[0]["batch_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for output in [run, cli.run(&["logs", &id]), cli.run(&["batch", "show", &id])] {
+        let text = String::from_utf8(output.stdout).expect("UTF-8");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "a control character reached the terminal: {text:?}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("[item 7]")), "a forged line: {text}");
+        assert!(text.contains("\\x1b") || text.contains("\\n"), "the escapes are shown, not hidden: {text}");
+    }
+    // JSON keeps the text exactly (JSON escapes control characters itself).
+    let logs = json_of(&cli.run(&["logs", &id, "--item", "0", "--json"]));
+    assert!(logs[0]["message"].as_str().unwrap().contains(osc52));
+}
+
+#[tokio::test]
+async fn a_component_over_the_size_cap_is_refused_without_being_read() {
+    let cli = Cli::new().await;
+    // 300 MB, sparse: reading it whole would show in the peak memory.
+    let big = std::fs::File::create(cli.processors.path().join("huge.wasm")).unwrap();
+    big.set_len(300 << 20).unwrap();
+    let mut command =
+        ingot_command(cli.cwd.path(), &cli.db.url, cli.processors.path(), &["processors", "--json"]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn().unwrap();
+    let (status, peak) = wait_measuring_peak_rss(child);
+    assert!(status.success());
+    assert!(peak < 64 << 20, "listing a 300 MB file took {} MiB", peak >> 20);
+    let listed = json_of(&cli.run(&["processors", "--json"]));
+    let huge = listed.as_array().unwrap().iter().find(|p| p["batch_type"] == "huge").unwrap().clone();
+    assert_eq!(huge["status"], "error");
+    let error = huge["error"].as_str().unwrap();
+    assert!(
+        error.contains("huge.wasm is 300 MiB, over the 256 MiB") && error.contains("INGOT_MAX_COMPONENT_MB"),
+        "{error}"
+    );
+    assert_eq!(huge["digest"].as_str().map(str::len), Some(64), "its digest is still computed, in pieces");
+    // The cap is the operator's to move: with 1 MiB, a 2 MiB file is refused and the probe is not.
+    std::fs::File::create(cli.processors.path().join("medium.wasm")).unwrap().set_len(2 << 20).unwrap();
+    let mut command =
+        ingot_command(cli.cwd.path(), &cli.db.url, cli.processors.path(), &["processors", "--json"]);
+    let listed = json_of(&command.env("INGOT_MAX_COMPONENT_MB", "1").output().unwrap());
+    let entry =
+        |name: &str| listed.as_array().unwrap().iter().find(|p| p["batch_type"] == name).unwrap().clone();
+    assert!(entry("medium")["error"].as_str().unwrap().contains("over the 1 MiB"), "{listed}");
+    assert_eq!(entry("probe")["status"], "ok", "{listed}");
+}

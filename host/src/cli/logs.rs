@@ -7,6 +7,7 @@ use clap::Args;
 use futures_util::StreamExt;
 use uuid::Uuid;
 
+use super::terminal::safe;
 use super::{Env, exit};
 use crate::context::logs::LogLevel;
 use crate::store::batches;
@@ -51,13 +52,21 @@ impl LogsArgs {
             if self.json {
                 write!(out, "{}\n  {}", if count == 0 { "" } else { "," }, serde_json::to_string(&line)?)?;
             } else {
+                // Every line printed is exactly one line of Ingot's: what the processor or the
+                // input wrote is shown with its control characters escaped.
                 let item = line.item_index.map_or_else(|| "batch".to_owned(), |i| format!("item {i}"));
-                writeln!(out, "[{item}] {} {}: {}", line.level.to_uppercase(), line.source, line.message)?;
+                writeln!(
+                    out,
+                    "[{item}] {} {}: {}",
+                    line.level.to_uppercase(),
+                    safe(&line.source),
+                    safe(&line.message)
+                )?;
                 if let Some(details) = &line.details {
-                    writeln!(out, "    details: {details}")?;
+                    writeln!(out, "    details: {}", safe(&details.to_string()))?;
                 }
                 if let Some(data) = &line.item_data {
-                    writeln!(out, "    data: {data}")?;
+                    writeln!(out, "    data: {}", safe(&data.to_string()))?;
                 }
             }
             count += 1;

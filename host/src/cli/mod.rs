@@ -9,6 +9,7 @@ mod new;
 mod output;
 mod processors;
 mod run;
+mod terminal;
 mod worker;
 
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ use crate::batch::{BatchManager, ProcessOptions, Progress};
 use crate::context::grants::DEFAULT_ROLE_PREFIX;
 use crate::database::{self, Database};
 use crate::registry::Registry;
-use crate::runtime::{Runtime, RuntimeConfig};
+use crate::runtime::{DEFAULT_MAX_COMPONENT_BYTES, Runtime, RuntimeConfig};
 use crate::store::BatchStatus;
 use crate::store::batches::Summary;
 
@@ -59,6 +60,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "INGOT_ROLE_PREFIX", default_value = DEFAULT_ROLE_PREFIX)]
     role_prefix: String,
 
+    /// The largest processor component loaded, in MiB; larger files are refused unread.
+    #[arg(long, global = true, env = "INGOT_MAX_COMPONENT_MB", default_value_t = DEFAULT_MAX_COMPONENT_BYTES >> 20)]
+    max_component_mb: u64,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -93,8 +98,12 @@ enum Command {
 impl Cli {
     /// Runs the command and returns the process exit code.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let env =
-            Env { processors: self.processors, cache_dir: self.cache_dir, role_prefix: self.role_prefix };
+        let env = Env {
+            processors: self.processors,
+            cache_dir: self.cache_dir,
+            role_prefix: self.role_prefix,
+            max_component_bytes: self.max_component_mb.saturating_mul(1 << 20),
+        };
         match self.command {
             Command::Run(args) => args.run(&env).await,
             Command::Batch(command) => command.run(&env).await,
@@ -119,6 +128,7 @@ pub(crate) struct Env {
     processors: PathBuf,
     cache_dir: PathBuf,
     role_prefix: String,
+    max_component_bytes: u64,
 }
 
 impl Env {
@@ -136,7 +146,8 @@ impl Env {
             .iter()
             .any(|found| registry.manifest(&found.batch_type).is_ok_and(|m| m.limits.fuel.is_some()));
         let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(self.cache_dir.clone()), fuel_metering })
-            .context("cannot start the WebAssembly runtime")?;
+            .context("cannot start the WebAssembly runtime")?
+            .with_max_component_bytes(self.max_component_bytes);
         Ok(Arc::new(runtime))
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::terminal::safe;
 use crate::batch::Progress;
 use crate::store::BatchStatus;
 use crate::store::batches::Summary;
@@ -45,7 +46,11 @@ pub(crate) fn summary(summary: &Summary) {
         BatchStatus::Cancelled => "was cancelled",
     };
     let dry = if summary.dry_run { " (dry run: nothing was written)" } else { "" };
-    out.push_str(&format!("Batch {} ({}) {verdict}{dry}\n", short(&summary.batch_id), summary.batch_type));
+    out.push_str(&format!(
+        "Batch {} ({}) {verdict}{dry}\n",
+        short(&summary.batch_id),
+        safe(&summary.batch_type)
+    ));
     if let Some(parent) = summary.parent_batch_id {
         out.push_str(&format!("  reprocesses {parent} (retry {})\n", summary.retry_count));
     }
@@ -60,19 +65,15 @@ pub(crate) fn summary(summary: &Summary) {
         if summary.pending > 0 { format!(" · pending {}", summary.pending) } else { String::new() },
     ));
     if let Some(error) = &summary.error_message {
-        out.push_str(&format!("  error: {error}\n"));
+        out.push_str(&format!("  error: {}\n", safe(error)));
     }
     if !summary.top_errors.is_empty() {
         out.push_str("  top errors:\n");
-        let width =
-            summary.top_errors.iter().map(|e| e.code.as_deref().unwrap_or("-").len()).max().unwrap_or(0);
-        for e in &summary.top_errors {
-            out.push_str(&format!(
-                "    {:>6} × {:width$}  {}\n",
-                e.count,
-                e.code.as_deref().unwrap_or("-"),
-                e.message
-            ));
+        let codes: Vec<String> =
+            summary.top_errors.iter().map(|e| safe(e.code.as_deref().unwrap_or("-")).into_owned()).collect();
+        let width = codes.iter().map(String::len).max().unwrap_or(0);
+        for (e, code) in summary.top_errors.iter().zip(&codes) {
+            out.push_str(&format!("    {:>6} × {code:width$}  {}\n", e.count, safe(&e.message)));
         }
     }
     if !summary.dry_run && (summary.failed > 0 || summary.status == BatchStatus::Failed) {

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::Args;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::{Env, exit, output};
 use crate::registry::RegistryError;
@@ -41,9 +40,9 @@ impl ProcessorsArgs {
                 let (digest, contract, error) = match registry.load_discovered(&runtime, d) {
                     Ok(p) => (Some(p.code.digest.clone()), Some(p.code.contract.clone()), None),
                     Err(e) => {
-                        // A file that does not load still gets its digest, to tell versions apart.
-                        let digest =
-                            std::fs::read(&d.path).ok().map(|bytes| hex::encode(Sha256::digest(bytes)));
+                        // A file that does not load still gets its digest, to tell versions apart
+                        // (read in pieces: it may be the file that was too large to load).
+                        let digest = crate::runtime::file_digest(&d.path).ok();
                         // A component built for another version still says which one.
                         let contract = match &e {
                             RegistryError::Load(LoadError::IncompatibleContract { found, .. }) => {

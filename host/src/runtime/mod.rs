@@ -29,6 +29,9 @@ pub use self::instance::{CallError, Instance};
 pub use self::limits::Limits;
 use self::state::HostState;
 
+/// The largest component file loaded by default (Python components are about 20 MB).
+pub const DEFAULT_MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
 /// How often the epoch advances; wall-time limits are rounded up to a multiple of it.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -45,6 +48,20 @@ pub struct RuntimeConfig {
 /// to do.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file is larger than any processor should be; it is not read.
+    #[error(
+        "{path} is {} MiB, over the {} MiB a processor component may be (set INGOT_MAX_COMPONENT_MB to \
+         allow more); it was not loaded",
+        .size >> 20, .limit >> 20
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size in bytes.
+        size: u64,
+        /// The cap in bytes.
+        limit: u64,
+    },
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
@@ -181,6 +198,8 @@ pub struct Runtime {
     /// Every processor version loaded so far, by digest: a long-running host loads each once,
     /// and a batch that started on one version keeps it after the file is replaced.
     loaded: Mutex<HashMap<String, Arc<ProcessorCode>>>,
+    /// Component files larger than this are refused before they are read.
+    max_component_bytes: u64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -211,7 +230,34 @@ impl Runtime {
             fuel_metering: config.fuel_metering,
             ticker,
             loaded: Mutex::new(HashMap::new()),
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
         })
+    }
+
+    /// Refuses component files larger than `bytes` (default [`DEFAULT_MAX_COMPONENT_BYTES`]).
+    pub fn with_max_component_bytes(mut self, bytes: u64) -> Self {
+        self.max_component_bytes = bytes;
+        self
+    }
+
+    /// Reads a component file whole, unless it is larger than the cap.
+    fn read_component(&self, path: &Path) -> Result<Vec<u8>, LoadError> {
+        use std::io::Read as _;
+        let read_error = |source| LoadError::Read { path: path.to_owned(), source };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        let size = file.metadata().map_err(read_error)?.len();
+        let too_large =
+            |size| LoadError::TooLarge { path: path.to_owned(), size, limit: self.max_component_bytes };
+        if size > self.max_component_bytes {
+            return Err(too_large(size));
+        }
+        // The file may grow while it is read: never read past the cap.
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.take(self.max_component_bytes + 1).read_to_end(&mut bytes).map_err(read_error)?;
+        if bytes.len() as u64 > self.max_component_bytes {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Ok(bytes)
     }
 
     /// Whether this engine meters fuel.
@@ -222,8 +268,7 @@ impl Runtime {
     /// Reads, checks, compiles (or loads from the cache) and links the processor at `path`. A
     /// version loaded before (same sha256) is returned as it is.
     pub fn load(&self, path: &Path) -> Result<Arc<ProcessorCode>, LoadError> {
-        let bytes =
-            std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+        let bytes = self.read_component(path)?;
         let digest = hex::encode(Sha256::digest(&bytes));
         if let Some(code) = self.memo().get(&digest) {
             return Ok(Arc::clone(code));
@@ -280,6 +325,13 @@ impl Runtime {
         self.memo().insert(digest, Arc::clone(&code));
         Ok(code)
     }
+}
+
+/// The hex sha256 of a file, read in pieces (whatever its size).
+pub fn file_digest(path: &Path) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Finds the contract version the component was built for, refusing any other than 0.1.x.
