@@ -27,11 +27,15 @@ const SCHEMA: &str = "
     CREATE TABLE secrets (id int PRIMARY KEY, value text NOT NULL);
     INSERT INTO secrets VALUES (1, 'the launch code');
     CREATE TABLE customers (id serial PRIMARY KEY, email text NOT NULL);
-    INSERT INTO customers (email) VALUES ('someone@example.com');";
+    INSERT INTO customers (email) VALUES ('someone@example.com');
+    CREATE TABLE parents (id int PRIMARY KEY);
+    CREATE TABLE children (id serial PRIMARY KEY,
+                           parent int NOT NULL REFERENCES parents DEFERRABLE INITIALLY DEFERRED);";
 
 const MANIFEST: &str = "
     [grants]
     probe_rows = [\"select\", \"insert\", \"update\"]
+    children = [\"insert\"]
     [limits]
     timeout_ms = 500
     memory_mb = 32
@@ -71,7 +75,9 @@ const SESSION: &str = "SELECT current_user::text AS current_user, session_user::
        (SELECT count(*) FROM pg_listening_channels()) AS listening,
        (SELECT count(*) FROM pg_class WHERE relpersistence = 't') AS temporary_tables,
        (SELECT count(*) FROM pg_prepared_statements
-        WHERE statement LIKE '%.ingot\\_%' AND statement NOT LIKE '%pg_prepared_statements%') AS host_statements";
+        WHERE statement LIKE '%.ingot\\_%' AND statement NOT LIKE '%pg_prepared_statements%'
+          -- The processor's own statements, sent with the server's row check around them.
+          AND statement NOT LIKE '%.ingot\\_row\\_fits(ingot\\_rows, %') AS host_statements";
 
 fn session() -> Value {
     query(SESSION)
@@ -171,6 +177,32 @@ impl Arena {
             .await
             .expect("the host survives the attack");
         summary.batch_id
+    }
+
+    /// An item's status, error code and error message.
+    async fn failure(&self, batch: Uuid, index: i64) -> (String, Option<String>, Option<String>) {
+        let row = sqlx::query(
+            "SELECT status, error_code, error_message FROM import_batch_items WHERE batch_id = $1 AND item_index = $2",
+        )
+        .bind(batch)
+        .bind(index)
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap();
+        (row.get("status"), row.get("error_code"), row.get("error_message"))
+    }
+
+    /// Runs the attack like [`attack`](Self::attack) and returns the attack item's error code
+    /// and message; the batch the attack ran in is the newest.
+    async fn attack_coded(&self, attack: Value) -> (String, String) {
+        let reason = self.attack(attack).await;
+        let batch: Uuid =
+            sqlx::query_scalar("SELECT id FROM import_batches ORDER BY created_at DESC, id DESC LIMIT 1")
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+        let (_, code, _) = self.failure(batch, 0).await;
+        (code.expect("an error code"), reason)
     }
 
     /// An item's status, processed data and error message.
@@ -931,8 +963,11 @@ async fn hostile_pg_settings_parser_differential_cannot_make_the_processor_anyon
         );
         let reason = arena.attack(escalate(&[off, &differential])).await;
         assert_reason(&reason, &["refused by the SQL gate", "pg_settings is a system catalog"]);
-        let reason = arena.attack_wall(escalate(&[off, &differential])).await;
-        assert_reason(&reason, &[&format!("permission denied to set role \"{}\"", arena.host_login)]);
+        // Without the gate the server reads the statement its own way; whether it then calls
+        // set_config (refused: the login has no role to switch to) or reads the string literals
+        // the gate read (the host sends rows it must size-check as it parsed them), the payoff
+        // fails.
+        assert_denied(&arena.attack_wall(escalate(&[off, &differential])).await);
     }
 }
 
@@ -1199,4 +1234,305 @@ async fn hostile_a_compiled_component_the_host_did_not_write_is_never_loaded() {
     assert_eq!(fresh.load(&guest("probe")).unwrap().cache, ingot::runtime::cache::CacheOutcome::Compiled);
     // Nor is a digest that is not a sha256.
     assert!(fresh.load_digest("../../etc/passwd").is_none());
+}
+
+// Caps and poison values: nothing a processor hands the host can exhaust it, and nothing it hands
+// the host for storage can fail more than its own item.
+
+#[tokio::test]
+async fn hostile_huge_query_results_fail_the_item_at_the_result_cap() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        for statement in [
+            // Many big rows, and one row bigger than the whole budget.
+            "SELECT repeat('x', 100000) AS x FROM generate_series(1, 200)",
+            "SELECT repeat('x', 9000000) AS x",
+        ] {
+            let (code, reason) = arena.attack_coded(query(statement)).await;
+            assert_eq!(code, "cap_exceeded", "{reason}");
+            assert_reason(&reason, &["query results per item", "8388608 bytes"]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_metadata_flood_fails_the_item_at_the_metadata_caps() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let (code, reason) =
+            arena.attack_coded(json!({"mode": "metadata_many", "keys": 3000, "bytes": 60_000})).await;
+        assert_eq!(code, "cap_exceeded");
+        assert_reason(&reason, &["metadata per batch", "1048576 bytes"]);
+        let (code, reason) =
+            arena.attack_coded(json!({"mode": "metadata_many", "keys": 1001, "bytes": 1})).await;
+        assert_eq!(code, "cap_exceeded");
+        assert_reason(&reason, &["metadata keys per batch", "1000 keys"]);
+        // Nothing of the failed items reached the batch.
+        let stored = arena
+            .db
+            .scalar_i64("SELECT coalesce(max(octet_length(metadata::text)), 0)::bigint FROM import_batches")
+            .await;
+        assert!(stored < 1 << 10, "{stored} bytes of metadata were stored");
+    }
+}
+
+#[tokio::test]
+async fn hostile_oversized_statements_are_refused_before_they_are_parsed() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        // 240 KB, 120,000 select-list items.
+        let huge = format!("SELECT {}", vec!["1"; 120_000].join(","));
+        let (code, reason) = arena.attack_coded(query(&huge)).await;
+        assert_eq!(code, "cap_exceeded");
+        assert_reason(&reason, &["SQL text per statement", "65536 bytes"]);
+    }
+}
+
+#[tokio::test]
+async fn hostile_interleaved_stdout_and_stderr_writes_stay_within_the_log_line_cap() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let before = fingerprint(&arena.db, None).await;
+        let batch =
+            arena.run(&[json!({"mode": "stdio_alternate", "writes": 65_536}), json!({"mode": "ok"})]).await;
+        let lines = arena
+            .db
+            .scalar_i64(&format!(
+                "SELECT count(*) FROM import_logs WHERE batch_id = '{batch}' AND item_index = 0 AND source <> 'host'"
+            ))
+            .await;
+        assert!(lines <= 1_000, "{lines} log lines for one item (cap: 1000)");
+        let noted = arena
+            .db
+            .scalar_i64(&format!(
+                "SELECT count(*) FROM import_logs WHERE batch_id = '{batch}' AND item_index = 0
+                 AND source = 'host' AND message LIKE 'processor output truncated%'"
+            ))
+            .await;
+        assert_eq!(noted, 1, "the truncation is noted once");
+        assert_eq!(arena.item(batch, 1).await.0, "completed");
+        assert_eq!(fingerprint(&arena.db, Some(batch)).await, before);
+    }
+}
+
+#[tokio::test]
+async fn hostile_huge_error_messages_and_codes_are_cut_to_their_caps() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let attack = json!({"mode": "big_error", "message_bytes": 8_000_000, "code_bytes": 3_200, "field_bytes": 3_000});
+        let batch = arena.run(&[attack, json!({"mode": "ok"})]).await;
+        let row = sqlx::query(
+            "SELECT status, error_code, error_field, error_message FROM import_batch_items
+             WHERE batch_id = $1 AND item_index = 0",
+        )
+        .bind(batch)
+        .fetch_one(&arena.db.pool)
+        .await
+        .unwrap();
+        let status: String = row.get("status");
+        let code: String = row.get("error_code");
+        let field: String = row.get("error_field");
+        let message: String = row.get("error_message");
+        assert_eq!(status, "failed");
+        assert_eq!(code, "c".repeat(64), "codes are cut to 64 bytes");
+        assert_eq!(field, "f".repeat(256), "fields are cut to 256 bytes");
+        assert!(message.starts_with(&"e".repeat(8_000)), "{}", &message[..100]);
+        assert!(message.len() <= 8_192 + 100, "{} bytes stored", message.len());
+        assert_reason(&message, &["cut: the message had 8000000 bytes"]);
+        // The log line that repeats it is cut the same way.
+        let logged = arena
+            .db
+            .scalar_i64(&format!(
+                "SELECT max(octet_length(message))::bigint FROM import_logs WHERE batch_id = '{batch}'"
+            ))
+            .await;
+        assert!(logged <= 8_192 + 200, "{logged} bytes in one log line");
+        assert_eq!(arena.item(batch, 1).await.0, "completed");
+    }
+}
+
+#[tokio::test]
+async fn hostile_processed_data_postgresql_refuses_fails_only_its_item() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        for (json, why) in [
+            (r#"{"a":"\ud800"}"#, "surrogate"),
+            (r#"{"a": 1e999999}"#, "numeric"),
+            (&format!("{}1{}", "[".repeat(32_000), "]".repeat(32_000)) as &str, "nested"),
+        ] {
+            let (code, reason) = arena.attack_coded(json!({"mode": "raw_outcome", "json": json})).await;
+            assert_eq!(code, "invalid_outcome", "{reason}");
+            assert_reason(&reason, &["processed data", why]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_log_details_postgresql_refuses_fail_only_their_item() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        for (details, why) in [
+            (r#"{"a":"\udc00"}"#, "surrogate"),
+            (r#"[1e999999]"#, "numeric"),
+            (&format!("{}1{}", "{\"a\":".repeat(10_000), "}".repeat(10_000)) as &str, "nested"),
+        ] {
+            let (code, reason) = arena.attack_coded(json!({"mode": "raw_log", "details": details})).await;
+            assert_eq!(code, "invalid_log", "{reason}");
+            assert_reason(&reason, &["log details", why]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_metadata_values_postgresql_refuses_are_handed_back_to_the_processor() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let (code, reason) =
+            arena.attack_coded(json!({"mode": "raw_metadata", "key": "k", "value": r#""\ud800""#})).await;
+        // The processor got the refusal as an error, and failed its item with it.
+        assert_eq!(code, "metadata_refused");
+        assert_reason(&reason, &["metadata", "surrogate"]);
+        // Numbers are kept exactly as written.
+        let batch = arena
+            .run(&[
+                json!({"mode": "raw_metadata", "key": "exact", "value": "12345678901234567890.123456789"}),
+            ])
+            .await;
+        let exact: String = sqlx::query_scalar("SELECT metadata->>'exact' FROM import_batches WHERE id = $1")
+            .bind(batch)
+            .fetch_one(&arena.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(exact, "12345678901234567890.123456789");
+    }
+}
+
+#[tokio::test]
+async fn hostile_a_deferred_constraint_violation_fails_only_its_item() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        let (code, reason) = arena.attack_coded(sql("INSERT INTO children (parent) VALUES (999)")).await;
+        assert_eq!(code, "sql_error", "{reason}");
+        assert_reason(&reason, &["foreign key", "23503"]);
+        assert_eq!(arena.db.scalar_i64("SELECT count(*) FROM children").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn hostile_batch_hooks_whose_logs_postgresql_refuses_still_end_their_batch() {
+    for host in HOSTS {
+        let arena = Arena::new(host).await;
+        for hook in ["complete_log_details", "start_log_details"] {
+            let path = arena.files.path().join(format!("{hook}.ndjson"));
+            std::fs::write(&path, "{\"mode\": \"ok\"}\n{\"mode\": \"ok\"}\n").unwrap();
+            let create =
+                CreateOptions { metadata: Some(json!({ hook: r#"{"a":"\ud800"}"# })), ..Default::default() };
+            let summary = arena
+                .manager
+                .run(
+                    "probe",
+                    InputSource::from_arg(path.to_str().unwrap(), None).unwrap(),
+                    &create,
+                    &ProcessOptions::workers(1),
+                    None,
+                )
+                .await
+                .expect("the host survives");
+            let noted = arena
+                .db
+                .scalar_i64(&format!(
+                    "SELECT count(*) FROM import_logs WHERE batch_id = '{}' AND source = 'host' AND message LIKE '%log details%surrogate%'",
+                    summary.batch_id
+                ))
+                .await;
+            assert_eq!(noted, 1, "{hook}: the refusal is recorded on the batch");
+            if hook == "complete_log_details" {
+                // Every item ran: the batch is completed, and a second run has nothing to do.
+                assert_eq!(summary.status, ingot::store::BatchStatus::Completed, "{hook}");
+                assert_eq!(summary.completed, 2);
+            } else {
+                // on-batch-start failed: the batch fails with the reason, before any item.
+                assert_eq!(summary.status, ingot::store::BatchStatus::Failed, "{hook}");
+                assert_reason(
+                    summary.error_message.as_deref().unwrap_or(""),
+                    &["on-batch-start", "surrogate"],
+                );
+            }
+            let again =
+                arena.manager.process(summary.batch_id, &ProcessOptions::workers(1), None).await.unwrap();
+            assert_eq!(again.status, summary.status, "{hook}: no resume loop");
+        }
+    }
+}
+
+/// Peak RSS of `ingot run probe` over `items` (the manifest's guest limit is 32 MiB), and the
+/// summary it printed.
+fn run_measuring_peak(
+    db: &TestDb,
+    processors: &Processors,
+    dir: &std::path::Path,
+    items: &[Value],
+) -> (u64, Value) {
+    let name = Uuid::new_v4().simple().to_string();
+    let path = dir.join(format!("{name}.ndjson"));
+    std::fs::write(&path, items.iter().map(|i| format!("{i}\n")).collect::<String>()).unwrap();
+    let out = dir.join(format!("{name}.json"));
+    let mut command = support::ingot_command(
+        dir,
+        &db.url,
+        processors.path(),
+        &["run", "probe", path.to_str().unwrap(), "--workers", "1", "--json"],
+    );
+    command.stdout(std::fs::File::create(&out).unwrap()).stderr(std::process::Stdio::null());
+    let (status, peak) = support::peak_rss::wait_measuring_peak_rss(command.spawn().unwrap());
+    let summary: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap_or(Value::Null);
+    assert!(matches!(status.code(), Some(0 | 3)), "exit {status}: {summary}");
+    (peak, summary)
+}
+
+#[tokio::test]
+async fn hostile_items_keep_the_hosts_memory_within_its_budget() {
+    let db = TestDb::new().await;
+    db.apply(SCHEMA).await;
+    // Time limits long enough that the caps, not the clock, stop each attack.
+    let manifest =
+        "[grants]\nprobe_rows = [\"select\", \"insert\"]\n[limits]\ntimeout_ms = 30000\nmemory_mb = 32\n";
+    let processors = Processors::new(&[("probe", &guest("probe"), Some(manifest))]);
+    let dir = tempfile::tempdir().unwrap();
+    // Warm the compile cache, then measure an innocent run: the host's idle size.
+    run_measuring_peak(&db, &processors, dir.path(), &[json!({"mode": "ok"})]);
+    let (idle, _) =
+        run_measuring_peak(&db, &processors, dir.path(), &[json!({"mode": "ok"}), json!({"mode": "ok"})]);
+    let budget = idle + (64 << 20) + (32 << 20);
+    // As many nodes as a statement within the size cap can hold, and valid for PostgreSQL.
+    let max_statement = format!("SELECT 1 AS one WHERE 1 IN ({})", vec!["1"; 32_000].join(","));
+    for (attack, code) in [
+        (query("SELECT repeat('x', 50000000) AS x FROM generate_series(1, 200)"), Some("cap_exceeded")),
+        (query("SELECT repeat('x', 300000000) AS x"), Some("cap_exceeded")),
+        (json!({"mode": "metadata_many", "keys": 3000, "bytes": 60_000}), Some("cap_exceeded")),
+        (query(&format!("SELECT {}", vec!["1"; 120_000].join(","))), Some("cap_exceeded")),
+        (query(&max_statement), None),
+        (json!({"mode": "stdio_alternate", "writes": 65_536}), None),
+        (json!({"mode": "log", "lines": 100_000, "message": "x".repeat(8_000)}), Some("cap_exceeded")),
+        (
+            json!({"mode": "big_error", "message_bytes": 20_000_000, "code_bytes": 3_200}),
+            Some(&"c".repeat(64) as &str),
+        ),
+        (json!({"mode": "huge_outcome", "bytes": 6_000_000}), Some("cap_exceeded")),
+    ] {
+        let label: String = attack.to_string().chars().take(80).collect();
+        let (peak, summary) =
+            run_measuring_peak(&db, &processors, dir.path(), &[attack, json!({"mode": "ok"})]);
+        println!("{label}: peak {} MiB (idle {} MiB)", peak >> 20, idle >> 20);
+        assert_eq!(summary["status"], "completed", "{label}: {summary}");
+        // The attack met its cap (not a time limit), and the next item ran.
+        match code {
+            Some(code) => {
+                assert_eq!(summary["failed"], 1, "{label}: {summary}");
+                assert_eq!(summary["top_errors"][0]["code"], code, "{label}: {summary}");
+            }
+            None => assert_eq!(summary["completed"], 2, "{label}: {summary}"),
+        }
+        assert!(peak < budget, "{label}: peak RSS {} MiB, budget {} MiB", peak >> 20, budget >> 20);
+    }
 }

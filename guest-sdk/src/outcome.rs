@@ -47,6 +47,14 @@ impl Outcome {
         Ok(self)
     }
 
+    /// Attaches the normalised record as JSON text, exactly as given (e.g. numbers with more
+    /// precision than `f64` holds, from your own serializer). The host checks it the way
+    /// PostgreSQL will; text PostgreSQL cannot store fails the item with `invalid_outcome`.
+    pub fn with_json(mut self, json: impl Into<String>) -> Self {
+        self.processed_data = Some(json.into());
+        self
+    }
+
     pub(crate) fn into_wit(self) -> wit::Outcome {
         wit::Outcome {
             target_table: self.target_table,

@@ -20,12 +20,65 @@ pub(crate) enum Start {
 }
 
 /// Moves the batch from pending to processing, running validate-batch and on-batch-start. A
-/// rejected batch is failed, and on-batch-complete(false) runs, in the same transaction.
+/// rejected batch is failed, and on-batch-complete(false) runs, in the same transaction. When
+/// PostgreSQL refuses what the hooks left to record, the batch fails with that reason instead, so
+/// it never stays pending for a start that can never succeed.
 pub(crate) async fn start(
     worker: &mut Worker,
     batch: &BatchScope,
     digest: &str,
 ) -> Result<Start, BatchError> {
+    match start_once(worker, batch, digest).await {
+        Err(e) if refused(&e) => {
+            worker.rollback_quietly(batch.tx).await;
+            let reason = format!("the batch's start could not be recorded: {e}");
+            end_plainly(worker, batch, Transition::Fail { reason: &reason }, LogLevel::Error, &reason)
+                .await?;
+            Ok(Start::Rejected(reason))
+        }
+        other => other,
+    }
+}
+
+/// A database refusal of something a hook made the host write (not a lost connection or a
+/// deadlock, which are worth another try as they are).
+fn refused(e: &BatchError) -> bool {
+    !e.is_transient()
+        && matches!(
+            e,
+            BatchError::Store(crate::store::StoreError::Database(sqlx::Error::Database(_)))
+                | BatchError::ItemLost { .. }
+        )
+}
+
+/// Moves the batch on the host's own connection, without running any hook, and records `note`:
+/// the way to a final state when a hook's own writes cannot be recorded.
+async fn end_plainly(
+    worker: &mut Worker,
+    batch: &BatchScope,
+    to: Transition<'_>,
+    level: LogLevel,
+    note_text: &str,
+) -> Result<bool, BatchError> {
+    // The hook's own lines are what could not be stored: only the note is kept.
+    worker.ctx.logs.take();
+    worker.ctx.logs.push_host(level, note_text.to_owned(), None);
+    let lines = worker.ctx.logs.take();
+    let framework = batch.settings.framework.clone();
+    if let Some(outer) = worker.outer.as_mut() {
+        // A dry run: the batch lives only in its transaction, on the host's connection already.
+        let moved = batches::transition(outer, &framework, None, batch.id, to).await?;
+        batches::record(outer, &framework, None, batch.id, None, &lines).await?;
+        return Ok(moved);
+    }
+    let mut tx = worker.host.begin().await?;
+    let moved = batches::transition(&mut tx, &framework, None, batch.id, to).await?;
+    batches::record(&mut tx, &framework, None, batch.id, None, &lines).await?;
+    tx.commit().await?;
+    Ok(moved)
+}
+
+async fn start_once(worker: &mut Worker, batch: &BatchScope, digest: &str) -> Result<Start, BatchError> {
     worker.begin(batch).await?;
     if !transition(worker, batch, Transition::Start { digest }).await? {
         worker.rollback_quietly(batch.tx).await;
@@ -35,15 +88,18 @@ pub(crate) async fn start(
     worker.ctx.begin_scope();
     worker.open_scope(batch).await?;
     open_db(worker);
+    let caps = worker.ctx.caps;
     let mut rejection = match worker.runner.validate_batch(&mut worker.ctx, &info).await {
         Ok(Ok(())) => None,
-        Ok(Err(reason)) => Some(format!("the processor rejected the batch (validate-batch): {reason}")),
+        Ok(Err(reason)) => {
+            Some(format!("the processor rejected the batch (validate-batch): {}", caps.message(&reason)))
+        }
         Err(call) => Some(call_failure("validate-batch", &call)?),
     };
     if rejection.is_none() {
         rejection = match worker.runner.on_batch_start(&mut worker.ctx, &info).await {
             Ok(Ok(())) => None,
-            Ok(Err(reason)) => Some(format!("on-batch-start failed: {reason}")),
+            Ok(Err(reason)) => Some(format!("on-batch-start failed: {}", caps.message(&reason))),
             Err(call) => Some(call_failure("on-batch-start", &call)?),
         };
     }
@@ -57,7 +113,7 @@ pub(crate) async fn start(
     if let Some(reason) = &rejection {
         worker.ctx.logs.push_host(LogLevel::Error, format!("batch failed: {reason}"), None);
     }
-    record(worker, batch, changes.as_ref()).await?;
+    record(worker, batch, changes.as_deref()).await?;
     if let Some(reason) = &rejection {
         transition(worker, batch, Transition::Fail { reason }).await?;
         run_on_batch_complete(worker, batch, false).await?;
@@ -67,23 +123,41 @@ pub(crate) async fn start(
 }
 
 /// Ends the batch: completed when `failure` is `None`, else failed with that reason; then runs
-/// on-batch-complete. A failing hook is logged and does not change the status. Returns `false`
-/// when another host had already ended the batch.
+/// on-batch-complete. A failing hook is logged and does not change the status; when PostgreSQL
+/// refuses even what the hook left to record, the batch ends without it, saying so. Returns
+/// `false` when another host had already ended the batch.
 pub(crate) async fn finish(
     worker: &mut Worker,
     batch: &BatchScope,
     failure: Option<&str>,
 ) -> Result<bool, BatchError> {
-    worker.begin(batch).await?;
     let to = match failure {
         None => Transition::Complete,
         Some(reason) => Transition::Fail { reason },
     };
+    match finish_once(worker, batch, to, failure.is_none()).await {
+        Err(e) if refused(&e) => {
+            worker.rollback_quietly(batch.tx).await;
+            let note =
+                format!("on-batch-complete's writes could not be recorded, so they were not kept: {e}");
+            end_plainly(worker, batch, to, LogLevel::Warning, &note).await
+        }
+        other => other,
+    }
+}
+
+async fn finish_once(
+    worker: &mut Worker,
+    batch: &BatchScope,
+    to: Transition<'_>,
+    success: bool,
+) -> Result<bool, BatchError> {
+    worker.begin(batch).await?;
     if !transition(worker, batch, to).await? {
         worker.rollback_quietly(batch.tx).await;
         return Ok(false);
     }
-    run_on_batch_complete(worker, batch, failure.is_none()).await?;
+    run_on_batch_complete(worker, batch, success).await?;
     worker.commit().await?;
     Ok(true)
 }
@@ -98,9 +172,10 @@ pub(crate) async fn run_on_batch_complete(
     worker.ctx.begin_scope();
     worker.open_scope(batch).await?;
     open_db(worker);
+    let caps = worker.ctx.caps;
     let mut problem = match worker.runner.on_batch_complete(&mut worker.ctx, &info, success).await {
         Ok(Ok(())) => None,
-        Ok(Err(reason)) => Some(reason),
+        Ok(Err(reason)) => Some(caps.message(&reason).into_owned()),
         Err(call) => Some(call_failure("on-batch-complete", &call)?),
     };
     if let Some(failure) = close_db(worker)? {
@@ -114,31 +189,31 @@ pub(crate) async fn run_on_batch_complete(
         let message = format!("on-batch-complete failed (the batch status is unchanged): {problem}");
         worker.ctx.logs.push_host(LogLevel::Warning, message, None);
     }
-    record(worker, batch, changes.as_ref()).await
+    record(worker, batch, changes.as_deref()).await
 }
 
 /// Moves the batch along, in the hook transaction.
 async fn transition(worker: &mut Worker, batch: &BatchScope, to: Transition<'_>) -> Result<bool, BatchError> {
-    let (conn, token) = worker.framework()?;
-    Ok(batches::transition(conn, &batch.settings.framework, token, batch.id, to).await?)
+    let at = worker.framework()?;
+    let token = at.token;
+    Ok(at.run(|c| Box::pin(batches::transition(c, &batch.settings.framework, token, batch.id, to))).await?)
 }
 
 /// Keeps a hook's metadata changes and the buffered lines about the batch, in the hook
 /// transaction.
-async fn record(
-    worker: &mut Worker,
-    batch: &BatchScope,
-    changes: Option<&serde_json::Value>,
-) -> Result<(), BatchError> {
+async fn record(worker: &mut Worker, batch: &BatchScope, changes: Option<&str>) -> Result<(), BatchError> {
     let lines = worker.ctx.logs.take();
-    let (conn, token) = worker.framework()?;
-    batches::record(conn, &batch.settings.framework, token, batch.id, changes, &lines).await?;
+    let at = worker.framework()?;
+    let token = at.token;
+    at.run(|c| Box::pin(batches::record(c, &batch.settings.framework, token, batch.id, changes, &lines)))
+        .await?;
     Ok(())
 }
 
 fn open_db(worker: &mut Worker) {
+    let result_bytes = worker.ctx.caps.result_bytes;
     if let Some(db) = worker.ctx.db.as_mut() {
-        db.open();
+        db.open(result_bytes);
     }
 }
 

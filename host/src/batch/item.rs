@@ -20,11 +20,14 @@ use chrono::Utc;
 
 use super::BatchError;
 use super::worker::{BatchScope, Worker};
+use crate::context::caps::{Caps, ERROR_CODE_BYTES, ERROR_FIELD_BYTES, clip};
+use crate::context::jsonb;
 use crate::context::logs::LogLevel;
+use crate::context::sql::Ended;
 use crate::runtime::CallError;
 use crate::runtime::bindings::{ErrorDetail, Item, ItemError, Outcome};
 use crate::store::items::{ClaimedItem, FinishedItem};
-use crate::store::{ItemStatus, pg_json, pg_text};
+use crate::store::{ItemStatus, pg_text};
 
 /// How an item ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +53,8 @@ enum Verdict {
 }
 
 impl Verdict {
-    fn failed(code: &str, message: String) -> Self {
+    fn failed(caps: &Caps, code: &str, message: &str) -> Self {
+        let message = caps.message(message).into_owned();
         let detail = ErrorDetail { message: message.clone(), code: Some(code.to_owned()), field: None };
         Verdict::Failed {
             code: Some(code.to_owned()),
@@ -61,21 +65,30 @@ impl Verdict {
         }
     }
 
-    fn from_item_error(error: ItemError) -> Self {
-        match error {
-            ItemError::Skip(detail) => Verdict::Skipped(detail),
-            ItemError::Invalid(ref detail) | ItemError::Retryable(ref detail) => Verdict::Failed {
-                code: detail.code.clone(),
-                message: detail.message.clone(),
-                field: detail.field.clone(),
-                retryable: matches!(error, ItemError::Retryable(_)),
-                error,
-            },
+    /// The processor's own verdict, its message, code and field cut to their caps (a code
+    /// longer than an index entry may be would fail the host's write).
+    fn from_item_error(caps: &Caps, error: ItemError) -> Self {
+        let cut = |d: ErrorDetail| ErrorDetail {
+            message: caps.message(&d.message).into_owned(),
+            code: d.code.as_deref().map(|c| clip(c, ERROR_CODE_BYTES).to_owned()),
+            field: d.field.as_deref().map(|f| clip(f, ERROR_FIELD_BYTES).to_owned()),
+        };
+        let (detail, retryable) = match error {
+            ItemError::Skip(detail) => return Verdict::Skipped(cut(detail)),
+            ItemError::Invalid(detail) => (cut(detail), false),
+            ItemError::Retryable(detail) => (cut(detail), true),
+        };
+        Verdict::Failed {
+            code: detail.code.clone(),
+            message: detail.message.clone(),
+            field: detail.field.clone(),
+            retryable,
+            error: if retryable { ItemError::Retryable(detail) } else { ItemError::Invalid(detail) },
         }
     }
 
-    fn from_call(error: &CallError) -> Self {
-        Verdict::failed(error.code(), error.to_string())
+    fn from_call(caps: &Caps, error: &CallError) -> Self {
+        Verdict::failed(caps, error.code(), &error.to_string())
     }
 }
 
@@ -136,6 +149,7 @@ pub(crate) async fn run_item(
     worker.ctx.metadata.discard();
 
     let logs = worker.ctx.logs.take();
+    let caps = worker.ctx.caps;
     let fuel_used =
         worker.runner.fuel_metering().then(|| i64::try_from(worker.ctx.fuel_used).unwrap_or(i64::MAX));
     let (status, outcome, error) = match &verdict {
@@ -150,14 +164,16 @@ pub(crate) async fn run_item(
             (status, None, Some((code.as_deref(), message.as_str(), field.as_deref())))
         }
     };
-    let processed_data = outcome.and_then(|o| o.processed_data.as_deref()).map(pg_json);
+    // Processed data was checked against PostgreSQL's rules when the outcome was settled.
+    let processed_data = outcome.and_then(|o| o.processed_data.as_deref());
     let target_table = outcome.and_then(|o| o.target_table.as_deref()).map(pg_text);
     let target_id = outcome.and_then(|o| o.target_id.as_deref()).map(pg_text);
     let message = error.map(|(_, m, _)| pg_text(m));
     let code = error.and_then(|(c, _, _)| c).map(pg_text);
     let field = error.and_then(|(_, _, f)| f).map(pg_text);
+    debug_assert!(message.as_ref().is_none_or(|m| m.len() <= caps.error_bytes + 100));
     let slot = worker.slot;
-    worker
+    let written = worker
         .finish_item(
             batch,
             keep,
@@ -165,7 +181,7 @@ pub(crate) async fn run_item(
                 batch_id: batch.id,
                 id: claimed.id,
                 status,
-                processed_data: processed_data.as_deref(),
+                processed_data,
                 target_table: target_table.as_deref(),
                 target_id: target_id.as_deref(),
                 error_message: message.as_deref(),
@@ -177,10 +193,17 @@ pub(crate) async fn run_item(
                 available_at: retry_at,
                 slot,
                 logs: &logs,
-                metadata: metadata.as_ref(),
+                metadata: metadata.as_deref(),
             },
         )
-        .await?;
+        .await;
+    if let Err(e) = written {
+        // The item fails alone on another connection; its logs go with the failure.
+        if matches!(e, BatchError::ItemLost { .. }) {
+            worker.ctx.logs.restore(logs);
+        }
+        return Err(e);
+    }
     Ok(ItemResult {
         index: claimed.index,
         status,
@@ -200,16 +223,28 @@ fn backoff(attempt: u32) -> chrono::Duration {
 
 /// validate-item, then process-item; the first that does not succeed decides.
 async fn call_processor(worker: &mut Worker, item: &Item) -> Result<Verdict, CallError> {
+    let caps = worker.ctx.caps;
     if let Some(db) = worker.ctx.db.as_mut() {
-        db.open();
+        db.open(caps.result_bytes);
     }
     if let Err(error) = worker.runner.validate_item(&mut worker.ctx, item).await? {
-        return Ok(Verdict::from_item_error(error));
+        return Ok(Verdict::from_item_error(&caps, error));
     }
     Ok(match worker.runner.process_item(&mut worker.ctx, item).await? {
         Ok(outcome) => Verdict::Completed(outcome),
-        Err(error) => Verdict::from_item_error(error),
+        Err(error) => Verdict::from_item_error(&caps, error),
     })
+}
+
+/// Why the host ended the processor's connection, as the item's failure.
+fn lost_for(ended: &Ended, verdict: &Result<Verdict, CallError>, broken: &str) -> BatchError {
+    match (ended, verdict) {
+        (Ended::Time, Err(call @ CallError::Timeout { .. })) => {
+            BatchError::ItemLost { code: call.code(), message: call.to_string() }
+        }
+        (Ended::Time, _) => BatchError::ItemLost { code: "timeout", message: broken.to_owned() },
+        (Ended::Cap(cap), _) => BatchError::ItemLost { code: "cap_exceeded", message: cap.to_string() },
+    }
 }
 
 /// Closes the processor's database access and folds in what the processor cannot overrule: a
@@ -217,58 +252,69 @@ async fn call_processor(worker: &mut Worker, item: &Item) -> Result<Verdict, Cal
 /// skipped keeps the processor's own reason), an oversized or non-JSON outcome fails it, and a broken
 /// connection is the host's failure.
 fn settle(worker: &mut Worker, verdict: Result<Verdict, CallError>) -> Result<Verdict, BatchError> {
-    let (sql_failure, broken, ended_for_time) = match worker.ctx.db.as_mut() {
-        Some(db) => (db.close(), db.broken().map(str::to_owned), db.ended_for_time()),
-        None => (None, None, false),
+    let caps = worker.ctx.caps;
+    let (sql_failure, broken, ended) = match worker.ctx.db.as_mut() {
+        Some(db) => (db.close(), db.broken().map(str::to_owned), db.ended().cloned()),
+        None => (None, None, None),
     };
     if let Some(broken) = broken {
-        // The host itself ended the backend of a statement that outlived the time limit: the
-        // item failed for its time, and is recorded on a fresh connection.
-        if ended_for_time && let Err(call @ CallError::Timeout { .. }) = &verdict {
-            return Err(BatchError::ItemLost { code: call.code(), message: call.to_string() });
-        }
-        return Err(BatchError::Connection(broken));
+        // The host itself ended the connection (a statement outlived the time limit, or the
+        // results their cap): the item failed for that, and is recorded on a fresh connection.
+        return Err(match &ended {
+            Some(ended) => lost_for(ended, &verdict, &broken),
+            None => BatchError::Connection(broken),
+        });
     }
     let verdict = match verdict {
         Err(CallError::Connection(message)) => return Err(BatchError::Connection(message)),
-        Err(call) => Verdict::from_call(&call),
+        Err(call) => Verdict::from_call(&caps, &call),
         Ok(verdict) => verdict,
     };
     Ok(match (verdict, sql_failure) {
         (Verdict::Completed(_), Some(failure)) => {
-            let mut verdict = Verdict::failed("sql_error", failure.to_string());
+            let mut verdict = Verdict::failed(&caps, "sql_error", &failure.to_string());
             if let Verdict::Failed { retryable, .. } = &mut verdict {
                 // Serialization failures and deadlocks (class 40) are worth another attempt.
                 *retryable = failure.sqlstate.as_deref().is_some_and(|s| s.starts_with("40"));
             }
             verdict
         }
-        (Verdict::Completed(outcome), None) => check_outcome(&worker.ctx.caps, outcome),
+        (Verdict::Completed(outcome), None) => check_outcome(&caps, outcome),
         (verdict, _) => verdict,
     })
 }
 
-fn check_outcome(caps: &crate::context::caps::Caps, outcome: Outcome) -> Verdict {
+/// An outcome within its cap, whose processed data PostgreSQL will store (with NUL made
+/// U+FFFD), or the item's failure.
+fn check_outcome(caps: &Caps, mut outcome: Outcome) -> Verdict {
     let size = [&outcome.target_table, &outcome.target_id, &outcome.processed_data]
         .iter()
         .map(|s| s.as_ref().map_or(0, String::len))
         .sum::<usize>();
     if size > caps.outcome_bytes {
         return Verdict::failed(
+            caps,
             "cap_exceeded",
-            format!(
+            &format!(
                 "processor exceeded the cap on outcome size ({} bytes); the item fails",
                 caps.outcome_bytes
             ),
         );
     }
-    if let Some(data) = &outcome.processed_data
-        && serde_json::from_str::<serde::de::IgnoredAny>(data).is_err()
-    {
-        return Verdict::failed(
-            "invalid_outcome",
-            "processor returned processed data that is not valid JSON".into(),
-        );
+    if let Some(data) = outcome.processed_data.take() {
+        match jsonb::check(&data) {
+            Ok(std::borrow::Cow::Borrowed(_)) => outcome.processed_data = Some(data),
+            Ok(std::borrow::Cow::Owned(fixed)) => outcome.processed_data = Some(fixed),
+            Err(refused) => {
+                let what =
+                    if refused.syntax { "that is not valid JSON" } else { "that PostgreSQL cannot store" };
+                return Verdict::failed(
+                    caps,
+                    "invalid_outcome",
+                    &format!("processor returned processed data {what}: {refused}"),
+                );
+            }
+        }
     }
     Verdict::Completed(outcome)
 }
@@ -286,23 +332,26 @@ async fn call_on_item_error(
         .open_scope(batch)
         .await
         .map_err(|e| BatchError::after_processor(e, "opening on-item-error's scope"))?;
+    let result_bytes = worker.ctx.caps.result_bytes;
     if let Some(db) = worker.ctx.db.as_mut() {
-        db.open();
+        db.open(result_bytes);
     }
     let result = worker.runner.on_item_error(&mut worker.ctx, item, error).await;
-    let (sql_failure, broken, ended_for_time) = match worker.ctx.db.as_mut() {
-        Some(db) => (db.close(), db.broken().map(str::to_owned), db.ended_for_time()),
-        None => (None, None, false),
+    let (sql_failure, broken, ended) = match worker.ctx.db.as_mut() {
+        Some(db) => (db.close(), db.broken().map(str::to_owned), db.ended().cloned()),
+        None => (None, None, None),
     };
     if let Some(broken) = broken {
-        if ended_for_time {
-            // on-item-error ran out of time; the item's own failure is what gets recorded.
-            return Err(BatchError::ItemLost {
-                code: "timeout",
-                message: format!("on-item-error: {broken}"),
-            });
-        }
-        return Err(BatchError::Connection(broken));
+        return Err(match ended {
+            // on-item-error ran out of time or past its results' cap: the item fails for that.
+            Some(Ended::Time) => {
+                BatchError::ItemLost { code: "timeout", message: format!("on-item-error: {broken}") }
+            }
+            Some(Ended::Cap(cap)) => {
+                BatchError::ItemLost { code: "cap_exceeded", message: format!("on-item-error: {cap}") }
+            }
+            None => BatchError::Connection(broken),
+        });
     }
     let problem = match (result, sql_failure) {
         (Err(CallError::Connection(message)), _) => return Err(BatchError::Connection(message)),

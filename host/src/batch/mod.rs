@@ -116,6 +116,22 @@ impl BatchError {
             return e;
         }
         match &e {
+            // A constraint of one of the processor's tables: a deferred one, checked when its
+            // scope ended. (The framework's own tables are the host's writes.)
+            BatchError::Store(StoreError::Database(sqlx::Error::Database(db)))
+                if db.code().is_some_and(|c| c.starts_with("23"))
+                    && db.table().is_some_and(|t| !roles::FRAMEWORK_RELATIONS.contains(&t)) =>
+            {
+                BatchError::ItemLost {
+                    code: "sql_error",
+                    message: format!(
+                        "SQL error {}: {} (a deferred constraint, checked when the processor's writes were kept); \
+                         nothing of the item was kept",
+                        db.code().unwrap_or_default(),
+                        db.message()
+                    ),
+                }
+            }
             BatchError::Store(StoreError::Database(sqlx::Error::Database(db))) => {
                 let state = db.code().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default();
                 BatchError::ItemLost {
@@ -321,7 +337,7 @@ impl BatchManager {
         processor: &Processor,
         sandbox: &Sandbox,
         slot: i16,
-        metadata: &Value,
+        metadata: &str,
     ) -> Result<Worker, BatchError> {
         let session = sandbox.login.connect().await?;
         Ok(self.worker_on(session, processor, sandbox, slot, metadata))
@@ -333,9 +349,9 @@ impl BatchManager {
         processor: &Processor,
         sandbox: &Sandbox,
         slot: i16,
-        metadata: &Value,
+        metadata: &str,
     ) -> Worker {
-        let mut ctx = ProcessorContext::default();
+        let mut ctx = ProcessorContext { caps: processor.manifest.caps, ..ProcessorContext::default() };
         ctx.metadata.load(metadata);
         let mut worker = Worker {
             ctx,
@@ -351,6 +367,7 @@ impl BatchManager {
             floor: 0,
             outer: None,
             token: None,
+            framework: sandbox.settings.framework.clone(),
         };
         worker.adopt(session);
         worker
@@ -439,7 +456,8 @@ impl BatchManager {
             ..Self::scope(id, sandbox.settings.clone(), batch.stop_on_error, TxMode::PerItem, &processor)
         };
         let base_slot: i16 = (Uuid::new_v4().as_u128() % 64) as i16;
-        let mut coordinator = self.worker_on(session, &processor, &sandbox, base_slot, &batch.metadata);
+        let metadata = batch.metadata.to_string();
+        let mut coordinator = self.worker_on(session, &processor, &sandbox, base_slot, &metadata);
 
         if batch.status == BatchStatus::Processing {
             // Interrupted (or running on other hosts): join in; the start hooks already ran.
@@ -458,10 +476,11 @@ impl BatchManager {
             return self.summary(id).await;
         }
 
-        // The coordinator's connection metadata was read before the start hooks ran.
+        // The coordinator's connection metadata was read before the start hooks ran; the exact
+        // text now, numbers and all.
         let metadata = {
             let mut conn = self.pool.acquire().await?;
-            batches::get(&mut conn, id).await?.map_or(Value::Null, |b| b.metadata)
+            batches::metadata_text(&mut conn, id).await?.unwrap_or_else(|| "{}".into())
         };
         coordinator.ctx.metadata.load(&metadata);
         let shared = progress.map_or_else(|| Arc::new(Shared::default()), |p| Arc::clone(&p.0));
@@ -526,7 +545,7 @@ impl BatchManager {
         let session = self.first_session(&mut conn, &sandbox).await?;
         let scope =
             Self::scope(id, sandbox.settings.clone(), batch.stop_on_error, TxMode::DryRun, &processor);
-        let mut worker = self.worker_on(session, &processor, &sandbox, 0, &json!({}));
+        let mut worker = self.worker_on(session, &processor, &sandbox, 0, "{}");
         items::begin(&mut conn, None).await?;
         worker.outer = Some(conn);
         let result = async {

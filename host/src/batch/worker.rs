@@ -109,12 +109,15 @@ pub(crate) struct Worker {
     /// The token of the transaction the host opened on the processor's connection: the wall's
     /// functions refuse any call without it.
     pub(crate) token: Option<Uuid>,
+    /// Ingot's schema, quoted: where the server-side checks of the processor's rows live.
+    pub(crate) framework: String,
 }
 
 impl Worker {
     /// Puts `session` to work for the processor: the permission hint and the gate setting.
     pub(crate) fn adopt(&mut self, mut session: DbSession) {
         session.set_permission_hint(self.permission_hint.clone());
+        session.check_rows_in(&self.framework);
         if !self.gate {
             session.without_gate();
         }
@@ -170,26 +173,24 @@ impl Worker {
     }
 
     /// The processor's connection, for the host's statements that frame its scopes.
-    pub(crate) fn conn(&mut self) -> Result<&mut PgConnection, BatchError> {
-        self.ctx
-            .db
-            .as_mut()
-            .map(DbSession::conn)
-            .ok_or_else(|| BatchError::Host("worker has no database connection".into()))
+    pub(crate) fn session(&mut self) -> Result<&mut DbSession, BatchError> {
+        self.ctx.db.as_mut().ok_or_else(|| BatchError::Host("worker has no database connection".into()))
     }
 
     /// Where the framework's rows of the current transaction are written, and the token to
     /// present there: the processor's connection through the wall, or a dry run's transaction
     /// on the host's own connection (which needs no token).
-    pub(crate) fn framework(&mut self) -> Result<(&mut PgConnection, Option<Uuid>), BatchError> {
-        if self.outer.is_none() {
-            let token = self.token;
-            return Ok((self.conn()?, token));
+    pub(crate) fn framework(&mut self) -> Result<Framework<'_>, BatchError> {
+        if let Some(outer) = self.outer.as_mut() {
+            return Ok(Framework { token: None, on: On::Outer(outer) });
         }
-        match self.outer.as_mut() {
-            Some(outer) => Ok((outer, None)),
-            None => Err(BatchError::Host("no dry-run transaction".into())),
-        }
+        let token = self.token;
+        let session = self
+            .ctx
+            .db
+            .as_mut()
+            .ok_or_else(|| BatchError::Host("worker has no database connection".into()))?;
+        Ok(Framework { token, on: On::Processor(session) })
     }
 
     /// Opens a transaction for a batch hook: on the processor's connection, opened for the host
@@ -198,7 +199,8 @@ impl Worker {
         match self.outer.as_mut() {
             Some(outer) => items::begin(outer, Some(DRY_RUN_SAVEPOINT)).await?,
             None => {
-                let token = items::open(self.conn()?, batch.id, &batch.settings).await?;
+                let token =
+                    self.session()?.host(|c| Box::pin(items::open(c, batch.id, &batch.settings))).await?;
                 self.token = token;
             }
         }
@@ -209,7 +211,7 @@ impl Worker {
     pub(crate) async fn commit(&mut self) -> Result<(), BatchError> {
         match self.outer.as_mut() {
             Some(outer) => items::commit(outer, Some(DRY_RUN_SAVEPOINT)).await?,
-            None => items::commit(self.conn()?, None).await?,
+            None => self.session()?.host(|c| Box::pin(items::commit(c, None))).await?,
         }
         self.token = None;
         Ok(())
@@ -223,17 +225,20 @@ impl Worker {
         {
             let _ = items::rollback(outer, Some(DRY_RUN_SAVEPOINT)).await;
         }
-        if let Ok(conn) = self.conn() {
-            let _ = items::rollback(conn, None).await;
+        if let Ok(session) = self.session() {
+            let _ = session.host(|c| Box::pin(items::rollback(c, None))).await;
         }
     }
 
     /// Opens the processor's scope: a savepoint in the current transaction (a dry run: a
     /// throwaway transaction of its own on the processor's connection).
     pub(crate) async fn open_scope(&mut self, batch: &BatchScope) -> Result<(), BatchError> {
+        let session = self.session()?;
         match batch.tx {
-            TxMode::PerItem => items::open_scope(self.conn()?, &batch.settings).await?,
-            TxMode::DryRun => items::open_discarded_scope(self.conn()?, batch.id, &batch.settings).await?,
+            TxMode::PerItem => session.host(|c| Box::pin(items::open_scope(c, &batch.settings))).await?,
+            TxMode::DryRun => {
+                session.host(|c| Box::pin(items::open_discarded_scope(c, batch.id, &batch.settings))).await?
+            }
         }
         Ok(())
     }
@@ -246,7 +251,8 @@ impl Worker {
             (TxMode::PerItem, true) => ScopeEnd::Keep,
             (TxMode::PerItem, false) => ScopeEnd::Discard,
         };
-        items::close_scope(self.conn()?, &batch.settings, end)
+        self.session()?
+            .host(|c| Box::pin(items::close_scope(c, &batch.settings, end)))
             .await
             .map_err(|e| BatchError::after_processor(e, "ending the processor's scope"))
     }
@@ -264,7 +270,11 @@ impl Worker {
         let written = if self.outer.is_none() {
             let end = if keep { ScopeEnd::Keep } else { ScopeEnd::Discard };
             let token = self.token;
-            items::finish_and_commit(self.conn()?, &batch.settings, Some(end), token, item, None).await
+            self.session()?
+                .host(|c| {
+                    Box::pin(items::finish_and_commit(c, &batch.settings, Some(end), token, item, None))
+                })
+                .await
         } else {
             self.close_scope(batch, false).await?;
             match self.outer.as_mut() {
@@ -290,8 +300,10 @@ impl Worker {
     pub(crate) async fn batch_info(&mut self, batch: &BatchScope) -> Result<BatchInfo, BatchError> {
         let dry_run = batch.tx == TxMode::DryRun;
         let framework = batch.settings.framework.clone();
-        let (conn, token) = self.framework()?;
-        let view = batches::hook_view(conn, &framework, token, batch.id)
+        let at = self.framework()?;
+        let token = at.token;
+        let view = at
+            .run(|c| Box::pin(batches::hook_view(c, &framework, token, batch.id)))
             .await?
             .ok_or(BatchError::NotFound(batch.id))?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
@@ -318,8 +330,8 @@ impl Worker {
             // Every processor transaction of a dry run was rolled back, and its objects with it.
             return;
         }
-        if let Ok(conn) = self.conn()
-            && let Err(e) = items::drop_large_objects(conn, &batch.settings).await
+        if let Ok(session) = self.session()
+            && let Err(e) = session.host(|c| Box::pin(items::drop_large_objects(c, &batch.settings))).await
         {
             tracing::debug!("could not remove the processor's large objects: {e}");
         }
@@ -359,7 +371,11 @@ impl Worker {
     async fn claim(&mut self, batch: &BatchScope) -> Result<Option<ClaimedItem>, BatchError> {
         let floor = self.floor;
         let claimed = match self.outer.as_mut() {
-            None => items::begin_and_claim(self.conn()?, batch.id, floor, &batch.settings).await?,
+            None => {
+                self.session()?
+                    .host(|c| Box::pin(items::begin_and_claim(c, batch.id, floor, &batch.settings)))
+                    .await?
+            }
             Some(outer) => {
                 let claimed = items::claim_nested(outer, batch.id, floor, &batch.settings).await?;
                 if claimed.is_some() {
@@ -379,7 +395,7 @@ impl Worker {
             // Nothing was done: end the transaction the claim opened.
             match self.outer.as_mut() {
                 Some(outer) => items::rollback(outer, Some(DRY_RUN_SAVEPOINT)).await?,
-                None => items::rollback(self.conn()?, None).await?,
+                None => self.session()?.host(|c| Box::pin(items::rollback(c, None))).await?,
             }
             self.token = None;
             if floor > 0 {
@@ -468,19 +484,57 @@ impl Worker {
     ) -> Result<ItemResult, BatchError> {
         self.rollback_quietly(batch.tx).await;
         tracing::debug!(item = %id, "the item's transaction could not be completed ({message}); failing it alone");
+        // What the processor logged goes with the failure; its metadata changes do not.
+        let logs = self.ctx.logs.take();
+        self.ctx.metadata.discard();
         self.connect_again(&BatchError::Host(message.clone())).await?;
         let failed = match self.outer.as_mut() {
             Some(outer) => {
-                items::fail_alone(outer, Some(DRY_RUN_SAVEPOINT), batch.id, id, self.slot, code, &message)
-                    .await?
+                items::fail_alone(
+                    outer,
+                    Some(DRY_RUN_SAVEPOINT),
+                    batch.id,
+                    id,
+                    self.slot,
+                    code,
+                    &message,
+                    logs,
+                )
+                .await?
             }
             None => {
                 let mut conn = self.host.acquire().await?;
-                items::fail_alone(&mut conn, None, batch.id, id, self.slot, code, &message).await?
+                items::fail_alone(&mut conn, None, batch.id, id, self.slot, code, &message, logs).await?
             }
         };
         let status = if failed { ItemStatus::Failed } else { ItemStatus::Pending };
         Ok(ItemResult { index, status, error: Some(message), duration: started.elapsed() })
+    }
+}
+
+/// Where the framework's statements of the current transaction run, and the token they present.
+pub(crate) struct Framework<'a> {
+    pub(crate) token: Option<Uuid>,
+    on: On<'a>,
+}
+
+enum On<'a> {
+    /// The processor's connection, through its relay.
+    Processor(&'a mut DbSession),
+    /// A dry run's transaction on the host's own connection.
+    Outer(&'a mut PgConnection),
+}
+
+impl<'a> Framework<'a> {
+    /// Runs `work` on the connection.
+    pub(crate) async fn run<T>(
+        self,
+        work: impl FnOnce(&'a mut PgConnection) -> futures_util::future::BoxFuture<'a, T>,
+    ) -> T {
+        match self.on {
+            On::Processor(session) => session.host(work).await,
+            On::Outer(conn) => work(conn).await,
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use super::caps::{CapExceeded, Caps};
+use super::jsonb;
+use super::sql::ContextTrap;
 use super::wasi::{Drained, Stream};
 use crate::runtime::bindings::LogLevel as WitLevel;
 use crate::store::{pg_json, pg_text};
@@ -102,7 +104,10 @@ pub struct LogEntry {
 #[derive(Debug, Default)]
 pub struct LogBuffer {
     entries: Vec<LogEntry>,
-    guest_lines: usize,
+    /// Lines from the processor, by any source.
+    lines: usize,
+    /// Bytes of the processor's messages and details.
+    bytes: usize,
     output_bytes: usize,
     output_truncated: bool,
 }
@@ -113,38 +118,57 @@ impl LogBuffer {
         *self = LogBuffer::default();
     }
 
-    /// A line from `context.log`. Details that are not valid JSON are kept as a JSON string.
+    /// A line from `context.log`. Details that are not JSON at all are kept as a JSON string;
+    /// JSON that PostgreSQL cannot store (a lone surrogate, a number out of `numeric`'s range,
+    /// nesting too deep) fails the item with `invalid_log`.
     pub(crate) fn push_guest(
         &mut self,
         caps: &Caps,
         level: LogLevel,
         message: String,
         details: Option<String>,
-    ) -> Result<(), CapExceeded> {
+    ) -> Result<(), ContextTrap> {
         if message.len() > caps.log_message_bytes {
-            return Err(CapExceeded::bytes("log message size", caps.log_message_bytes));
+            return Err(CapExceeded::bytes("log message size", caps.log_message_bytes).into());
         }
         if details.as_ref().is_some_and(|d| d.len() > caps.log_details_bytes) {
-            return Err(CapExceeded::bytes("log details size", caps.log_details_bytes));
+            return Err(CapExceeded::bytes("log details size", caps.log_details_bytes).into());
         }
-        self.guest_lines += 1;
-        if self.guest_lines > caps.log_lines {
-            return Err(CapExceeded::count("log lines per item", caps.log_lines, "lines"));
+        self.lines += 1;
+        if self.lines > caps.log_lines {
+            return Err(CapExceeded::count("log lines per item", caps.log_lines, "lines").into());
         }
-        let details = details.map(|d| match serde_json::from_str::<serde::de::IgnoredAny>(&d) {
-            Ok(_) => pg_json(&d).into_owned(),
-            Err(_) => serde_json::Value::String(pg_text(&d).into_owned()).to_string(),
-        });
+        self.bytes += message.len() + details.as_ref().map_or(0, String::len);
+        if self.bytes > caps.log_bytes {
+            return Err(CapExceeded::bytes("log bytes per item", caps.log_bytes).into());
+        }
+        let details = match details.as_deref().map(jsonb::check) {
+            None => None,
+            Some(Ok(checked)) => Some(checked.into_owned()),
+            Some(Err(refused)) if refused.syntax => {
+                details.as_deref().map(|d| serde_json::Value::String(pg_text(d).into_owned()).to_string())
+            }
+            Some(Err(refused)) => {
+                return Err(ContextTrap::InvalidLog(format!(
+                    "processor wrote log details PostgreSQL cannot store: {refused}"
+                )));
+            }
+        };
         let message = pg_text(&message).into_owned();
         self.entries.push(LogEntry { level, source: LogSource::Processor, message, details, at: Utc::now() });
         Ok(())
     }
 
-    /// Turns captured stdout/stderr into lines, within the per-item output budget.
+    /// Turns captured stdout/stderr into lines, within the per-item output budget and the
+    /// item's log lines (which output shares with `context.log`).
     pub(crate) fn push_output(&mut self, caps: &Caps, drained: Drained) {
         let mut dropped = drained.dropped;
         for (stream, bytes) in drained.chunks {
-            let room = caps.output_bytes.saturating_sub(self.output_bytes);
+            let room = if self.lines < caps.log_lines {
+                caps.output_bytes.saturating_sub(self.output_bytes)
+            } else {
+                0
+            };
             let kept = bytes.len().min(room);
             dropped += bytes.len() - kept;
             self.output_bytes += kept;
@@ -157,6 +181,7 @@ impl LogBuffer {
                 Stream::Stdout => (LogLevel::Info, LogSource::Stdout),
                 Stream::Stderr => (LogLevel::Warning, LogSource::Stderr),
             };
+            self.lines += 1;
             self.entries.push(LogEntry {
                 level,
                 source,
@@ -170,8 +195,8 @@ impl LogBuffer {
             self.push_host(
                 LogLevel::Warning,
                 format!(
-                    "processor output truncated: only the first {} bytes of stdout/stderr per item are kept",
-                    caps.output_bytes
+                    "processor output truncated: stdout/stderr is kept up to {} bytes and {} log lines per item",
+                    caps.output_bytes, caps.log_lines
                 ),
                 None,
             );
@@ -201,6 +226,11 @@ impl LogBuffer {
     /// Takes the buffered lines.
     pub(crate) fn take(&mut self) -> Vec<LogEntry> {
         std::mem::take(&mut self.entries)
+    }
+
+    /// Puts back lines taken with [`take`](Self::take) whose write failed, for another try.
+    pub(crate) fn restore(&mut self, entries: Vec<LogEntry>) {
+        self.entries = entries;
     }
 
     /// The buffered lines.

@@ -1,64 +1,142 @@
 //! Batch metadata as the processor sees it: the batch's JSON object when the worker joined the
 //! batch, plus the changes of the current scope. Changes are written by the host together with
 //! the item (or hook) they belong to, so a failed item's changes vanish with its other writes.
+//!
+//! Values are kept as the JSON text the processor wrote (checked the way PostgreSQL will check
+//! it), so numbers keep every digit. The metadata of a batch is capped in keys and bytes: it is
+//! read by every worker and every hook, and kept with the batch.
 
-use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
-use super::caps::{CapExceeded, Caps};
-use crate::store::{pg_json, pg_text};
+use serde_json::value::RawValue;
+
+use super::caps::{CapExceeded, Caps, METADATA_KEY_BYTES};
+use super::jsonb;
+use crate::store::pg_text;
 
 /// The metadata view of one worker.
 #[derive(Debug, Default)]
 pub struct MetadataView {
-    snapshot: Map<String, Value>,
-    pending: Map<String, Value>,
+    /// Key → JSON text, as the batch row held it.
+    snapshot: BTreeMap<String, String>,
+    /// Changes of the current scope.
+    pending: BTreeMap<String, String>,
 }
 
 impl MetadataView {
-    /// Replaces the snapshot (read from the batch row) and drops pending changes.
-    pub(crate) fn load(&mut self, metadata: &Value) {
-        self.snapshot = metadata.as_object().cloned().unwrap_or_default();
+    /// Replaces the snapshot with the batch row's metadata (JSON text of an object) and drops
+    /// pending changes.
+    pub(crate) fn load(&mut self, metadata: &str) {
+        self.snapshot = serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(metadata)
+            .map(|map| map.into_iter().map(|(k, v)| (k, v.get().to_owned())).collect())
+            .unwrap_or_default();
         self.pending.clear();
     }
 
     /// One key as JSON text.
     pub(crate) fn get(&self, key: &str) -> Option<String> {
-        self.pending.get(key).or_else(|| self.snapshot.get(key)).map(Value::to_string)
+        self.pending.get(key).or_else(|| self.snapshot.get(key)).cloned()
     }
 
-    /// Sets one key; the value must be JSON. Oversized values trap.
+    /// Sets one key; the value must be JSON that PostgreSQL can store (else the processor is
+    /// told why). Traps when the key, the value or the batch's metadata as a whole would pass its
+    /// cap.
     pub(crate) fn set(
         &mut self,
         caps: &Caps,
         key: String,
         value: &str,
     ) -> Result<Result<(), String>, CapExceeded> {
-        if value.len() > caps.metadata_bytes || key.len() > 256 {
-            return Err(CapExceeded::bytes("metadata value size", caps.metadata_bytes));
+        if key.len() > METADATA_KEY_BYTES {
+            return Err(CapExceeded::bytes("metadata key size", METADATA_KEY_BYTES));
         }
-        match serde_json::from_str(&pg_json(value)) {
-            Ok(v) => {
-                self.pending.insert(pg_text(&key).into_owned(), v);
-                Ok(Ok(()))
+        if value.len() > caps.metadata_value_bytes {
+            return Err(CapExceeded::bytes("metadata value size", caps.metadata_value_bytes));
+        }
+        let value = match jsonb::check(value) {
+            Ok(value) => value.into_owned(),
+            Err(refused) if refused.syntax => {
+                return Ok(Err(format!("metadata {key:?}: the value is not JSON: {refused}")));
             }
-            Err(e) => Ok(Err(format!("metadata {key:?}: the value is not JSON: {e}"))),
+            Err(refused) => {
+                return Ok(Err(format!("metadata {key:?}: PostgreSQL cannot store the value: {refused}")));
+            }
+        };
+        let key = pg_text(&key).into_owned();
+        let keys =
+            self.snapshot.len() + self.pending.keys().filter(|k| !self.snapshot.contains_key(*k)).count();
+        let new_key = !self.snapshot.contains_key(&key) && !self.pending.contains_key(&key);
+        if new_key && keys + 1 > caps.metadata_keys {
+            return Err(CapExceeded::count("metadata keys per batch", caps.metadata_keys, "keys"));
         }
+        if self.size_with(&key, &value) > caps.metadata_bytes {
+            return Err(CapExceeded::bytes("metadata per batch", caps.metadata_bytes));
+        }
+        self.pending.insert(key, value);
+        Ok(Ok(()))
     }
 
-    /// The changes of the current scope, to write, merged into the snapshot.
-    pub(crate) fn commit(&mut self) -> Option<Value> {
+    /// Bytes of keys and values of the metadata with `key` set to `value`.
+    fn size_with(&self, key: &str, value: &str) -> usize {
+        let current = |k: &String| self.pending.get(k).or_else(|| self.snapshot.get(k));
+        let mut size = key.len() + value.len();
+        for k in self.snapshot.keys().chain(self.pending.keys().filter(|k| !self.snapshot.contains_key(*k))) {
+            if k != key {
+                size += k.len() + current(k).map_or(0, String::len);
+            }
+        }
+        size
+    }
+
+    /// The changes of the current scope as a JSON object (text), to write, merged into the
+    /// snapshot.
+    pub(crate) fn commit(&mut self) -> Option<String> {
         if self.pending.is_empty() {
             return None;
         }
         let changes = std::mem::take(&mut self.pending);
-        for (k, v) in &changes {
-            self.snapshot.insert(k.clone(), v.clone());
+        let mut object = String::from("{");
+        for (i, (k, v)) in changes.iter().enumerate() {
+            if i > 0 {
+                object.push(',');
+            }
+            object.push_str(&serde_json::Value::String(k.clone()).to_string());
+            object.push(':');
+            object.push_str(v);
         }
-        Some(Value::Object(changes))
+        object.push('}');
+        self.snapshot.extend(changes);
+        Some(object)
     }
 
     /// Forgets the changes of a scope that failed.
     pub(crate) fn discard(&mut self) {
         self.pending.clear();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::MetadataView;
+    use crate::context::caps::Caps;
+
+    #[test]
+    fn values_keep_every_digit_and_the_batch_stays_within_its_caps() {
+        let caps = Caps { metadata_keys: 3, metadata_bytes: 40, ..Caps::default() };
+        let mut view = MetadataView::default();
+        view.load(r#"{"a": 12345678901234567890.5}"#);
+        assert_eq!(view.get("a").as_deref(), Some("12345678901234567890.5"));
+        view.set(&caps, "b".into(), "1.10").unwrap().unwrap();
+        assert_eq!(view.commit().as_deref(), Some(r#"{"b":1.10}"#));
+        // Replacing a key does not count it twice.
+        view.set(&caps, "b".into(), "2").unwrap().unwrap();
+        view.set(&caps, "c".into(), "3").unwrap().unwrap();
+        let too_many = view.set(&caps, "d".into(), "4").unwrap_err();
+        assert_eq!(too_many.what, "metadata keys per batch");
+        let too_big = view.set(&caps, "c".into(), &format!("\"{}\"", "x".repeat(20))).unwrap_err();
+        assert_eq!(too_big.what, "metadata per batch");
+        assert!(view.set(&caps, "c".into(), r#""\ud800""#).unwrap().unwrap_err().contains("surrogate"));
+        assert!(view.set(&caps, "c".into(), "not json").unwrap().unwrap_err().contains("not JSON"));
     }
 }

@@ -5,11 +5,14 @@
 //! - [`login`]: the wall — the processor's SQL runs on connections logged in as its own role.
 //! - [`sql`]: one statement at a time, in the item's transaction, parameters bound, bounded by the
 //!   call's time limit, on a connection lent only while the host holds the item's savepoint.
+//! - [`results`]: the bounds on what the processor's statements bring back, per row (checked by
+//!   the server) and per item.
 //! - [`gate`]: the SQL gate, PostgreSQL's own parser deciding which statements may pass (defence
 //!   in depth: the login role is the wall).
 //! - [`grants`]: the processor's database role, whose privileges are its manifest's grants.
 //! - [`logs`]: buffered lines that survive the item's rollback.
 //! - [`metadata`]: the batch's JSON metadata, changed together with the item.
+//! - [`jsonb`]: JSON a processor hands the host, checked the way PostgreSQL will check it.
 //! - [`caps`]: the bounds on all of the above.
 //!
 //! A guest mistake (bad SQL, a refused statement) comes back to the guest as a WIT error it can
@@ -18,9 +21,11 @@
 pub mod caps;
 pub mod gate;
 pub mod grants;
+pub mod jsonb;
 pub mod login;
 pub mod logs;
 pub mod metadata;
+pub mod results;
 pub mod sql;
 pub mod sql_value;
 pub mod wasi;
@@ -135,9 +140,7 @@ impl context::Host for HostState {
         details: Option<String>,
     ) -> wasmtime::Result<()> {
         let ctx = &mut self.context;
-        ctx.logs
-            .push_guest(&ctx.caps, LogLevel::from(level), message, details)
-            .map_err(|cap| wasmtime::Error::new(ContextTrap::Cap(cap)))
+        ctx.logs.push_guest(&ctx.caps, LogLevel::from(level), message, details).map_err(wasmtime::Error::new)
     }
 
     async fn get_metadata(&mut self, key: String) -> wasmtime::Result<Option<String>> {

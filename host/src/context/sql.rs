@@ -22,11 +22,17 @@ use sqlx::{Column, Executor, Row, Statement, ValueRef};
 
 use super::caps::{CapExceeded, Caps};
 use super::gate::{self, Refusal};
+use super::results;
 use super::sql_value::{BoundParam, decode};
 use crate::runtime::bindings::{Rows, SqlError, SqlErrorKind, SqlValue};
 
-/// Distinct statements whose gate verdict a connection remembers.
-const GATE_CACHE_ENTRIES: usize = 1024;
+/// How long the host waits for a processor backend it ended to be gone.
+const TERMINATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Distinct statements whose gate verdict a connection remembers, and the longest statement it
+/// remembers one for: at most a few hundred KiB per connection, whatever the processor sends.
+const GATE_CACHE_ENTRIES: usize = 256;
+const GATE_CACHE_SQL_BYTES: usize = 2 << 10;
 
 /// A failure inside a context call that ends the guest call (a trap) instead of being handed
 /// to the guest. Blame: the guest for caps, the host for connection failures.
@@ -41,6 +47,18 @@ pub enum ContextTrap {
     /// A statement was still running when the call's time limit was up; the host cancelled it.
     #[error("a statement ran past the processor's time limit; the host cancelled it")]
     TimeLimit,
+    /// The processor wrote log details PostgreSQL cannot store.
+    #[error("{0}")]
+    InvalidLog(String),
+}
+
+/// Why the host itself ended a processor connection's backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// A statement outlived the call's time limit.
+    Time,
+    /// The processor's query results passed their cap.
+    Cap(CapExceeded),
 }
 
 /// What a statement produced.
@@ -82,8 +100,15 @@ pub struct DbSession {
     canceller: Option<Canceller>,
     /// Whether statements go through the SQL gate (always, but in tests of the wall alone).
     gate: bool,
-    /// The host ended the backend because a statement outlived the call's time limit.
-    ended_for_time: bool,
+    /// Why the host ended the backend, if it did.
+    ended: Option<Ended>,
+    /// Bytes of rows the processor's statements may still bring back in the current call.
+    result_left: usize,
+    /// Ingot's schema, quoted: where the server-side row check lives (`None`: no check, for
+    /// connections that are not a processor's).
+    framework: Option<String>,
+    /// Each statement whose rows the server must check first, rewritten to do so.
+    guarded: HashMap<String, String>,
 }
 
 /// The host's own pool and the processor connection's backend: what cancelling a statement needs.
@@ -103,11 +128,25 @@ impl Canceller {
         }
     }
 
-    /// Ends the backend: its transaction rolls back and its connection closes.
+    /// Ends the backend and waits (a few seconds at most) until it is gone: its transaction has
+    /// rolled back and its locks — the item's claim among them — are free again.
     async fn terminate(&self) {
         let sent = sqlx::query("SELECT pg_terminate_backend($1)").bind(self.pid).execute(&self.host).await;
         if let Err(e) = sent {
-            tracing::warn!(pid = self.pid, "could not end a processor backend past its time limit: {e}");
+            tracing::warn!(pid = self.pid, "could not end a processor backend: {e}");
+            return;
+        }
+        let gone_by = Instant::now() + TERMINATE_WAIT;
+        while Instant::now() < gone_by {
+            let alive: Result<bool, _> =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                    .bind(self.pid)
+                    .fetch_one(&self.host)
+                    .await;
+            if !matches!(alive, Ok(true)) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 }
@@ -125,7 +164,7 @@ enum Bounded<T> {
 async fn within<T>(
     deadline: Option<Instant>,
     canceller: Option<&Canceller>,
-    ended: &mut bool,
+    ended: &mut Option<Ended>,
     work: impl Future<Output = T>,
 ) -> Bounded<T> {
     let Some(deadline) = deadline else { return Bounded::Done(work.await) };
@@ -136,14 +175,14 @@ async fn within<T>(
     }
     let Some(canceller) = canceller else {
         // Nobody can cancel the statement: the connection is lost to the item either way.
-        *ended = true;
+        *ended = Some(Ended::Time);
         return Bounded::Late;
     };
     canceller.cancel().await;
     if tokio::time::timeout(super::login::CANCEL_GRACE, &mut work).await.is_ok() {
         return Bounded::Late;
     }
-    *ended = true;
+    *ended = Some(Ended::Time);
     canceller.terminate().await;
     let _ = tokio::time::timeout(super::login::CANCEL_GRACE, &mut work).await;
     Bounded::Late
@@ -175,7 +214,19 @@ impl DbSession {
             permission_hint: None,
             canceller: None,
             gate: true,
-            ended_for_time: false,
+            ended: None,
+            result_left: usize::MAX,
+            framework: None,
+            guarded: HashMap::new(),
+        }
+    }
+
+    /// Has the server check each row of the processor's statements against the cap on results
+    /// before sending it, with the function in Ingot's schema `framework` (quoted).
+    pub(crate) fn check_rows_in(&mut self, framework: &str) {
+        if self.framework.as_deref() != Some(framework) {
+            self.framework = Some(framework.to_owned());
+            self.guarded.clear();
         }
     }
 
@@ -192,10 +243,10 @@ impl DbSession {
         self.gate = false;
     }
 
-    /// Whether the host ended this connection's backend because a statement ran past the call's
-    /// time limit (the item then fails for its time, not for a lost connection).
-    pub(crate) fn ended_for_time(&self) -> bool {
-        self.ended_for_time
+    /// Why the host ended this connection, if it did: the item then fails for that reason (its
+    /// time, its results), not for a lost connection.
+    pub(crate) fn ended(&self) -> Option<&Ended> {
+        self.ended.as_ref()
     }
 
     /// Sets the sentence appended to permission errors, e.g. what the manifest grants.
@@ -212,27 +263,30 @@ impl DbSession {
             return verdict.clone();
         }
         let verdict = gate::check(sql);
-        if self.verdicts.len() >= GATE_CACHE_ENTRIES {
-            self.verdicts.clear();
+        if sql.len() <= GATE_CACHE_SQL_BYTES {
+            if self.verdicts.len() >= GATE_CACHE_ENTRIES {
+                self.verdicts.clear();
+            }
+            self.verdicts.insert(sql.to_owned(), verdict.clone());
         }
-        self.verdicts.insert(sql.to_owned(), verdict.clone());
         verdict
     }
 
-    /// The connection, for the host's own statements.
-    pub fn conn(&mut self) -> &mut PgConnection {
-        &mut self.conn
+    /// Runs the host's own statements on the connection: `work` gets it. (One door for every
+    /// host statement on a processor's connection.)
+    pub(crate) async fn host<'s, T>(
+        &'s mut self,
+        work: impl FnOnce(&'s mut PgConnection) -> futures_util::future::BoxFuture<'s, T>,
+    ) -> T {
+        work(&mut self.conn).await
     }
 
-    /// Gives the connection back.
-    pub fn into_conn(self) -> PgConnection {
-        self.conn
-    }
-
-    /// Lets the processor run statements: the host has opened its savepoint.
-    pub(crate) fn open(&mut self) {
+    /// Lets the processor run statements: the host has opened its savepoint. The call's
+    /// statements may bring back `result_bytes` in all.
+    pub(crate) fn open(&mut self, result_bytes: usize) {
         self.open = true;
         self.aborted = None;
+        self.result_left = result_bytes;
     }
 
     /// Ends processor access; returns the error that aborted the scope, if any.
@@ -262,6 +316,10 @@ impl DbSession {
         if params.len() > caps.params {
             return Err(CapExceeded::count("parameters per statement", caps.params, "parameters").into());
         }
+        let param_bytes: usize = params.iter().map(param_size).sum();
+        if param_bytes > caps.param_bytes {
+            return Err(CapExceeded::bytes("parameter bytes per statement", caps.param_bytes).into());
+        }
         if !self.open {
             return Ok(Err(sql_error(
                 SqlErrorKind::Invalid,
@@ -281,16 +339,44 @@ impl DbSession {
                 sqlstate: None,
             }));
         }
-        let prepared =
-            within(deadline, self.canceller.as_ref(), &mut self.ended_for_time, self.conn.prepare(sql)).await;
-        let types = match prepared {
+        let described =
+            within(deadline, self.canceller.as_ref(), &mut self.ended, self.conn.prepare(sql)).await;
+        let (mut types, guard) = match described {
             Bounded::Late => return Err(self.late()),
-            Bounded::Done(Ok(statement)) => match statement.parameters() {
-                Some(sqlx::Either::Left(types)) => types.to_vec(),
-                _ => Vec::new(),
-            },
-            Bounded::Done(Err(e)) => return self.database_error(e).map(Err),
+            Bounded::Done(Ok(statement)) => {
+                let guard = results::needs_guard(statement.columns().iter().map(|c| c.type_info()));
+                (parameter_types(&statement), guard)
+            }
+            Bounded::Done(Err(e)) => return self.database_error(caps, e).await.map(Err),
         };
+        // Rows that may be of any size are checked by the server before it sends them.
+        let guarded = match (guard, self.framework.clone()) {
+            (true, Some(framework)) => match self.guarded_sql(sql, &framework, caps.result_bytes) {
+                Ok(guarded) => guarded,
+                Err(why) => {
+                    return Ok(Err(sql_error(
+                        SqlErrorKind::Invalid,
+                        format!("the statement's rows cannot be checked for size ({why}), so it is not sent"),
+                    )));
+                }
+            },
+            _ => None,
+        };
+        let sql = match guarded {
+            Some(guarded) => {
+                let described =
+                    within(deadline, self.canceller.as_ref(), &mut self.ended, self.conn.prepare(&guarded))
+                        .await;
+                types = match described {
+                    Bounded::Late => return Err(self.late()),
+                    Bounded::Done(Ok(statement)) => parameter_types(&statement),
+                    Bounded::Done(Err(e)) => return self.database_error(caps, e).await.map(Err),
+                };
+                std::borrow::Cow::Owned(guarded)
+            }
+            _ => std::borrow::Cow::Borrowed(sql),
+        };
+        let sql = sql.as_ref();
         if types.len() != params.len() {
             return Ok(Err(sql_error(
                 SqlErrorKind::Invalid,
@@ -314,43 +400,83 @@ impl DbSession {
         let query = sqlx::query_with(sql, arguments);
         let canceller = self.canceller.as_ref();
         if !want_rows {
-            let done =
-                within(deadline, canceller, &mut self.ended_for_time, query.execute(&mut self.conn)).await;
+            let done = within(deadline, canceller, &mut self.ended, query.execute(&mut self.conn)).await;
             return match done {
                 Bounded::Late => Err(self.late()),
                 Bounded::Done(Ok(done)) => Ok(Ok(SqlOutput::Affected(done.rows_affected()))),
-                Bounded::Done(Err(e)) => self.database_error(e).map(Err),
+                Bounded::Done(Err(e)) => self.database_error(caps, e).await.map(Err),
             };
         }
         let max_rows = caps.query_rows;
         let conn = &mut self.conn;
-        let fetched = within(deadline, canceller, &mut self.ended_for_time, async move {
+        let left = &mut self.result_left;
+        let fetching = async move {
             let mut stream = query.fetch(conn);
             let mut rows = Vec::new();
             loop {
                 match stream.try_next().await {
                     Ok(Some(_)) if rows.len() >= max_rows => return Fetched::TooMany,
-                    Ok(Some(row)) => rows.push(row),
+                    Ok(Some(row)) => {
+                        let size = row_bytes(&row);
+                        if size > *left {
+                            return Fetched::TooLarge;
+                        }
+                        *left -= size;
+                        rows.push(row);
+                    }
                     Ok(None) => return Fetched::Rows(rows),
                     Err(e) => return Fetched::Failed(e),
                 }
             }
-        })
-        .await;
+        };
+        let fetched = within(deadline, canceller, &mut self.ended, fetching).await;
         match fetched {
             Bounded::Late => Err(self.late()),
-            Bounded::Done(Fetched::TooMany) => {
-                Err(CapExceeded::count("rows returned by one query", caps.query_rows, "rows").into())
+            // The rest of the rows would still have to be read before the next statement: end
+            // the connection instead.
+            Bounded::Done(Fetched::TooMany) => Err(self
+                .end_for(CapExceeded::count("rows returned by one query", caps.query_rows, "rows"))
+                .await),
+            Bounded::Done(Fetched::TooLarge) => {
+                Err(self.end_for(CapExceeded::bytes("query results per item", caps.result_bytes)).await)
             }
-            Bounded::Done(Fetched::Failed(e)) => self.database_error(e).map(Err),
+            Bounded::Done(Fetched::Failed(e)) => self.database_error(caps, e).await.map(Err),
             Bounded::Done(Fetched::Rows(rows)) => Ok(convert_rows(&rows).map(SqlOutput::Rows)),
         }
+    }
+
+    /// `sql` rewritten so that the server checks each row's size before sending it (see
+    /// [`results`]), remembered per connection.
+    fn guarded_sql(&mut self, sql: &str, framework: &str, cap: usize) -> Result<Option<String>, String> {
+        if let Some(guarded) = self.guarded.get(sql) {
+            return Ok(Some(guarded.clone()));
+        }
+        let Some(guarded) = results::guarded(sql, framework, cap)? else { return Ok(None) };
+        if sql.len() <= GATE_CACHE_SQL_BYTES {
+            if self.guarded.len() >= GATE_CACHE_ENTRIES {
+                self.guarded.clear();
+            }
+            self.guarded.insert(sql.to_owned(), guarded.clone());
+        }
+        Ok(Some(guarded))
+    }
+
+    /// Ends the connection because the processor passed `cap`: the backend — which may go on
+    /// computing rows, holding the item's claim, until it next writes — is ended from the host's
+    /// side, and the worker logs in afresh.
+    async fn end_for(&mut self, cap: CapExceeded) -> ContextTrap {
+        if let Some(canceller) = &self.canceller {
+            canceller.terminate().await;
+        }
+        self.broken = Some(format!("the host ended the connection: {cap}"));
+        self.ended = Some(Ended::Cap(cap.clone()));
+        ContextTrap::Cap(cap)
     }
 
     /// A statement outlived its call's time limit: the scope is aborted (or the connection gone),
     /// and the call ends with a trap.
     fn late(&mut self) -> ContextTrap {
-        if self.ended_for_time {
+        if self.ended.is_some() {
             self.broken =
                 Some("the host ended the connection: a statement ran past the processor's time limit".into());
         }
@@ -362,12 +488,24 @@ impl DbSession {
     }
 
     /// Sorts an sqlx error into the guest's fault (PostgreSQL rejected the statement: the
-    /// transaction is now aborted) or the connection's (a trap; the worker must reconnect).
-    fn database_error(&mut self, e: sqlx::Error) -> Result<SqlError, ContextTrap> {
+    /// transaction is now aborted; a row passed the cap on results, which traps) or the
+    /// connection's (a trap; the worker must reconnect).
+    async fn database_error(&mut self, caps: &Caps, e: sqlx::Error) -> Result<SqlError, ContextTrap> {
+        if let sqlx::Error::Database(db) = &e
+            && db.code().as_deref() == Some(results::ROW_TOO_LARGE_STATE)
+            && db.message().starts_with(results::ROW_TOO_LARGE_PREFIX)
+        {
+            let cap = CapExceeded::bytes("query results per item", caps.result_bytes);
+            self.aborted
+                .get_or_insert(SqlFailure { message: cap.to_string(), sqlstate: Some("54000".into()) });
+            return Err(ContextTrap::Cap(cap));
+        }
         match e {
             sqlx::Error::Database(db) => {
                 let sqlstate = db.code().map(|c| c.into_owned());
-                let mut message = db.message().to_owned();
+                // PostgreSQL quotes whole values in some messages ("invalid input syntax for type
+                // integer: …"): keep no more than an error message may hold.
+                let mut message = caps.message(db.message()).into_owned();
                 if let (Some("42501"), Some(hint)) = (sqlstate.as_deref(), &self.permission_hint) {
                     message = format!("{message} ({hint})");
                 }
@@ -389,10 +527,35 @@ impl DbSession {
     }
 }
 
+/// Bytes a parameter puts on the wire, roughly.
+fn param_size(value: &SqlValue) -> usize {
+    match value {
+        SqlValue::Text(s) | SqlValue::Json(s) | SqlValue::Uuid(s) | SqlValue::Timestamp(s) => s.len(),
+        SqlValue::Bytes(b) => b.len(),
+        _ => 8,
+    }
+}
+
+/// The parameter types the server inferred for a prepared statement.
+fn parameter_types(statement: &sqlx::postgres::PgStatement<'_>) -> Vec<sqlx::postgres::PgTypeInfo> {
+    match statement.parameters() {
+        Some(sqlx::Either::Left(types)) => types.to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// Bytes of a row's values as they came over the wire.
+fn row_bytes(row: &PgRow) -> usize {
+    (0..row.len())
+        .map(|i| row.try_get_raw(i).ok().and_then(|v| v.as_bytes().ok().map(<[u8]>::len)).unwrap_or(0) + 4)
+        .sum()
+}
+
 /// What fetching a query's rows came to.
 enum Fetched {
     Rows(Vec<PgRow>),
     TooMany,
+    TooLarge,
     Failed(sqlx::Error),
 }
 

@@ -10,6 +10,7 @@
 //! memory_mb = 64                 # linear memory of the instance
 //! fuel = 50_000_000              # optional: fuel per call (turns on fuel metering)
 //! statement_timeout_ms = 5000    # each SQL statement; defaults to timeout_ms
+//! result_bytes = 8_388_608       # any cap of `Caps` by its name: query results per item, …
 //!
 //! [batch]
 //! stop_on_error = false          # stop the batch at its first failed item
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::context::caps::Caps;
 use crate::runtime::Limits;
 
 /// A table privilege a manifest may grant.
@@ -71,6 +73,21 @@ struct RawLimits {
     memory_mb: Option<u64>,
     fuel: Option<u64>,
     statement_timeout_ms: Option<u64>,
+    sql_bytes: Option<u64>,
+    params: Option<u64>,
+    param_bytes: Option<u64>,
+    query_rows: Option<u64>,
+    result_bytes: Option<u64>,
+    log_lines: Option<u64>,
+    log_bytes: Option<u64>,
+    log_message_bytes: Option<u64>,
+    log_details_bytes: Option<u64>,
+    output_bytes: Option<u64>,
+    outcome_bytes: Option<u64>,
+    error_bytes: Option<u64>,
+    metadata_keys: Option<u64>,
+    metadata_bytes: Option<u64>,
+    metadata_value_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +109,8 @@ pub struct Manifest {
     pub limits: Limits,
     /// Per-statement timeout.
     pub statement_timeout: Duration,
+    /// Caps on what the processor hands the host or makes it hold.
+    pub caps: Caps,
     /// Stop the batch at its first failed item.
     pub stop_on_error: bool,
     /// Attempts for retryable failures.
@@ -106,6 +125,7 @@ impl Default for Manifest {
             grants: BTreeMap::new(),
             statement_timeout: limits.timeout,
             limits,
+            caps: Caps::default(),
             stop_on_error: false,
             max_attempts: 3,
         }
@@ -168,6 +188,7 @@ impl Manifest {
         let fuel = positive("fuel", raw.limits.fuel)?;
         let statement_timeout = positive("statement_timeout_ms", raw.limits.statement_timeout_ms)?
             .map_or(timeout, Duration::from_millis);
+        let caps = caps(&raw.limits, &fail)?;
         let max_attempts = match raw.batch.max_attempts {
             Some(0) => return Err(fail("[batch] max_attempts must be at least 1".into())),
             other => other.unwrap_or(defaults.max_attempts),
@@ -186,10 +207,42 @@ impl Manifest {
             grants,
             limits: Limits { timeout, memory_bytes, fuel },
             statement_timeout,
+            caps,
             stop_on_error: raw.batch.stop_on_error.unwrap_or(false),
             max_attempts,
         })
     }
+}
+
+/// The `[limits]` caps, each at least 1 and at most 1 GiB (the most PostgreSQL holds in one value).
+fn caps(raw: &RawLimits, fail: &dyn Fn(String) -> ManifestError) -> Result<Caps, ManifestError> {
+    let mut caps = Caps::default();
+    let fields: [(&str, Option<u64>, &mut usize); 15] = [
+        ("sql_bytes", raw.sql_bytes, &mut caps.sql_bytes),
+        ("params", raw.params, &mut caps.params),
+        ("param_bytes", raw.param_bytes, &mut caps.param_bytes),
+        ("query_rows", raw.query_rows, &mut caps.query_rows),
+        ("result_bytes", raw.result_bytes, &mut caps.result_bytes),
+        ("log_lines", raw.log_lines, &mut caps.log_lines),
+        ("log_bytes", raw.log_bytes, &mut caps.log_bytes),
+        ("log_message_bytes", raw.log_message_bytes, &mut caps.log_message_bytes),
+        ("log_details_bytes", raw.log_details_bytes, &mut caps.log_details_bytes),
+        ("output_bytes", raw.output_bytes, &mut caps.output_bytes),
+        ("outcome_bytes", raw.outcome_bytes, &mut caps.outcome_bytes),
+        ("error_bytes", raw.error_bytes, &mut caps.error_bytes),
+        ("metadata_keys", raw.metadata_keys, &mut caps.metadata_keys),
+        ("metadata_bytes", raw.metadata_bytes, &mut caps.metadata_bytes),
+        ("metadata_value_bytes", raw.metadata_value_bytes, &mut caps.metadata_value_bytes),
+    ];
+    for (key, value, cap) in fields {
+        match value {
+            None => {}
+            Some(0) => return Err(fail(format!("[limits] {key} must be greater than 0"))),
+            Some(v) if v > 1 << 30 => return Err(fail(format!("[limits] {key} must be at most 1073741824"))),
+            Some(v) => *cap = usize::try_from(v).map_err(|_| fail(format!("[limits] {key} is too large")))?,
+        }
+    }
+    Ok(caps)
 }
 
 fn valid_table_name(name: &str) -> bool {
@@ -237,6 +290,18 @@ mod tests {
         assert!(message.contains("timeout"), "{message}");
         let e = parse("[grant]\ncustomers = [\"select\"]\n").expect_err("refused");
         assert!(e.to_string().contains("grant"), "{e}");
+    }
+
+    #[test]
+    fn caps_are_set_by_name_and_checked() {
+        let m = parse("[limits]\nresult_bytes = 1024\nlog_lines = 10\nmetadata_keys = 5\n").expect("parses");
+        assert_eq!(m.caps.result_bytes, 1024);
+        assert_eq!(m.caps.log_lines, 10);
+        assert_eq!(m.caps.metadata_keys, 5);
+        assert_eq!(m.caps.sql_bytes, Caps::default().sql_bytes);
+        let e = parse("[limits]\nlog_lines = 0\n").expect_err("refused");
+        assert!(e.to_string().contains("log_lines must be greater than 0"), "{e}");
+        assert!(parse("[limits]\nresult_bytes = 2000000000\n").is_err());
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub enum CallError {
     /// Exceeded a context cap (log lines, rows, outcome size, …).
     #[error("{0}")]
     Cap(String),
+    /// Wrote a log line PostgreSQL cannot store.
+    #[error("{0}")]
+    InvalidLog(String),
     /// Trapped: a panic, an `unreachable`, an out-of-bounds access.
     #[error("processor trapped: {message}")]
     Trap {
@@ -62,6 +65,7 @@ impl CallError {
             CallError::OutOfFuel { .. } => "out_of_fuel",
             CallError::MemoryLimit { .. } => "memory_limit",
             CallError::Cap(_) => "cap_exceeded",
+            CallError::InvalidLog(_) => "invalid_log",
             CallError::Trap { .. } => "trap",
             CallError::Connection(_) => "connection_lost",
             CallError::Instantiate(_) => "instantiate_failed",
@@ -293,6 +297,7 @@ fn classify(limits: &Limits, store: &mut Store<HostState>, e: &wasmtime::Error) 
             ContextTrap::Cap(cap) => CallError::Cap(cap.to_string()),
             ContextTrap::Connection(_) => CallError::Connection(trap.to_string()),
             ContextTrap::TimeLimit => CallError::Timeout { limit: limits.timeout },
+            ContextTrap::InvalidLog(message) => CallError::InvalidLog(message.clone()),
         };
     }
     match e.downcast_ref::<Trap>() {

@@ -127,6 +127,15 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Batch>, Sto
     row.as_ref().map(batch_from_row).transpose()
 }
 
+/// A batch's metadata as JSON text (exactly as stored: numbers keep every digit).
+pub async fn metadata_text(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, StoreError> {
+    let text = sqlx::query_scalar("SELECT metadata::text FROM import_batches WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(text)
+}
+
 /// Where a batch moves to, through `ingot_batch_transition`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition<'a> {
@@ -234,7 +243,7 @@ pub async fn record(
     framework: &str,
     token: Option<Uuid>,
     id: Uuid,
-    metadata: Option<&Value>,
+    metadata: Option<&str>,
     lines: &[crate::context::logs::LogEntry],
 ) -> Result<(), StoreError> {
     if metadata.is_none() && lines.is_empty() {
@@ -244,7 +253,7 @@ pub async fn record(
     payload.push_str(&super::items::logs_payload(lines));
     if let Some(metadata) = metadata {
         payload.push_str(",\"metadata\":");
-        payload.push_str(&metadata.to_string());
+        payload.push_str(metadata);
     }
     payload.push('}');
     sqlx::query(&format!("SELECT {framework}.ingot_batch_record($1, $2, $3::jsonb)"))

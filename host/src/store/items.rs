@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::{Executor, PgConnection, Row};
 use uuid::Uuid;
 
@@ -224,7 +223,11 @@ pub enum ScopeEnd {
 impl ScopeEnd {
     fn sql(self) -> String {
         match self {
-            ScopeEnd::Keep => format!("RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}"),
+            // Deferred constraints are checked while the processor's writes are still its own:
+            // a violation fails the item here, not the host's COMMIT.
+            ScopeEnd::Keep => {
+                format!("SET CONSTRAINTS ALL IMMEDIATE; RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}")
+            }
             ScopeEnd::Discard => {
                 format!(
                     "ROLLBACK TO SAVEPOINT {PROCESSOR_SAVEPOINT}; RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}"
@@ -316,12 +319,13 @@ pub struct FinishedItem<'a> {
     pub slot: i16,
     /// Log lines to keep with it.
     pub logs: &'a [LogEntry],
-    /// Changes to merge into the batch metadata (a JSON object), for a completed item.
-    pub metadata: Option<&'a Value>,
+    /// Changes to merge into the batch metadata (a JSON object, as text), for a completed item.
+    pub metadata: Option<&'a str>,
 }
 
-/// `ingot_finish_item`'s argument, one JSON object. Processed data and log details are JSON text
-/// already checked to parse; they go in as they are, so PostgreSQL stores their numbers exactly.
+/// `ingot_finish_item`'s argument, one JSON object. Processed data, log details and metadata are
+/// JSON text already checked the way PostgreSQL will check it; they go in as they are, so
+/// PostgreSQL stores their numbers exactly.
 fn finish_payload(item: &FinishedItem<'_>) -> String {
     fn field(out: &mut String, name: &str, value: &impl serde::Serialize) {
         out.push(if out.is_empty() { '{' } else { ',' });
@@ -342,7 +346,7 @@ fn finish_payload(item: &FinishedItem<'_>) -> String {
     field(&mut out, "fuel_used", &item.fuel_used);
     field(&mut out, "available_at", &item.available_at);
     if let Some(metadata) = item.metadata {
-        field(&mut out, "metadata", metadata);
+        let _ = write!(out, ",\"metadata\":{metadata}");
     }
     out.push_str(",\"logs\":");
     push_logs(&mut out, item.logs);
@@ -452,7 +456,7 @@ pub async fn record_interruption(
             "the item's database connection was lost in {lost} attempt(s) while it was processed \
              (last: {cause}); the processor's writes were rolled back"
         );
-        fail_locked(conn, batch_id, item_id, slot, "connection_lost", &message).await?;
+        fail_locked(conn, batch_id, item_id, slot, "connection_lost", &message, Vec::new()).await?;
         Ok(Interruption::Failed)
     }
     .await;
@@ -464,8 +468,10 @@ pub async fn record_interruption(
 }
 
 /// Fails a pending item on its own, on the framework owner's connection, after its transaction
-/// could not be completed (nothing of it was kept). `nested` runs it in a savepoint of the
-/// caller's transaction instead (a dry run). `false` when the item is not pending here any more.
+/// could not be completed (nothing of it was kept but `logs`, the lines it wrote). `nested` runs
+/// it in a savepoint of the caller's transaction instead (a dry run). `false` when the item is
+/// not pending here any more.
+#[allow(clippy::too_many_arguments)]
 pub async fn fail_alone(
     conn: &mut PgConnection,
     nested: Option<&str>,
@@ -474,6 +480,7 @@ pub async fn fail_alone(
     slot: i16,
     code: &str,
     message: &str,
+    logs: Vec<LogEntry>,
 ) -> Result<bool, StoreError> {
     begin(conn, nested).await?;
     let result = async {
@@ -488,7 +495,7 @@ pub async fn fail_alone(
         if pending.is_none() {
             return Ok::<_, StoreError>(false);
         }
-        fail_locked(conn, batch_id, item_id, slot, code, message).await?;
+        fail_locked(conn, batch_id, item_id, slot, code, message, logs).await?;
         Ok(true)
     }
     .await;
@@ -508,15 +515,16 @@ async fn fail_locked(
     slot: i16,
     code: &str,
     message: &str,
+    mut logs: Vec<LogEntry>,
 ) -> Result<(), StoreError> {
     let message = super::pg_text(message);
-    let line = LogEntry {
+    logs.push(LogEntry {
         level: crate::context::logs::LogLevel::Error,
         source: crate::context::logs::LogSource::Host,
         message: format!("item failed: {message}"),
         details: Some(serde_json::json!({ "code": code }).to_string()),
         at: Utc::now(),
-    };
+    });
     let item = FinishedItem {
         batch_id,
         id: item_id,
@@ -532,7 +540,7 @@ async fn fail_locked(
         fuel_used: None,
         available_at: None,
         slot,
-        logs: std::slice::from_ref(&line),
+        logs: &logs,
         metadata: None,
     };
     sqlx::query("SELECT ingot_finish_item(NULL, $1, $2, $3, $4::jsonb)")

@@ -5,6 +5,7 @@
 //! `reject`, `fail_start`, `fail_complete`, `trap_complete`.
 
 use std::hint::black_box;
+use std::io::Write as _;
 
 use ingot_guest::prelude::*;
 use ingot_guest::serde_json::{Value, json};
@@ -79,6 +80,15 @@ fn run_statement(data: &Value, sql: &str) -> Result<Value, ItemError> {
     }
 }
 
+/// The context's own imports, for text the SDK would have written as valid JSON.
+use ingot_guest::__private::bindings::ingot::processor::context as raw;
+use ingot_guest::__private::wit::LogLevel as RawLevel;
+
+/// Logs a line whose details are `details` exactly as given (the SDK only writes valid JSON).
+fn raw_log(message: &str, details: &str) {
+    raw::log(RawLevel::Info, message, Some(details));
+}
+
 struct Probe;
 
 #[ingot_guest::processor]
@@ -95,6 +105,9 @@ impl Processor for Probe {
 
     fn on_batch_start(batch: &Batch) -> Result<(), String> {
         log::info("hook:on_batch_start");
+        if let Some(details) = batch.metadata().get("start_log_details").and_then(Value::as_str) {
+            raw_log("start details", details);
+        }
         if let Some(sql) = batch.metadata().get("start_sql").and_then(Value::as_str) {
             db::execute(sql, &[]).map_err(|e| e.to_string())?;
         }
@@ -110,6 +123,9 @@ impl Processor for Probe {
             batch.completed(),
             batch.failed()
         ));
+        if let Some(details) = batch.metadata().get("complete_log_details").and_then(Value::as_str) {
+            raw_log("complete details", details);
+        }
         if batch.metadata().get("trap_complete").is_some() {
             panic!("on_batch_complete trapped on purpose");
         }
@@ -262,6 +278,45 @@ impl Processor for Probe {
                 json!({ "logged": true })
             }
             "huge_outcome" => json!({ "blob": "z".repeat(u64_field(&data, "bytes", 1024) as usize) }),
+            // Processed data exactly as given, e.g. JSON that PostgreSQL refuses.
+            "raw_outcome" => return Ok(Outcome::new("probe", item.index()).with_json(str_field(&data, "json"))),
+            // A log line with details exactly as given.
+            "raw_log" => {
+                raw_log("raw details", str_field(&data, "details"));
+                json!({ "logged": true })
+            }
+            // Alternating one-byte writes to stdout and stderr, each flushed.
+            "stdio_alternate" => {
+                for i in 0..u64_field(&data, "writes", 1000) {
+                    if i % 2 == 0 {
+                        print!("o");
+                        let _ = std::io::stdout().flush();
+                    } else {
+                        eprint!("e");
+                    }
+                }
+                json!({ "written": true })
+            }
+            // Many metadata keys, each with a string value of the given size.
+            "metadata_many" => {
+                let value = json!("m".repeat(u64_field(&data, "bytes", 10) as usize)).to_string();
+                for i in 0..u64_field(&data, "keys", 10) {
+                    raw::set_metadata(&format!("key{i}"), &value).map_err(ItemError::invalid)?;
+                }
+                json!({ "set": true })
+            }
+            // A metadata value exactly as given.
+            "raw_metadata" => {
+                raw::set_metadata(str_field(&data, "key"), str_field(&data, "value"))
+                    .map_err(|e| ItemError::invalid(e).code("metadata_refused"))?;
+                json!({ "set": true })
+            }
+            // An error whose message and code are as long as asked.
+            "big_error" => {
+                return Err(ItemError::invalid("e".repeat(u64_field(&data, "message_bytes", 10) as usize))
+                    .code("c".repeat(u64_field(&data, "code_bytes", 4) as usize))
+                    .field("f".repeat(u64_field(&data, "field_bytes", 1) as usize)));
+            }
             "metadata_set" => {
                 let key = str_field(&data, "key").replace("<NUL>", "\u{0}");
                 let value = match data.get("value") {
