@@ -646,6 +646,77 @@ async fn a_dry_run_reports_what_would_happen_and_keeps_nothing() {
     assert_eq!(f.db.scalar_i64("SELECT count(*) FROM import_batch_items").await, 0);
 }
 
+/// Everything a dry run could change outside its own transaction: roles under the test's
+/// prefix (attributes, memberships, settings, dependencies), every privilege in the database (as
+/// it takes effect: an ACL PostgreSQL has spelled out equals the default it spells out), and the
+/// rows of every table. (Sequences a processor draws from move on, as for any transaction rolled
+/// back.)
+async fn catalog(db: &TestDb) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT string_agg(r.rolname || r.rolsuper || r.rolcreaterole || r.rolcanlogin || r.rolinherit, ',' ORDER BY r.rolname)
+         FROM pg_roles r WHERE starts_with(r.rolname, $1)",
+        "SELECT string_agg(m.roleid::regrole::text || '>' || m.member::regrole::text, ',' ORDER BY 1)
+         FROM pg_auth_members m JOIN pg_roles r ON r.oid IN (m.roleid, m.member) WHERE starts_with(r.rolname, $1)",
+        "SELECT string_agg(s.setrole::regrole::text, ',' ORDER BY 1) FROM pg_db_role_setting s
+         JOIN pg_roles r ON r.oid = s.setrole WHERE starts_with(r.rolname, $1)",
+        "SELECT string_agg(c.relname || ':' || coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::\"char\", c.relowner))::text, ',' ORDER BY c.relname)
+         FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND $1 IS NOT NULL",
+        "SELECT string_agg(p.proname || ':' || coalesce(p.proacl, acldefault('f'::\"char\", p.proowner))::text, ',' ORDER BY p.proname)
+         FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace AND $1 IS NOT NULL",
+        "SELECT coalesce(d.datacl, acldefault('d'::\"char\", d.datdba))::text
+                || (SELECT coalesce(nspacl, acldefault('n'::\"char\", nspowner))::text FROM pg_namespace WHERE nspname = 'public')
+         FROM pg_database d WHERE d.datname = current_database() AND $1 IS NOT NULL",
+        "SELECT string_agg(d.classid::regclass::text || d.objid::text || d.deptype::text, ',' ORDER BY 1) FROM pg_shdepend d
+         JOIN pg_roles r ON r.oid = d.refobjid WHERE starts_with(r.rolname, $1)",
+    ] {
+        out.push(sqlx::query_scalar(sql).bind(db.role_prefix()).fetch_one(&db.pool).await.unwrap());
+    }
+    for table in [
+        "import_batches",
+        "import_batch_items",
+        "import_batch_counters",
+        "import_logs",
+        "ingot_processor_roles",
+        "probe_rows",
+    ] {
+        let sql =
+            format!("SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t");
+        out.push(sqlx::query_scalar(&sql).fetch_one(&db.pool).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_dry_run_leaves_roles_grants_and_every_table_as_they_were() {
+    let f = Fixture::new(None).await;
+    // On a fresh database (no role yet), and again once a real run has made the processor's role.
+    for round in ["fresh", "after a run"] {
+        let before = catalog(&f.db).await;
+        let items = [
+            insert("kept?"),
+            json!({"mode": "log", "lines": 2, "message": "logged"}),
+            json!({"mode": "metadata_set", "key": "k", "value": 1}),
+            json!({"mode": "invalid", "message": "bad", "code": "bad"}),
+        ];
+        let summary = f.manager.dry_run("probe", f.ndjson(&items), &CreateOptions::default()).await.unwrap();
+        assert_eq!((summary.completed, summary.failed), (3, 1), "{round}");
+        assert_eq!(catalog(&f.db).await, before, "{round}: the dry run changed the database");
+        if round == "fresh" {
+            f.manager
+                .run(
+                    "probe",
+                    f.ndjson(&[insert("real")]),
+                    &CreateOptions::default(),
+                    &ProcessOptions::workers(1),
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+    }
+}
+
 #[tokio::test]
 async fn several_hosts_migrating_at_once_all_succeed() {
     let db = TestDb::empty().await;

@@ -537,22 +537,72 @@ impl BatchManager {
     ) -> Result<Summary, BatchError> {
         let processor = self.processor(batch_type)?;
         let batch = new_batch(batch_type, &processor.manifest, options);
-        let id = batch.id;
         let mut conn = self.connect().await?;
-        // The role must exist (and be committed) for the processor to log in as it; everything
-        // else of the dry run is rolled back.
-        let sandbox = self.sandbox(&mut conn, &processor).await?;
-        let session = self.first_session(&mut conn, &sandbox).await?;
-        let scope =
-            Self::scope(id, sandbox.settings.clone(), batch.stop_on_error, TxMode::DryRun, &processor);
-        let mut worker = self.worker_on(session, &processor, &sandbox, 0, "{}");
+        // The processor must log in as a role that exists (is committed) and holds exactly its
+        // manifest's grants. Its own role is left as it is: the dry run makes a throwaway one
+        // and drops it, so the database ends as it began.
+        let sandbox = self.dry_run_sandbox(&mut conn, &processor).await?;
+        let result = match self.first_session(&mut conn, &sandbox).await {
+            Ok(session) => self.dry_run_as(conn, session, &sandbox, &processor, batch, source).await,
+            Err(e) => Err(e),
+        };
+        let mut conn = self.connect().await?;
+        if let Err(e) = grants::drop_role(&mut conn, &sandbox.credentials.role).await {
+            tracing::warn!("a dry run could not drop its throwaway role {}: {e}", sandbox.credentials.role);
+        }
+        result.map(|summary| Summary { dry_run: true, ..summary })
+    }
+
+    /// A throwaway role for the processor of a dry run, with its manifest's grants.
+    async fn dry_run_sandbox(
+        &self,
+        conn: &mut PgConnection,
+        processor: &Processor,
+    ) -> Result<Sandbox, BatchError> {
+        let role = format!("{}dry_{}", self.role_prefix, &Uuid::new_v4().simple().to_string()[..12]);
+        let credentials = match grants::sync(conn, &role, &processor.batch_type, &processor.manifest).await {
+            Ok(credentials) => credentials,
+            Err(e) => {
+                // Nothing of a failed sync may stay behind either.
+                let _ = grants::drop_role(conn, &role).await;
+                return Err(e.into());
+            }
+        };
+        let framework = roles::framework_schema(conn).await?;
+        let search_path = login::host_search_path(conn).await?;
+        let login = ProcessorLogin::new(self.pool.clone(), &self.connect, &credentials, &search_path);
+        Ok(Sandbox {
+            settings: ScopeSettings {
+                framework,
+                batch_type: processor.batch_type.clone(),
+                statement_timeout: processor.manifest.statement_timeout,
+            },
+            credentials,
+            login: Arc::new(login),
+        })
+    }
+
+    /// The dry run itself, logged in as `session`; the batch lives in one transaction on `conn`,
+    /// rolled back at the end, and the processor's connection is closed before its role goes.
+    async fn dry_run_as(
+        &self,
+        mut conn: PgConnection,
+        session: DbSession,
+        sandbox: &Sandbox,
+        processor: &Processor,
+        batch: NewBatch,
+        source: InputSource,
+    ) -> Result<Summary, BatchError> {
+        let id = batch.id;
+        let scope = Self::scope(id, sandbox.settings.clone(), batch.stop_on_error, TxMode::DryRun, processor);
+        let mut worker = self.worker_on(session, processor, sandbox, 0, "{}");
         items::begin(&mut conn, None).await?;
         worker.outer = Some(conn);
         let result = async {
             let outer =
                 worker.outer.as_mut().ok_or_else(|| BatchError::Host("no dry-run transaction".into()))?;
             create::create_in_tx(outer, batch, source).await?;
-            dry_run_items(&mut worker, &scope, &processor).await?;
+            dry_run_items(&mut worker, &scope, processor).await?;
             let outer =
                 worker.outer.as_mut().ok_or_else(|| BatchError::Host("no dry-run transaction".into()))?;
             batches::summary(outer, id).await?.ok_or(BatchError::NotFound(id))
@@ -562,7 +612,10 @@ impl BatchManager {
             let _ = items::rollback(&mut outer, None).await;
         }
         worker.rollback_quietly(TxMode::PerItem).await;
-        result.map(|summary| Summary { dry_run: true, ..summary })
+        if let Some(session) = worker.ctx.db.take() {
+            session.disconnect().await;
+        }
+        result
     }
 
     /// Reprocesses a batch: a new batch linked to it, with all its items or only the failed

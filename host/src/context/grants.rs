@@ -184,6 +184,32 @@ fn with_role(e: crate::store::StoreError, role: &str) -> GrantError {
     }
 }
 
+/// Drops a role the host made for one use (a dry run's): its privileges, the role, and the
+/// framework's record of it, so that nothing of it is left.
+pub async fn drop_role(conn: &mut PgConnection, role: &str) -> Result<(), GrantError> {
+    let db = |source| GrantError::Database { role: role.to_owned(), source };
+    let quoted = quote_ident(role);
+    conn.execute("BEGIN").await.map_err(db)?;
+    let dropped = async {
+        roles::lock(conn).await.map_err(|e| with_role(e, role))?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(role)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+        if exists {
+            conn.execute(format!("DROP OWNED BY {quoted}; DROP ROLE {quoted}").as_str()).await.map_err(db)?;
+        }
+        roles::forget(conn, role).await.map_err(|e| with_role(e, role))
+    }
+    .await;
+    let end = if dropped.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = conn.execute(end).await.map_err(db);
+    dropped?;
+    ended?;
+    Ok(())
+}
+
 /// Sets the role's password again (after a login with it was refused), when the host may.
 pub async fn reset_password(conn: &mut PgConnection, login: &Login) -> Result<(), GrantError> {
     let statement =

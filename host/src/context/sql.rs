@@ -272,6 +272,11 @@ impl DbSession {
         verdict
     }
 
+    /// Closes the connection, waiting until the server has let it go.
+    pub(crate) async fn disconnect(self) {
+        let _ = sqlx::Connection::close(self.conn).await;
+    }
+
     /// Runs the host's own statements on the connection: `work` gets it. (One door for every
     /// host statement on a processor's connection.)
     pub(crate) async fn host<'s, T>(

@@ -61,6 +61,12 @@ pub async fn register(
     Ok(password)
 }
 
+/// Forgets a role (dropped by the caller).
+pub async fn forget(conn: &mut PgConnection, role: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM ingot_processor_roles WHERE role_name = $1").bind(role).execute(conn).await?;
+    Ok(())
+}
+
 /// The framework's schema, quoted, as the host names it in every call on a processor connection.
 pub async fn framework_schema(conn: &mut PgConnection) -> Result<String, StoreError> {
     let schema = sqlx::query_scalar(
