@@ -277,3 +277,76 @@ async fn a_framework_write_that_cannot_succeed_fails_the_batch_with_a_clear_mess
     assert_eq!(summary["completed"], 2);
     assert!(!stderr_of(&output).contains("panicked"));
 }
+
+/// An embedded cluster with customer_data's tables, and a pool on it.
+async fn embedded_site() -> (Site, PgConnectOptions, PgPool) {
+    let site = Site { url: String::new(), processors: customer_processors(), cwd: support::cluster_dir() };
+    let started = site.command(&["migrate"]).output().unwrap();
+    assert!(started.status.success(), "{}", stderr_of(&started));
+    let socket = site.cwd.path().join(".ingot/pg/run");
+    let options = PgConnectOptions::new().socket(&socket).username("ingot").database("ingot");
+    let pool = PgPoolOptions::new().max_connections(2).connect_with(options.clone()).await.unwrap();
+    sqlx::raw_sql(&support::example_schema("customer_data")).execute(&pool).await.unwrap();
+    // The server flushes asynchronous commits on its own every 200 ms; make it wait 10 s, so that
+    // only what Ingot itself waited for is on disk when the crash comes.
+    sqlx::query("ALTER SYSTEM SET wal_writer_delay = '10s'").execute(&pool).await.unwrap();
+    sqlx::query("SELECT pg_reload_conf()").execute(&pool).await.unwrap();
+    (site, options, pool)
+}
+
+/// Stops the embedded server as a crash would, then starts it again (it replays its log).
+fn crash_and_restart(site: &Site) {
+    let stop = site.command(&["db", "stop", "--immediate"]).output().unwrap();
+    assert!(stop.status.success(), "{}", stderr_of(&stop));
+    let restarted = site.command(&["migrate"]).output().unwrap();
+    assert!(restarted.status.success(), "{}", stderr_of(&restarted));
+}
+
+#[tokio::test]
+async fn a_database_crash_mid_batch_with_batch_durability_loses_no_effect_and_applies_none_twice() {
+    let (site, options, pool) = embedded_site().await;
+    let _stop = support::StopCluster(site.cwd.path(), site.processors.path());
+    let id = site.create();
+    let mut child = site.spawn_process(id);
+    wait_for_progress(&pool, id, 0, &mut child).await;
+    // Let some item commits land that no flush has made durable yet.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    pool.close().await;
+    let mid = child.try_wait().unwrap().is_none();
+    crash_and_restart(&site);
+    assert!(mid, "the crash came after the batch had finished");
+    // The running process reconnects and carries on; what the crash took is simply pending again.
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let pool = PgPoolOptions::new().max_connections(2).connect_with(options).await.unwrap();
+    assert_exactly_once(&pool, id).await;
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_summary_printed_just_before_a_database_crash_is_still_true_after_it() {
+    let (site, options, pool) = embedded_site().await;
+    let _stop = support::StopCluster(site.cwd.path(), site.processors.path());
+    pool.close().await;
+    for round in 0..3 {
+        let file = customer_csv(site.cwd.path());
+        let output = site
+            .command(&["run", "customer_data", file.to_str().unwrap(), "--workers", "2", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+        let printed = json_of(&output);
+        assert_eq!(printed["status"], "completed");
+        // At once: nothing has had time to reach the disk unless Ingot waited for it.
+        crash_and_restart(&site);
+        let pool = PgPoolOptions::new().max_connections(2).connect_with(options.clone()).await.unwrap();
+        let id: Uuid = printed["batch_id"].as_str().unwrap().parse().unwrap();
+        let summary = {
+            let mut conn = pool.acquire().await.unwrap();
+            ingot::store::batches::summary(&mut conn, id).await.unwrap().unwrap()
+        };
+        assert_eq!(summary.status.as_str(), "completed", "round {round}: the reported batch rolled back");
+        assert_eq!(summary.completed, printed["completed"].as_i64().unwrap(), "round {round}");
+        pool.close().await;
+    }
+}

@@ -50,6 +50,36 @@ pub async fn run(
 ) -> Result<DaemonReport, BatchError> {
     let mut listener = PgListener::connect_with(manager.pool()).await?;
     listener.listen(BATCH_CHANNEL).await?;
+    // Item commits of batch durability do not wait for the disk; this makes each of them durable
+    // within FLUSH_EVERY, whatever the batches in hand are doing.
+    let flusher = tokio::spawn(flush_periodically(manager.pool().clone()));
+    let served = serve(manager, registry, options, progress, &mut listener).await;
+    flusher.abort();
+    if let Err(e) = batches::flush(manager.pool()).await {
+        tracing::warn!("could not flush before stopping: {e}");
+    }
+    served
+}
+
+/// The longest a committed item of batch durability waits, in a running worker, for the disk.
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+
+async fn flush_periodically(pool: sqlx::PgPool) {
+    loop {
+        tokio::time::sleep(FLUSH_EVERY).await;
+        if let Err(e) = batches::flush(&pool).await {
+            tracing::debug!("periodic flush failed: {e}");
+        }
+    }
+}
+
+async fn serve(
+    manager: &BatchManager,
+    registry: &Registry,
+    options: &DaemonOptions,
+    progress: &Progress,
+    listener: &mut PgListener,
+) -> Result<DaemonReport, BatchError> {
     let mut report = DaemonReport::default();
     // Batches that just gave this worker nothing to do (all their items are in flight elsewhere,
     // or they cannot run here): left alone until the next poll.
@@ -82,7 +112,7 @@ pub async fn run(
             batches::next_runnable(&mut conn, &types, &skip).await?
         };
         let Some(id) = next else {
-            wait_for_work(&mut listener, options.poll_interval, progress).await;
+            wait_for_work(listener, options.poll_interval, progress).await;
             continue;
         };
         let run = progress.child();

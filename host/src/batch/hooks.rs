@@ -118,7 +118,8 @@ async fn start_once(worker: &mut Worker, batch: &BatchScope, digest: &str) -> Re
         transition(worker, batch, Transition::Fail { reason }).await?;
         run_on_batch_complete(worker, batch, false).await?;
     }
-    worker.commit().await?;
+    // A rejected batch has ended: that is reported, so it waits for the disk.
+    worker.commit(rejection.is_some()).await?;
     Ok(rejection.map_or(Start::Started, Start::Rejected))
 }
 
@@ -158,7 +159,9 @@ async fn finish_once(
         return Ok(false);
     }
     run_on_batch_complete(worker, batch, success).await?;
-    worker.commit().await?;
+    // The batch's end is what Ingot reports: this commit waits for the disk, and so makes every
+    // item commit before it durable too.
+    worker.commit(true).await?;
     Ok(true)
 }
 

@@ -23,6 +23,7 @@ use crate::context::login::{self, LoginError, ProcessorLogin};
 use crate::context::logs::LogLevel;
 use crate::context::sql::DbSession;
 use crate::input::{InputError, InputSource};
+pub use crate::registry::manifest::Durability;
 use crate::registry::manifest::Manifest;
 use crate::registry::{Processor, Registry, RegistryError};
 use crate::runtime::{Instance, Runtime};
@@ -169,12 +170,20 @@ pub struct ProcessOptions {
     pub workers: usize,
     /// Where to count item outcomes (a long-running `ingot worker` exports them).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// When item commits wait for the WAL flush; `None`: as the processor's manifest says.
+    pub durability: Option<Durability>,
 }
 
 impl ProcessOptions {
-    /// `workers` workers, no metrics.
+    /// `workers` workers, no metrics, the manifest's durability.
     pub fn workers(workers: usize) -> Self {
-        ProcessOptions { workers, metrics: None }
+        ProcessOptions { workers, metrics: None, durability: None }
+    }
+
+    /// The same, with item commits waiting for the WAL flush as `durability` says.
+    pub fn with_durability(mut self, durability: Option<Durability>) -> Self {
+        self.durability = durability;
+        self
     }
 }
 
@@ -282,12 +291,18 @@ impl BatchManager {
 
     /// Creates or updates the processor's role so its privileges equal the manifest's grants,
     /// and returns how its SQL must run: logged in as that role.
-    async fn sandbox(&self, conn: &mut PgConnection, processor: &Processor) -> Result<Sandbox, BatchError> {
+    async fn sandbox(
+        &self,
+        conn: &mut PgConnection,
+        processor: &Processor,
+        durability: Durability,
+    ) -> Result<Sandbox, BatchError> {
         let role = grants::role_name(&self.role_prefix, &processor.batch_type);
         let credentials = grants::sync(conn, &role, &processor.batch_type, &processor.manifest).await?;
         let framework = roles::framework_schema(conn).await?;
         let search_path = login::host_search_path(conn).await?;
-        let login = ProcessorLogin::new(self.pool.clone(), &self.connect, &credentials, &search_path);
+        let login =
+            ProcessorLogin::new(self.pool.clone(), &self.connect, &credentials, &search_path, durability);
         Ok(Sandbox {
             settings: ScopeSettings {
                 framework,
@@ -368,6 +383,8 @@ impl BatchManager {
             outer: None,
             token: None,
             framework: sandbox.settings.framework.clone(),
+            pipeline: false,
+            prefetched: None,
         };
         worker.adopt(session);
         worker
@@ -448,7 +465,8 @@ impl BatchManager {
                 None => replaced = Some(started.to_owned()),
             }
         }
-        let sandbox = self.sandbox(&mut conn, &processor).await?;
+        let durability = options.durability.unwrap_or(processor.manifest.durability);
+        let sandbox = self.sandbox(&mut conn, &processor, durability).await?;
         let session = self.first_session(&mut conn, &sandbox).await?;
         drop(conn);
         let scope = BatchScope {
@@ -510,6 +528,11 @@ impl BatchManager {
         }
         // The batch hooks ran on the coordinator's connection.
         coordinator.tidy(&scope).await;
+        if durability == Durability::Batch {
+            // Whatever this call reports is on disk before it is reported: the batch's final
+            // commit already waited; an interrupted or shared batch's items wait here.
+            batches::flush(&self.pool).await?;
+        }
         self.summary(id).await
     }
 
@@ -570,7 +593,14 @@ impl BatchManager {
         };
         let framework = roles::framework_schema(conn).await?;
         let search_path = login::host_search_path(conn).await?;
-        let login = ProcessorLogin::new(self.pool.clone(), &self.connect, &credentials, &search_path);
+        // Nothing of a dry run is kept: whether its commits wait for the disk does not matter.
+        let login = ProcessorLogin::new(
+            self.pool.clone(),
+            &self.connect,
+            &credentials,
+            &search_path,
+            Durability::Item,
+        );
         Ok(Sandbox {
             settings: ScopeSettings {
                 framework,

@@ -19,7 +19,7 @@ use crate::context::login::ProcessorLogin;
 use crate::context::sql::DbSession;
 use crate::runtime::bindings::BatchInfo;
 use crate::store::items::{
-    self, ClaimedItem, DRY_RUN_SAVEPOINT, FinishedItem, Interruption, ScopeEnd, ScopeSettings,
+    self, ClaimedItem, DRY_RUN_SAVEPOINT, FinishedItem, Interruption, NextClaim, ScopeEnd, ScopeSettings,
 };
 use crate::store::{ItemStatus, StoreError, batches};
 
@@ -111,6 +111,10 @@ pub(crate) struct Worker {
     pub(crate) token: Option<Uuid>,
     /// Ingot's schema, quoted: where the server-side checks of the processor's rows live.
     pub(crate) framework: String,
+    /// Whether the round trip that finishes the current item also claims the next.
+    pub(crate) pipeline: bool,
+    /// What that round trip claimed, for the next step.
+    pub(crate) prefetched: Option<NextClaim>,
 }
 
 impl Worker {
@@ -123,6 +127,7 @@ impl Worker {
         }
         self.ctx.db = Some(session);
         self.token = None;
+        self.prefetched = None;
     }
 
     /// Replaces a lost connection, trying with growing pauses for up to [`RECONNECT_FOR`]. The
@@ -207,10 +212,12 @@ impl Worker {
         Ok(())
     }
 
-    /// Commits what [`begin`](Self::begin) or a claim opened.
-    pub(crate) async fn commit(&mut self) -> Result<(), BatchError> {
+    /// Commits what [`begin`](Self::begin) or a claim opened; `flushed`: waiting for the WAL
+    /// flush whatever the batch's durability (the batch's final commit).
+    pub(crate) async fn commit(&mut self, flushed: bool) -> Result<(), BatchError> {
         match self.outer.as_mut() {
             Some(outer) => items::commit(outer, Some(DRY_RUN_SAVEPOINT)).await?,
+            None if flushed => self.session()?.host(|c| Box::pin(items::commit_flushed(c))).await?,
             None => self.session()?.host(|c| Box::pin(items::commit(c, None))).await?,
         }
         self.token = None;
@@ -220,6 +227,7 @@ impl Worker {
     /// Rolls back after a failure; errors are ignored because the connection may be what failed.
     pub(crate) async fn rollback_quietly(&mut self, tx: TxMode) {
         self.token = None;
+        self.prefetched = None;
         if tx == TxMode::DryRun
             && let Some(outer) = self.outer.as_mut()
         {
@@ -270,25 +278,36 @@ impl Worker {
         let written = if self.outer.is_none() {
             let end = if keep { ScopeEnd::Keep } else { ScopeEnd::Discard };
             let token = self.token;
-            self.session()?
+            let then_claim = self.pipeline.then_some((batch.id, self.floor));
+            let finished = self
+                .session()?
                 .host(|c| {
-                    Box::pin(items::finish_and_commit(c, &batch.settings, Some(end), token, item, None))
+                    Box::pin(items::finish_and_commit(
+                        c,
+                        &batch.settings,
+                        Some(end),
+                        token,
+                        item,
+                        None,
+                        then_claim,
+                    ))
                 })
-                .await
+                .await;
+            finished.map(|next| self.prefetched = next)
         } else {
             self.close_scope(batch, false).await?;
             match self.outer.as_mut() {
-                Some(outer) => {
-                    items::finish_and_commit(
-                        outer,
-                        &batch.settings,
-                        None,
-                        None,
-                        item,
-                        Some(DRY_RUN_SAVEPOINT),
-                    )
-                    .await
-                }
+                Some(outer) => items::finish_and_commit(
+                    outer,
+                    &batch.settings,
+                    None,
+                    None,
+                    item,
+                    Some(DRY_RUN_SAVEPOINT),
+                    None,
+                )
+                .await
+                .map(drop),
                 None => return Err(BatchError::Host("no dry-run transaction".into())),
             }
         };
@@ -347,6 +366,15 @@ impl Worker {
     }
 
     async fn run_items(&mut self, batch: &BatchScope, shared: &Shared) -> Result<(), BatchError> {
+        let result = self.run_steps(batch, shared).await;
+        if self.prefetched.take().is_some() {
+            // Stopped with the next item claimed: let it go (it stays pending).
+            self.rollback_quietly(batch.tx).await;
+        }
+        result
+    }
+
+    async fn run_steps(&mut self, batch: &BatchScope, shared: &Shared) -> Result<(), BatchError> {
         while !shared.should_stop() {
             match self.step(batch, shared).await {
                 Ok(Step::Processed) => {}
@@ -367,8 +395,22 @@ impl Worker {
         Ok(())
     }
 
-    /// Claims an item, opening its transaction and the processor's scope.
+    /// Claims an item, opening its transaction and the processor's scope (or takes the one the
+    /// last item's round trip claimed).
     async fn claim(&mut self, batch: &BatchScope) -> Result<Option<ClaimedItem>, BatchError> {
+        match self.prefetched.take() {
+            Some(NextClaim::Claimed(claimed)) => {
+                self.token = claimed.token;
+                return Ok(Some(claimed));
+            }
+            Some(NextClaim::Nothing) => return Ok(None),
+            Some(NextClaim::Failed(e)) => {
+                // The last item committed; its follow-up claim did not: start clean.
+                self.rollback_quietly(batch.tx).await;
+                return Err(e.into());
+            }
+            None => {}
+        }
         let floor = self.floor;
         let claimed = match self.outer.as_mut() {
             None => {
@@ -413,6 +455,8 @@ impl Worker {
         self.floor = claimed.index + 1;
         let (id, index) = (claimed.id, claimed.index);
         let started = std::time::Instant::now();
+        // The item's last round trip claims the next one, unless the run is ending.
+        self.pipeline = batch.tx == TxMode::PerItem && !shared.should_stop();
         let result: ItemResult = match run_item(self, batch, claimed).await {
             Ok(result) => result,
             Err(e) if e.is_connection_lost() && batch.tx == TxMode::PerItem => {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::output::{self, ProgressDisplay};
 use super::run::InputArgs;
 use super::{Env, default_workers, exit, process_exit_code, process_to_end};
-use crate::batch::{ProcessOptions, Progress};
+use crate::batch::{Durability, ProcessOptions, Progress};
 use crate::store::BatchStatus;
 use crate::store::batches::{self, ListFilter};
 
@@ -33,6 +33,9 @@ pub(crate) enum BatchCommand {
         /// Concurrent workers (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// When item commits wait for the disk: batch or item (overrides the manifest).
+        #[arg(long, value_enum)]
+        durability: Option<Durability>,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -85,10 +88,10 @@ impl BatchCommand {
                 }
                 Ok(ExitCode::from(exit::OK))
             }
-            BatchCommand::Process { id, workers, json } => {
+            BatchCommand::Process { id, workers, durability, json } => {
                 let workers = workers.unwrap_or_else(default_workers).max(1);
                 let manager = env.manager(workers).await?;
-                process_to_end(&manager, id, workers, json).await
+                process_to_end(&manager, id, workers, durability, json).await
             }
             BatchCommand::Show { id, json } => {
                 let db = env.database(2).await?;
@@ -144,6 +147,9 @@ pub(crate) struct ReprocessArgs {
     /// Concurrent workers (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// When item commits wait for the disk: batch or item (overrides the manifest).
+    #[arg(long, value_enum)]
+    durability: Option<Durability>,
     /// Print the new batch's summary as JSON.
     #[arg(long)]
     json: bool,
@@ -156,7 +162,12 @@ impl ReprocessArgs {
         let progress = Progress::default();
         let display = ProgressDisplay::start(&progress, 0, self.json);
         let summary = manager
-            .reprocess(self.id, self.failed_only, &ProcessOptions::workers(workers), Some(&progress))
+            .reprocess(
+                self.id,
+                self.failed_only,
+                &ProcessOptions::workers(workers).with_durability(self.durability),
+                Some(&progress),
+            )
             .await;
         drop(display);
         let Some(summary) = summary? else {

@@ -17,7 +17,12 @@ pub(crate) enum DbCommand {
         json: bool,
     },
     /// Stop the embedded database (it starts again on the next command that needs it).
-    Stop,
+    Stop {
+        /// Stop at once, without a checkpoint, as a crash would: the server replays its log at
+        /// the next start (for testing what survives a database crash).
+        #[arg(long)]
+        immediate: bool,
+    },
 }
 
 impl DbCommand {
@@ -41,8 +46,8 @@ impl DbCommand {
                     }
                 }
             }
-            DbCommand::Stop => {
-                if cluster.stop()? {
+            DbCommand::Stop { immediate } => {
+                if cluster.stop(immediate)? {
                     println!("stopped the embedded database in {}", cluster.status().path.display());
                 } else {
                     println!("the embedded database is not running");

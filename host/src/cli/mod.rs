@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::batch::{BatchManager, ProcessOptions, Progress};
+use crate::batch::{BatchManager, Durability, ProcessOptions, Progress};
 use crate::context::grants::DEFAULT_ROLE_PREFIX;
 use crate::database::{self, Database};
 use crate::registry::Registry;
@@ -188,13 +188,15 @@ pub(crate) async fn process_to_end(
     manager: &BatchManager,
     id: uuid::Uuid,
     workers: usize,
+    durability: Option<Durability>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let pending = u64::try_from(manager.summary(id).await?.pending).unwrap_or(0);
     let progress = Progress::default();
     let signals = stop_on_signal(&progress);
     let display = output::ProgressDisplay::start(&progress, pending, json);
-    let summary = manager.process(id, &ProcessOptions::workers(workers), Some(&progress)).await;
+    let options = ProcessOptions::workers(workers).with_durability(durability);
+    let summary = manager.process(id, &options, Some(&progress)).await;
     drop(display);
     signals.abort();
     let summary = summary?;

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::output;
 use super::{Env, default_workers, exit_code, process_to_end};
-use crate::batch::CreateOptions;
+use crate::batch::{CreateOptions, Durability};
 use crate::input::{Format, InputSource};
 
 /// Arguments of `ingot run`.
@@ -24,6 +24,10 @@ pub(crate) struct RunArgs {
     /// Concurrent workers (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// When item commits wait for the disk: batch (default: the batch's end does) or item (each
+    /// one); overrides the manifest's [batch] durability.
+    #[arg(long, value_enum)]
+    durability: Option<Durability>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -73,6 +77,6 @@ impl RunArgs {
             return Ok(exit_code(&summary));
         }
         let id = manager.create(&self.batch_type, source, &create).await?;
-        process_to_end(&manager, id, workers, self.json).await
+        process_to_end(&manager, id, workers, self.durability, self.json).await
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::{Env, default_workers, exit, stop_on_signal};
-use crate::batch::{ProcessOptions, Progress};
+use crate::batch::{Durability, ProcessOptions, Progress};
 use crate::daemon::{self, DaemonOptions};
 use crate::metrics::{self, Metrics};
 
@@ -27,6 +27,10 @@ pub(crate) struct WorkerArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9187.
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// When item commits wait for the disk: batch (a flushed commit at least every 2 s while
+    /// serving) or item; overrides the manifests.
+    #[arg(long, value_enum)]
+    durability: Option<Durability>,
 }
 
 impl WorkerArgs {
@@ -49,7 +53,7 @@ impl WorkerArgs {
             .context("--poll-interval must be a number of seconds")?;
         let options = DaemonOptions {
             batch_types: self.types,
-            process: ProcessOptions { workers, metrics },
+            process: ProcessOptions { workers, metrics, durability: self.durability },
             poll_interval,
         };
         let what =

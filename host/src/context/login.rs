@@ -14,6 +14,7 @@ use sqlx::{ConnectOptions, PgConnection, Row};
 
 use super::grants::Login;
 use super::sql::DbSession;
+use crate::registry::manifest::Durability;
 
 /// Why the host could not log in as a processor's role.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +79,15 @@ impl std::fmt::Debug for ProcessorLogin {
 /// whatever defaults the role or the database were given. `search_path` is the host's own, as
 /// resolved schemas, so unqualified table names mean for the processor what they meant when its
 /// grants were resolved.
-fn startup_settings(search_path: &str) -> Vec<(&'static str, String)> {
+fn startup_settings(search_path: &str, durability: Durability) -> Vec<(&'static str, String)> {
+    // Batch durability: item commits do not wait for the WAL flush (README, Guarantees). The
+    // batch's final commit asks for it itself.
+    let synchronous = match durability {
+        Durability::Batch => "off",
+        Durability::Item => "on",
+    };
     vec![
+        ("synchronous_commit", synchronous.into()),
         ("search_path", search_path.to_owned()),
         ("default_transaction_read_only", "off".into()),
         ("default_transaction_isolation", "read committed".into()),
@@ -110,10 +118,17 @@ fn option_value(value: &str) -> String {
 
 impl ProcessorLogin {
     /// Logs in as `login` wherever `host_options` point (same server, database and TLS), with the
-    /// host's search path `search_path`. `host` is the host's own pool, used to cancel the role's
+    /// host's search path `search_path`, item commits waiting for the WAL flush as `durability`
+    /// says. `host` is the host's own pool, used to cancel the role's
     /// statements when a time limit is up.
-    pub fn new(host: PgPool, host_options: &PgConnectOptions, login: &Login, search_path: &str) -> Self {
-        let settings = startup_settings(search_path);
+    pub fn new(
+        host: PgPool,
+        host_options: &PgConnectOptions,
+        login: &Login,
+        search_path: &str,
+        durability: Durability,
+    ) -> Self {
+        let settings = startup_settings(search_path, durability);
         let options = host_options
             .clone()
             .username(&login.role)

@@ -278,8 +278,9 @@ impl EmbeddedCluster {
         Ok(())
     }
 
-    /// Stops the server if it runs. `false` when it was not running.
-    pub fn stop(&self) -> Result<bool, EmbeddedError> {
+    /// Stops the server if it runs. `false` when it was not running. `immediate`: without a
+    /// checkpoint, as a crash would (the server replays its WAL at the next start).
+    pub fn stop(&self, immediate: bool) -> Result<bool, EmbeddedError> {
         if !self.is_running() {
             return Ok(false);
         }
@@ -288,7 +289,7 @@ impl EmbeddedCluster {
             .arg("stop")
             .arg("-D")
             .arg(self.data_dir())
-            .args(["-m", "fast", "-w"])
+            .args(["-m", if immediate { "immediate" } else { "fast" }, "-w"])
             .output()
             .map_err(|source| EmbeddedError::Io { path: self.bin.join("pg_ctl"), source })?;
         if !output.status.success() {

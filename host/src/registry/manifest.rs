@@ -15,6 +15,7 @@
 //! [batch]
 //! stop_on_error = false          # stop the batch at its first failed item
 //! max_attempts = 3               # attempts for retryable failures
+//! durability = "batch"           # or "item": a WAL flush per item (see README, Guarantees)
 //! ```
 //!
 //! The processor does not own it and cannot change it. Unknown keys are errors, so a typo never
@@ -95,6 +96,20 @@ struct RawLimits {
 struct RawBatch {
     stop_on_error: Option<bool>,
     max_attempts: Option<u32>,
+    durability: Option<Durability>,
+}
+
+/// When an item's commit waits for the write-ahead log to reach disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Item commits do not wait; the batch's final commit (and a stop, and a running worker every
+    /// few seconds) does, which makes every item before it durable too. A database crash can
+    /// only lose items that are then pending again, with their effects.
+    #[default]
+    Batch,
+    /// Every item's commit waits for its flush.
+    Item,
 }
 
 /// A processor's manifest, checked.
@@ -115,6 +130,8 @@ pub struct Manifest {
     pub stop_on_error: bool,
     /// Attempts for retryable failures.
     pub max_attempts: u32,
+    /// When item commits wait for the WAL flush.
+    pub durability: Durability,
 }
 
 impl Default for Manifest {
@@ -128,6 +145,7 @@ impl Default for Manifest {
             caps: Caps::default(),
             stop_on_error: false,
             max_attempts: 3,
+            durability: Durability::Batch,
         }
     }
 }
@@ -210,6 +228,7 @@ impl Manifest {
             caps,
             stop_on_error: raw.batch.stop_on_error.unwrap_or(false),
             max_attempts,
+            durability: raw.batch.durability.unwrap_or_default(),
         })
     }
 }
@@ -280,6 +299,9 @@ mod tests {
         assert_eq!(m.limits.fuel, Some(1000));
         assert!(m.stop_on_error);
         assert_eq!(m.max_attempts, 5);
+        assert_eq!(m.durability, Durability::Batch);
+        assert_eq!(parse("[batch]\ndurability = \"item\"\n").expect("parses").durability, Durability::Item);
+        assert!(parse("[batch]\ndurability = \"never\"\n").is_err());
     }
 
     #[test]

@@ -127,6 +127,18 @@ pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<Batch>, Sto
     row.as_ref().map(batch_from_row).transpose()
 }
 
+/// Waits until everything committed so far is on disk: a transaction that writes a commit
+/// record and waits for its flush, which flushes all WAL before it (the asynchronous commits of
+/// batch durability included).
+pub async fn flush(pool: &sqlx::PgPool) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = on").execute(&mut *tx).await?;
+    // Assigning a transaction id is what makes the commit write (and wait for) a record.
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// A batch's metadata as JSON text (exactly as stored: numbers keep every digit).
 pub async fn metadata_text(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, StoreError> {
     let text = sqlx::query_scalar("SELECT metadata::text FROM import_batches WHERE id = $1")

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use sqlx::{Executor, PgConnection, Row};
 use uuid::Uuid;
 
@@ -71,6 +72,13 @@ fn begin_sql(nested: Option<&str>) -> String {
 /// Commits the transaction (or releases the savepoint `name`).
 pub async fn commit(conn: &mut PgConnection, nested: Option<&str>) -> Result<(), StoreError> {
     conn.execute(commit_sql(nested).as_str()).await?;
+    Ok(())
+}
+
+/// Commits the transaction, waiting for its WAL flush (and with it every commit before it)
+/// whatever the session says: what Ingot reports as done is on disk.
+pub async fn commit_flushed(conn: &mut PgConnection) -> Result<(), StoreError> {
+    conn.execute("SET LOCAL synchronous_commit = on; COMMIT").await?;
     Ok(())
 }
 
@@ -221,20 +229,24 @@ pub enum ScopeEnd {
 }
 
 impl ScopeEnd {
-    fn sql(self) -> String {
+    fn statements(self) -> Vec<String> {
         match self {
             // Deferred constraints are checked while the processor's writes are still its own:
             // a violation fails the item here, not the host's COMMIT.
-            ScopeEnd::Keep => {
-                format!("SET CONSTRAINTS ALL IMMEDIATE; RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}")
-            }
-            ScopeEnd::Discard => {
-                format!(
-                    "ROLLBACK TO SAVEPOINT {PROCESSOR_SAVEPOINT}; RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}"
-                )
-            }
-            ScopeEnd::DiscardTransaction => "ROLLBACK".to_owned(),
+            ScopeEnd::Keep => vec![
+                "SET CONSTRAINTS ALL IMMEDIATE".to_owned(),
+                format!("RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}"),
+            ],
+            ScopeEnd::Discard => vec![
+                format!("ROLLBACK TO SAVEPOINT {PROCESSOR_SAVEPOINT}"),
+                format!("RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}"),
+            ],
+            ScopeEnd::DiscardTransaction => vec!["ROLLBACK".to_owned()],
         }
+    }
+
+    fn sql(self) -> String {
+        self.statements().join("; ")
     }
 }
 
@@ -382,10 +394,23 @@ pub(crate) fn logs_payload(logs: &[LogEntry]) -> String {
     out
 }
 
+/// What the round trip that finished an item found when it went on to claim the next one.
+#[derive(Debug)]
+pub enum NextClaim {
+    /// The next item, claimed in a new transaction with the processor's scope open.
+    Claimed(ClaimedItem),
+    /// Nothing to claim: the new transaction is open, and the caller rolls it back.
+    Nothing,
+    /// The item committed, but the claim after it failed: the caller rolls back and tries again.
+    Failed(StoreError),
+}
+
 /// Writes an item's final state and commits (`nested`: releases that savepoint), in one round
 /// trip, presenting `token`, the token of the transaction the claim opened (`None` on the
 /// framework owner's connection). With `end`, the processor's scope is ended and its session reset
-/// first, in the same round trip (see the module docs for why that is safe).
+/// first, in the same round trip (see the module docs for why that is safe). With `then_claim`
+/// (the batch and the floor), the same round trip goes on to open the next item's transaction and
+/// claim it, as [`begin_and_claim`] does: one round trip per item fewer.
 pub async fn finish_and_commit(
     conn: &mut PgConnection,
     settings: &ScopeSettings,
@@ -393,25 +418,55 @@ pub async fn finish_and_commit(
     token: Option<Uuid>,
     item: &FinishedItem<'_>,
     nested: Option<&str>,
-) -> Result<(), StoreError> {
+    then_claim: Option<(Uuid, i64)>,
+) -> Result<Option<NextClaim>, StoreError> {
     let token = token.map_or_else(|| "NULL".to_owned(), |t| format!("'{t}'::pg_catalog.uuid"));
-    let mut sql = String::new();
+    let mut statements = Vec::new();
     if let Some(end) = end {
-        let _ = write!(sql, "{}; {}; ", end.sql(), reset_sql(settings));
+        statements.extend(end.statements());
+        statements.push(reset_sql(settings));
     }
-    let _ = write!(
-        sql,
+    statements.push(format!(
         "SELECT {}.ingot_finish_item({token}, '{}'::pg_catalog.uuid, '{}'::pg_catalog.uuid, {}::pg_catalog.int2, \
-         pg_catalog.convert_from(pg_catalog.decode('{}', 'base64'), 'UTF8')::pg_catalog.jsonb); {}",
+         pg_catalog.convert_from(pg_catalog.decode('{}', 'base64'), 'UTF8')::pg_catalog.jsonb)",
         settings.framework,
         item.batch_id,
         item.id,
         item.slot,
         base64::engine::general_purpose::STANDARD.encode(finish_payload(item)),
-        commit_sql(nested)
-    );
-    conn.execute(sql.as_str()).await?;
-    Ok(())
+    ));
+    statements.push(commit_sql(nested));
+    let Some((batch_id, floor)) = then_claim else {
+        conn.execute(statements.join("; ").as_str()).await?;
+        return Ok(None);
+    };
+    // Statements up to the COMMIT decide the item; what follows is the next claim's.
+    let committed_after = statements.len();
+    statements.push("BEGIN".to_owned());
+    statements.push(claim_call(settings, batch_id, floor));
+    statements.push(scope_sql(settings));
+    let sql = statements.join("; ");
+    let mut results = conn.fetch_many(sql.as_str());
+    let mut done = 0;
+    let mut rows = Vec::new();
+    loop {
+        match results.try_next().await {
+            Ok(Some(sqlx::Either::Left(_))) => done += 1,
+            Ok(Some(sqlx::Either::Right(row))) => {
+                if done > committed_after {
+                    rows.push(row);
+                }
+            }
+            Ok(None) => break,
+            Err(e) if done >= committed_after => return Ok(Some(NextClaim::Failed(e.into()))),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Some(match claimed(rows) {
+        Ok(Some(claim)) => NextClaim::Claimed(claim),
+        Ok(None) => NextClaim::Nothing,
+        Err(e) => NextClaim::Failed(e),
+    }))
 }
 
 /// What recording a lost attempt did.
