@@ -83,9 +83,22 @@ demo: processors release
 	echo; echo "== ingot reprocess $$id --failed-only"; \
 	$(INGOT) reprocess $$id --failed-only || test $$? -eq 3
 
+## customer_data's rules in Python and JavaScript, for the benchmark only (languages on equal work).
+BENCH_PROCESSORS := target/bench/processors
+$(BENCH_PROCESSORS)/customer_data_py.wasm: $(COMPONENTIZE_PY) wit/processor.wit guest-sdk/python/ingot.py host/benches/processors/customer_data.py
+	mkdir -p $(BENCH_PROCESSORS)
+	cd host/benches/processors && $(COMPONENTIZE_PY) -d ../../../wit -w import-processor componentize customer_data \
+	    -p . -p ../../../guest-sdk/python -o $(CURDIR)/$@
+
+$(BENCH_PROCESSORS)/customer_data_js.wasm: $(PRODUCT_CATALOG_DEPS) wit/processor.wit host/benches/processors/customer_data.js
+	mkdir -p $(BENCH_PROCESSORS)
+	processors/product_catalog/node_modules/.bin/componentize-js host/benches/processors/customer_data.js \
+	    --wit wit --world-name import-processor --disable http fetch-event --out $@
+
 ## Throughput against raw PostgreSQL on this machine (not part of `make test`). BENCH_ITEMS sets the
-## processing runs' size (default 20000); BENCH_LARGE=0 skips the 100k/1M creation and 1M runs.
-bench: processors
+## processing runs' size (default 20000), BENCH_REPEAT the rounds (default 3); BENCH_LARGE=0 skips
+## the 100k/1M creation and 1M runs.
+bench: processors $(BENCH_PROCESSORS)/customer_data_py.wasm $(BENCH_PROCESSORS)/customer_data_js.wasm
 	cargo bench -p ingot --bench throughput
 
 clean:
