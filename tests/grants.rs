@@ -150,11 +150,12 @@ async fn a_manifest_may_never_grant_ingots_own_tables_or_a_system_catalog() {
         let manifest = format!("[grants]\n\"{table}\" = [\"select\"]\n");
         let processors = Processors::new(&[("probe", &guest("probe"), Some(&manifest))]);
         let error = run(&manager(&db, &processors), &[json!({"mode": "ok"})]).await.unwrap_err();
-        assert!(matches!(error, BatchError::Grant(GrantError::FrameworkTable { .. })), "{table}: {error}");
+        // Refused as the manifest is read, before anything reaches the database.
         let message = error.to_string();
         assert!(
-            message.contains(&format!("probe.toml grants {table:?}")) && message.contains("remove it"),
-            "{message}"
+            message.contains(&format!("probe.toml: line 2: [grants] {table:?} is one of Ingot's own tables"))
+                && message.contains("remove the line"),
+            "{table}: {message}"
         );
         let granted: i64 = db
             .scalar_i64(&format!(
@@ -251,4 +252,150 @@ async fn processors_log_in_with_their_own_password_where_the_server_demands_one(
     let summary = run(&manager, &items[1..]).await.unwrap();
     assert_eq!(summary.completed, 1, "{:?}", summary.top_errors);
     pool.close().await;
+}
+
+/// Everything `role` holds on relations (tables and sequences) and schemas, as
+/// `schema.relation:PRIVILEGE` and `schema NAME:USAGE`, read from the ACLs themselves.
+async fn held(db: &TestDb, role: &str) -> BTreeSet<String> {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT n.nspname || '.' || c.relname || ':' || a.privilege_type
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace CROSS JOIN LATERAL aclexplode(c.relacl) a
+         WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
+         UNION ALL
+         SELECT 'schema ' || n.nspname || ':' || a.privilege_type
+         FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
+         WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+    )
+    .bind(role)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    rows.into_iter().collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Three processor types running the probe: `alpha` may write probe_rows and read
+/// billing.invoices, `beta` may read probe_rows, `gamma` may read billing.invoices.
+const ALPHA: &str =
+    "[grants]\nprobe_rows = [\"select\", \"insert\", \"update\"]\n\"billing.invoices\" = [\"select\"]\n";
+const BETA: &str = "[grants]\nprobe_rows = [\"select\"]\n";
+
+fn three_types() -> Processors {
+    let probe = guest("probe");
+    Processors::new(&[
+        ("alpha", &probe, Some(ALPHA)),
+        ("beta", &probe, Some(BETA)),
+        ("gamma", &probe, Some("[grants]\n\"billing.invoices\" = [\"select\"]\n")),
+    ])
+}
+
+/// What `alpha` holds with the ALPHA manifest: its tables, the sequence its inserts draw from,
+/// and USAGE on the tables' schemas (public is also Ingot's own schema).
+fn alpha_privileges() -> BTreeSet<String> {
+    set(&[
+        "public.probe_rows:SELECT",
+        "public.probe_rows:INSERT",
+        "public.probe_rows:UPDATE",
+        "public.probe_rows_id_seq:USAGE",
+        "billing.invoices:SELECT",
+        "schema billing:USAGE",
+        "schema public:USAGE",
+    ])
+}
+
+fn beta_privileges() -> BTreeSet<String> {
+    set(&["public.probe_rows:SELECT", "schema public:USAGE"])
+}
+
+/// Whether PostgreSQL lets `role` use `table` for `privilege`.
+async fn may(db: &TestDb, role: &str, table: &str, privilege: &str) -> bool {
+    sqlx::query_scalar("SELECT has_table_privilege($1, $2, $3)")
+        .bind(role)
+        .bind(table)
+        .bind(privilege)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+async fn role_exists(db: &TestDb, role: &str) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(role)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+// `ingot grant a b` makes the role of each type it names, before any batch ran, with exactly
+// that type's manifest (no more, none of the other's), and leaves types it was not given alone.
+#[tokio::test]
+async fn ingot_grant_with_two_types_gives_each_role_exactly_its_own_manifests_privileges() {
+    let db = TestDb::new().await;
+    db.apply(SCHEMA).await;
+    let processors = three_types();
+    let cwd = tempfile::tempdir().unwrap();
+    let output = support::ingot_command(cwd.path(), &db.url, processors.path(), &["grant", "alpha", "beta"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", support::stderr_of(&output));
+    let [alpha, beta, gamma] = ["alpha", "beta", "gamma"].map(|t| grants::role_name(&db.role_prefix(), t));
+    assert_eq!(held(&db, &alpha).await, alpha_privileges());
+    assert_eq!(held(&db, &beta).await, beta_privileges());
+    assert!(!role_exists(&db, &gamma).await, "gamma was not named");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).lines().collect::<Vec<_>>(),
+        [format!("{alpha}: may use billing.invoices, probe_rows"), format!("{beta}: may use probe_rows")]
+    );
+    // Each is a login the processor's connections can use, with no other attribute.
+    for role in [&alpha, &beta] {
+        let attributes: (bool, bool, bool, bool, bool, bool) = sqlx::query_as(
+            "SELECT rolsuper, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = $1",
+        )
+        .bind(role)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(attributes, (false, false, false, true, false, false), "{role}");
+    }
+    // What the roles hold is what PostgreSQL enforces.
+    assert!(may(&db, &alpha, "billing.invoices", "SELECT").await);
+    assert!(!may(&db, &beta, "billing.invoices", "SELECT").await);
+    assert!(!may(&db, &beta, "probe_rows", "INSERT").await);
+}
+
+// Syncing one type on demand takes away a privilege whose line left its manifest (and the
+// schema USAGE that came with it), and touches no other type's role, even one whose manifest
+// changed too.
+#[tokio::test]
+async fn ingot_grant_of_one_type_revokes_a_removed_line_and_leaves_the_other_role_unchanged() {
+    let db = TestDb::new().await;
+    db.apply(SCHEMA).await;
+    let processors = three_types();
+    let cwd = tempfile::tempdir().unwrap();
+    let grant = |types: &[&str]| {
+        let args: Vec<&str> = std::iter::once("grant").chain(types.iter().copied()).collect();
+        let output = support::ingot_command(cwd.path(), &db.url, processors.path(), &args).output().unwrap();
+        assert!(output.status.success(), "{}", support::stderr_of(&output));
+    };
+    grant(&["alpha", "beta"]);
+    let [alpha, beta] = ["alpha", "beta"].map(|t| grants::role_name(&db.role_prefix(), t));
+    assert_eq!(held(&db, &alpha).await, alpha_privileges());
+
+    std::fs::write(
+        processors.path().join("alpha.toml"),
+        "[grants]\nprobe_rows = [\"select\", \"insert\", \"update\"]\n",
+    )
+    .unwrap();
+    std::fs::write(processors.path().join("beta.toml"), "[grants]\nprobe_rows = [\"select\", \"delete\"]\n")
+        .unwrap();
+    grant(&["alpha"]);
+    let mut narrowed = alpha_privileges();
+    narrowed.remove("billing.invoices:SELECT");
+    narrowed.remove("schema billing:USAGE");
+    assert_eq!(held(&db, &alpha).await, narrowed);
+    assert!(!may(&db, &alpha, "billing.invoices", "SELECT").await, "PostgreSQL no longer lets alpha read it");
+    assert_eq!(held(&db, &beta).await, beta_privileges(), "beta was not named: its new line waits");
 }

@@ -184,6 +184,13 @@ impl Manifest {
                     "[grants] {table:?} is not a table name (use `table` or `schema.table`, letters, digits and _)"
                 )));
             }
+            if never_granted(table) {
+                let line = line_of_grant(text, table).map_or_else(String::new, |n| format!("line {n}: "));
+                return Err(fail(format!(
+                    "{line}[grants] {table:?} is one of Ingot's own tables or a system catalog; processors never get \
+                     those (the host alone keeps item status, logs and counters): remove the line"
+                )));
+            }
             if privileges.is_empty() {
                 return Err(fail(format!(
                     "[grants] {table} lists no privileges; remove the line to grant nothing"
@@ -264,6 +271,34 @@ fn caps(raw: &RawLimits, fail: &dyn Fn(String) -> ManifestError) -> Result<Caps,
     Ok(caps)
 }
 
+/// Ingot's own relations (in any schema: a processor has no reason to touch a table of that
+/// name) and the system catalogs.
+fn never_granted(table: &str) -> bool {
+    let lower = table.to_ascii_lowercase();
+    let (schema, name) = lower.split_once('.').map_or(("", lower.as_str()), |(s, n)| (s, n));
+    crate::store::roles::FRAMEWORK_RELATIONS.contains(&name)
+        || name.starts_with("ingot_")
+        || matches!(schema, "pg_catalog" | "information_schema" | "pg_toast")
+        || (schema.is_empty() && name.starts_with("pg_"))
+}
+
+/// The line (from 1) of the `[grants]` entry for `table`.
+fn line_of_grant(text: &str, table: &str) -> Option<usize> {
+    let mut in_grants = false;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_grants = line.trim_start_matches('[').trim_end_matches(']').trim() == "grants";
+            continue;
+        }
+        let key = line.split('=').next().unwrap_or("").trim().trim_matches(|c| c == '"' || c == '\'');
+        if in_grants && key == table {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 fn valid_table_name(name: &str) -> bool {
     let part = |p: &str| {
         p.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -324,6 +359,26 @@ mod tests {
         let e = parse("[limits]\nlog_lines = 0\n").expect_err("refused");
         assert!(e.to_string().contains("log_lines must be greater than 0"), "{e}");
         assert!(parse("[limits]\nresult_bytes = 2000000000\n").is_err());
+    }
+
+    #[test]
+    fn ingots_own_tables_and_system_catalogs_are_refused_naming_the_line() {
+        for table in [
+            "import_batch_items",
+            "public.import_logs",
+            "IMPORT_BATCHES",
+            "ingot_secret",
+            "pg_authid",
+            "pg_catalog.pg_settings",
+            "other.import_batch_counters",
+        ] {
+            let e = parse(&format!("[grants]\ncustomers = [\"select\"]\n\"{table}\" = [\"select\"]\n"))
+                .expect_err(table);
+            let message = e.to_string();
+            assert!(message.starts_with("processors/x.toml: line 3: [grants]"), "{message}");
+            assert!(message.contains("one of Ingot's own tables or a system catalog"), "{message}");
+        }
+        assert!(parse("[grants]\nimports = [\"select\"]\n").is_ok());
     }
 
     #[test]
