@@ -1,17 +1,24 @@
-//! The `ingot` command line: exit codes, JSON documents, logs, listing, stdin, streaming a large
-//! file, and the embedded database.
+//! The `ingot` command line: exit codes, signals, JSON documents, logs, listing, stdin, the progress
+//! bar, streaming a large file, and the embedded database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
-use std::io::Write;
-use std::process::Stdio;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sqlx::Connection;
 use support::peak_rss::wait_measuring_peak_rss;
 use support::{Processors, TestDb, guest, ingot, ingot_command, json_of, stderr_of};
 
 const PROBE_MANIFEST: &str = "[grants]\nprobe_rows = [\"select\", \"insert\", \"update\", \"delete\"]\n";
+const SLOW_MANIFEST: &str = "[grants]\nprobe_rows = [\"select\", \"insert\", \"update\", \"delete\"]\n\n\
+                             [limits]\ntimeout_ms = 60000\nstatement_timeout_ms = 60000\n";
 
 struct Cli {
     db: TestDb,
@@ -29,6 +36,21 @@ impl Cli {
 
     fn run(&self, args: &[&str]) -> std::process::Output {
         ingot(self.cwd.path(), &self.db.url, self.processors.path(), args)
+    }
+
+    /// `ingot` started with stdout and stderr piped, to be signalled.
+    fn spawn(&self, args: &[&str]) -> Child {
+        ingot_command(self.cwd.path(), &self.db.url, self.processors.path(), args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Gives the probe a minute per call and per statement, so slow items are never timed out.
+    fn allow_slow_items(&self) {
+        std::fs::write(self.processors.path().join("probe.toml"), SLOW_MANIFEST).unwrap();
     }
 
     fn write(&self, name: &str, items: &[Value]) -> String {
@@ -391,4 +413,407 @@ async fn a_component_over_the_size_cap_is_refused_without_being_read() {
         |name: &str| listed.as_array().unwrap().iter().find(|p| p["batch_type"] == name).unwrap().clone();
     assert!(entry("medium")["error"].as_str().unwrap().contains("over the 1 MiB"), "{listed}");
     assert_eq!(entry("probe")["status"], "ok", "{listed}");
+}
+
+/// Sends SIGINT to a child, as Ctrl-C on its terminal would.
+#[allow(unsafe_code)]
+fn sigint(child: &Child) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGINT) }, 0);
+}
+
+/// Items that take about 50 ms each: long enough to interrupt a run between them.
+fn slow_items(n: usize) -> Vec<Value> {
+    vec![json!({"mode": "sql", "sql": "SELECT pg_sleep(0.05)"}); n]
+}
+
+/// Waits until the count `sql` returns reaches `at_least`, failing if `child` exits first.
+async fn wait_for_count(db: &TestDb, sql: &str, at_least: i64, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.scalar_i64(sql).await < at_least {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("ingot exited ({status}) before `{sql}` reached {at_least}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`{sql}` never reached {at_least}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a graceful stop must leave: exit code 5, the resume command on stderr, and a summary
+/// whose pending items are still pending in the database, none of them half-done.
+async fn assert_interrupted(db: &TestDb, output: &std::process::Output, id: &str) {
+    assert_eq!(output.status.code(), Some(5), "{:?}: {}", output.status, stderr_of(output));
+    assert!(
+        stderr_of(output).contains(&format!("resume with `ingot batch process {id}`")),
+        "{}",
+        stderr_of(output)
+    );
+    let summary = json_of(output);
+    assert_eq!(summary["status"], "processing");
+    let count = |status: &str| {
+        format!("SELECT count(*) FROM import_batch_items WHERE batch_id = '{id}' AND status = '{status}'")
+    };
+    let pending = db.scalar_i64(&count("pending")).await;
+    assert!(pending > 0, "the stop left nothing pending: {summary}");
+    assert_eq!(summary["pending"].as_i64(), Some(pending));
+    assert_eq!(summary["completed"].as_i64(), Some(db.scalar_i64(&count("completed")).await));
+    assert_eq!(summary["total"].as_i64(), Some(pending + db.scalar_i64(&count("completed")).await));
+}
+
+/// Resumes batch `id` and checks it ends completed with every item run exactly once.
+async fn assert_resume_finishes(cli: &Cli, id: &str, total: i64) {
+    let resumed = cli.run(&["batch", "process", id, "--json"]);
+    assert_eq!(code(&resumed), 0, "{}", stderr_of(&resumed));
+    let summary = json_of(&resumed);
+    assert_eq!(summary["status"], "completed");
+    assert_eq!((summary["completed"].as_i64(), summary["pending"].as_i64()), (Some(total), Some(0)));
+    let rerun = format!("SELECT count(*) FROM import_batch_items WHERE batch_id = '{id}' AND attempts <> 1");
+    assert_eq!(cli.db.scalar_i64(&rerun).await, 0, "an item completed before the stop ran again");
+}
+
+// Ctrl-C on `ingot run` is a pause, not a loss: exit 5, the command to resume, and a resume that
+// finishes the batch without running a completed item again.
+#[tokio::test]
+async fn sigint_during_run_exits_5_with_the_resume_command_and_the_resume_finishes_the_batch() {
+    let cli = Cli::new().await;
+    cli.allow_slow_items();
+    let file = cli.write("slow.ndjson", &slow_items(40));
+    let mut child = cli.spawn(&["run", "probe", &file, "--workers", "1", "--json"]);
+    let done = "SELECT count(*) FROM import_batch_items WHERE status = 'completed'";
+    wait_for_count(&cli.db, done, 3, &mut child).await;
+    sigint(&child);
+    let output = child.wait_with_output().unwrap();
+    let id: String =
+        sqlx::query_scalar("SELECT id::text FROM import_batches").fetch_one(&cli.db.pool).await.unwrap();
+    assert_interrupted(&cli.db, &output, &id).await;
+    assert_resume_finishes(&cli, &id, 40).await;
+}
+
+// The same promise for `ingot reprocess`, whose new batch is interrupted and resumed like any other.
+#[tokio::test]
+async fn sigint_during_reprocess_exits_5_with_the_resume_command_and_the_resume_finishes_the_batch() {
+    let cli = Cli::new().await;
+    cli.allow_slow_items();
+    let file = cli.write("slow.ndjson", &slow_items(40));
+    let parent = cli.run(&["run", "probe", &file, "--workers", "2", "--json"]);
+    assert_eq!(code(&parent), 0, "{}", stderr_of(&parent));
+    let parent_id = json_of(&parent)["batch_id"].as_str().unwrap().to_owned();
+    let mut child = cli.spawn(&["reprocess", &parent_id, "--workers", "1", "--json"]);
+    let done = format!(
+        "SELECT count(*) FROM import_batch_items i JOIN import_batches b ON b.id = i.batch_id
+         WHERE b.parent_batch_id = '{parent_id}' AND i.status = 'completed'"
+    );
+    wait_for_count(&cli.db, &done, 3, &mut child).await;
+    sigint(&child);
+    let output = child.wait_with_output().unwrap();
+    let id: String =
+        sqlx::query_scalar("SELECT id::text FROM import_batches WHERE parent_batch_id = $1::uuid")
+            .bind(&parent_id)
+            .fetch_one(&cli.db.pool)
+            .await
+            .unwrap();
+    assert_interrupted(&cli.db, &output, &id).await;
+    assert_resume_finishes(&cli, &id, 40).await;
+}
+
+// The first Ctrl-C waits for the item in flight however long it takes; the second must not:
+// the process ends at once, and the abandoned item is simply pending for the resume.
+#[tokio::test]
+async fn a_second_sigint_exits_at_once_and_the_item_in_flight_stays_pending_for_the_resume() {
+    let cli = Cli::new().await;
+    cli.allow_slow_items();
+    // Without this PostgreSQL would notice the vanished host only when the sleep ends, 20 s on,
+    // holding the item's row lock until then.
+    cli.db
+        .apply(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET client_connection_check_interval = 100', \
+             current_database()); END $$",
+        )
+        .await;
+    // Only the first attempt sleeps (a sequence does not roll back), so the resume is quick.
+    let slow = "INSERT INTO probe_rows (label) SELECT 'slow' \
+                FROM pg_sleep(CASE WHEN nextval('probe_rows_id_seq') = 1 THEN 20 ELSE 0 END)";
+    let file = cli.write("long.ndjson", &[json!({"mode": "sql", "sql": slow}), json!({"mode": "ok"})]);
+    let mut child = cli.spawn(&["run", "probe", &file, "--workers", "1", "--json"]);
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                    AND pid <> pg_backend_pid() AND state = 'active' AND query LIKE '%pg_sleep(CASE%'";
+    wait_for_count(&cli.db, sleeping, 1, &mut child).await;
+
+    sigint(&child);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the first SIGINT must let the item in flight finish");
+    assert_eq!(cli.db.scalar_i64(sleeping).await, 1, "the item in flight is still running");
+
+    sigint(&child);
+    let second = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if second.elapsed() > Duration::from_secs(2) {
+            let _ = child.kill();
+            panic!("a second SIGINT did not end ingot within 2 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(5), "{:?}: {}", output.status, stderr_of(&output));
+    assert!(stderr_of(&output).contains("finishing the items in flight"), "{}", stderr_of(&output));
+
+    let id: String =
+        sqlx::query_scalar("SELECT id::text FROM import_batches").fetch_one(&cli.db.pool).await.unwrap();
+    let first: String = sqlx::query_scalar("SELECT status FROM import_batch_items WHERE item_index = 0")
+        .fetch_one(&cli.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(first, "pending");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cli.db.scalar_i64(sleeping).await > 0 {
+        assert!(Instant::now() < deadline, "the abandoned item's transaction never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cli.db.scalar_i64("SELECT count(*) FROM probe_rows").await, 0, "its write died with it");
+    assert_resume_finishes(&cli, &id, 2).await;
+    assert_eq!(cli.db.scalar_i64("SELECT count(*) FROM probe_rows WHERE label = 'slow'").await, 1);
+}
+
+/// The summary's keys as README lists them (plus `dry_run`, on dry runs only).
+const SUMMARY_KEYS: [&str; 19] = [
+    "batch_id",
+    "batch_type",
+    "status",
+    "total",
+    "completed",
+    "failed",
+    "skipped",
+    "pending",
+    "parent_batch_id",
+    "retry_count",
+    "processor_digest",
+    "error_message",
+    "source_info",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "duration_ms",
+    "items_per_second",
+    "top_errors",
+];
+
+/// A log line's keys, as `store::logs::LogLine` serialises them.
+const LOG_LINE_KEYS: [&str; 8] =
+    ["id", "item_index", "level", "source", "message", "details", "created_at", "item_data"];
+
+fn keys(value: &Value) -> BTreeSet<&str> {
+    value.as_object().unwrap_or_else(|| panic!("not an object: {value}")).keys().map(String::as_str).collect()
+}
+
+fn key_set<'a>(names: &[&'a str]) -> BTreeSet<&'a str> {
+    names.iter().copied().collect()
+}
+
+// Scripts read these documents: every documented key is there, null or not, and nothing else is,
+// in every command that prints one.
+#[tokio::test]
+async fn every_json_document_has_exactly_its_documented_keys() {
+    let cli = Cli::new().await;
+    let summary = key_set(&SUMMARY_KEYS);
+    let file = cli.write(
+        "mixed.ndjson",
+        &[
+            json!({"mode": "log", "lines": 1, "message": "hello"}),
+            json!({"mode": "invalid", "code": "bad", "message": "no"}),
+        ],
+    );
+    let created = cli.run(&["batch", "create", "probe", &file, "--json"]);
+    assert_eq!(code(&created), 0, "{}", stderr_of(&created));
+    let created = json_of(&created);
+    assert_eq!(keys(&created), summary, "batch create --json");
+    let id = created["batch_id"].as_str().unwrap().to_owned();
+
+    let processed = cli.run(&["batch", "process", &id, "--json", "--workers", "1"]);
+    assert_eq!(code(&processed), 3, "{}", stderr_of(&processed));
+    assert_eq!(keys(&json_of(&processed)), summary, "batch process --json");
+    let shown = json_of(&cli.run(&["batch", "show", &id, "--json"]));
+    assert_eq!(keys(&shown), summary, "batch show --json");
+    assert_eq!(keys(&shown["top_errors"][0]), key_set(&["code", "message", "count"]), "{shown}");
+
+    let reprocessed = cli.run(&["reprocess", &id, "--failed-only", "--json"]);
+    assert_eq!(code(&reprocessed), 3, "{}", stderr_of(&reprocessed));
+    assert_eq!(keys(&json_of(&reprocessed)), summary, "reprocess --json");
+
+    let ok = cli.write("ok.ndjson", &[json!({"mode": "ok"})]);
+    let run = cli.run(&["run", "probe", &ok, "--json"]);
+    assert_eq!(code(&run), 0, "{}", stderr_of(&run));
+    let run = json_of(&run);
+    assert_eq!(keys(&run), summary, "run --json");
+    let ok_id = run["batch_id"].as_str().unwrap().to_owned();
+    let nothing = cli.run(&["reprocess", &ok_id, "--failed-only", "--json"]);
+    assert_eq!(code(&nothing), 0, "{}", stderr_of(&nothing));
+    let nothing = json_of(&nothing);
+    assert_eq!(keys(&nothing), key_set(&["reprocessed", "reason", "batch_id"]), "{nothing}");
+    assert_eq!(
+        (&nothing["reprocessed"], nothing["batch_id"].as_str()),
+        (&json!(false), Some(ok_id.as_str()))
+    );
+
+    let dry = json_of(&cli.run(&["run", "probe", &ok, "--dry-run", "--json"]));
+    let mut dry_keys = summary.clone();
+    dry_keys.insert("dry_run");
+    assert_eq!(keys(&dry), dry_keys, "run --dry-run --json");
+
+    let listed = json_of(&cli.run(&["batch", "list", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    for batch in listed.as_array().unwrap() {
+        assert_eq!(keys(batch), summary, "batch list --json");
+    }
+
+    let lines = json_of(&cli.run(&["logs", &id, "--json"]));
+    let lines = lines.as_array().unwrap();
+    assert!(lines.iter().any(|l| l["item_data"].is_object()), "a failed item's line: {lines:?}");
+    assert!(lines.iter().any(|l| l["item_data"].is_null()), "a line without item data: {lines:?}");
+    for line in lines {
+        assert_eq!(keys(line), key_set(&LOG_LINE_KEYS), "logs --json");
+    }
+}
+
+/// How a command's output streams are attached in [`on_terminal`].
+#[derive(Clone, Copy, PartialEq)]
+enum Terminal {
+    /// stderr on the pseudo-terminal, stdout piped.
+    Stderr,
+    /// stdout on the pseudo-terminal, stderr piped.
+    Stdout,
+}
+
+/// What `ingot` wrote on a pseudo-terminal of 24×120 (attached as `on`), and its other output.
+#[allow(unsafe_code)]
+fn on_terminal(cli: &Cli, args: &[&str], on: Terminal) -> (String, std::process::Output) {
+    // Every descriptor is close-on-exec, so no other test's child keeps the terminal open.
+    // SAFETY: posix_openpt returns a new descriptor or -1.
+    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    assert!(master >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+    // SAFETY: the descriptor is new and owned by nothing else.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: grantpt, unlockpt and ptsname_r on our own master, with the buffer's true length.
+    unsafe {
+        assert_eq!(libc::grantpt(master.as_raw_fd()), 0);
+        assert_eq!(libc::unlockpt(master.as_raw_fd()), 0);
+        assert_eq!(libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()), 0);
+    }
+    // SAFETY: ptsname_r wrote a NUL-terminated path into `name`.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_str().unwrap().to_owned();
+    let slave =
+        std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open(&path).unwrap();
+    let size = libc::winsize { ws_row: 24, ws_col: 120, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer.
+    assert_eq!(unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &size) }, 0);
+    let reader = std::thread::spawn(move || {
+        let mut master = std::fs::File::from(master);
+        let mut seen = Vec::new();
+        let mut chunk = [0_u8; 4096];
+        // The read fails (EIO) once the last descriptor of the terminal's other side closes.
+        while let Ok(n @ 1..) = master.read(&mut chunk) {
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let mut command = ingot_command(cli.cwd.path(), &cli.db.url, cli.processors.path(), args);
+    command.env("TERM", "xterm-256color").stdin(Stdio::null());
+    let tty = Stdio::from(slave);
+    match on {
+        Terminal::Stderr => command.stderr(tty).stdout(Stdio::piped()),
+        Terminal::Stdout => command.stdout(tty).stderr(Stdio::piped()),
+    };
+    let child = command.spawn().unwrap();
+    // The command holds the terminal's descriptor: drop it so the child's are the last.
+    drop(command);
+    let output = child.wait_with_output().unwrap();
+    (reader.join().unwrap(), output)
+}
+
+// The bar is for people watching a long run, and must never mix into JSON, a log file or a pipe.
+#[tokio::test]
+async fn a_progress_bar_appears_only_on_a_terminal_for_runs_over_a_second_and_never_with_json() {
+    let cli = Cli::new().await;
+    cli.allow_slow_items();
+    let slow = cli.write("slow.ndjson", &slow_items(40));
+    let run = ["run", "probe", slow.as_str(), "--workers", "1"];
+
+    let stdout = |output: &std::process::Output| String::from_utf8_lossy(&output.stdout).into_owned();
+    let (terminal, output) = on_terminal(&cli, &run, Terminal::Stderr);
+    assert_eq!(code(&output), 0, "{}", stdout(&output));
+    assert!(terminal.contains("/40 items"), "no progress bar on the terminal: {terminal:?}");
+
+    let (terminal, output) = on_terminal(&cli, &[&run[..], &["--json"]].concat(), Terminal::Stderr);
+    assert_eq!(code(&output), 0, "{}", stdout(&output));
+    assert_eq!(json_of(&output)["completed"], 40);
+    assert!(!terminal.contains("items") && !terminal.contains('\u{1b}'), "a bar with --json: {terminal:?}");
+
+    let (terminal, output) = on_terminal(&cli, &run, Terminal::Stdout);
+    assert_eq!(code(&output), 0, "{terminal}");
+    let stderr = stderr_of(&output);
+    assert!(!stderr.contains("items") && !stderr.contains('\u{1b}'), "a bar on a pipe: {stderr:?}");
+    assert!(!terminal.contains("/40 items"), "a bar on stdout: {terminal:?}");
+
+    let quick = cli.write("quick.ndjson", &[json!({"mode": "ok"})]);
+    let (terminal, output) = on_terminal(&cli, &["run", "probe", &quick], Terminal::Stderr);
+    assert_eq!(code(&output), 0, "{}", stdout(&output));
+    assert!(!terminal.contains("items"), "a bar for a run under a second: {terminal:?}");
+}
+
+#[allow(unsafe_code)]
+fn running_as_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+// PostgreSQL refuses to run as root, and a private database must not be reachable over the
+// network: as root the embedded cluster runs as `postgres`, and always on a socket in its folder.
+#[tokio::test]
+async fn the_embedded_cluster_listens_on_its_own_socket_only_and_as_root_runs_as_postgres() {
+    let dir = support::cluster_dir();
+    let processors = Processors::new(&[("probe", &guest("probe"), None)]);
+    let _stop = support::StopCluster(dir.path(), processors.path());
+    let migrate = support::embedded_command(dir.path(), processors.path(), &["migrate"]).output().unwrap();
+    assert_eq!(code(&migrate), 0, "{}", stderr_of(&migrate));
+    let pg = dir.path().join(".ingot/pg");
+    let socket = pg.join("run/.s.PGSQL.5432");
+    let socket_type = std::fs::metadata(&socket)
+        .unwrap_or_else(|e| panic!("no socket at {}: {e}", socket.display()))
+        .file_type();
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(&socket_type), "{} is no socket", socket.display());
+
+    let options =
+        sqlx::postgres::PgConnectOptions::new().socket(pg.join("run")).username("ingot").database("ingot");
+    let mut conn = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    let listen: String = sqlx::query_scalar("SHOW listen_addresses").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(listen, "", "the embedded cluster listens on TCP");
+    conn.close().await.unwrap();
+
+    // Run as an ordinary user, the cluster is that user's: only the socket part applies.
+    if running_as_root() {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+        let postgres_uid = passwd
+            .lines()
+            .find_map(|l| l.strip_prefix("postgres:"))
+            .and_then(|rest| rest.split(':').nth(1))
+            .expect("a postgres system user");
+        let pid_file = std::fs::read_to_string(pg.join("data/postmaster.pid")).unwrap();
+        let pid = pid_file.lines().next().unwrap().trim();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uids: Vec<&str> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .expect("a Uid line")
+            .split_whitespace()
+            .collect();
+        assert_eq!(uids, [postgres_uid; 4], "the postmaster (pid {pid}) runs as uid {uids:?}");
+        assert!(
+            stderr_of(&migrate).contains("runs as the `postgres` system user"),
+            "{}",
+            stderr_of(&migrate)
+        );
+    }
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::output::{self, ProgressDisplay};
 use super::run::InputArgs;
-use super::{Env, default_workers, exit, process_exit_code, process_to_end};
+use super::{Env, default_workers, exit, process_exit_code, process_to_end, stop_on_signal};
 use crate::batch::{Durability, ProcessOptions, Progress};
 use crate::store::BatchStatus;
 use crate::store::batches::{self, ListFilter};
@@ -160,6 +160,7 @@ impl ReprocessArgs {
         let workers = self.workers.unwrap_or_else(default_workers).max(1);
         let manager = env.manager(workers).await?;
         let progress = Progress::default();
+        let signals = stop_on_signal(&progress);
         let display = ProgressDisplay::start(&progress, 0, self.json);
         let summary = manager
             .reprocess(
@@ -170,6 +171,7 @@ impl ReprocessArgs {
             )
             .await;
         drop(display);
+        signals.abort();
         let Some(summary) = summary? else {
             let what = if self.failed_only { "no failed items" } else { "no items" };
             if self.json {

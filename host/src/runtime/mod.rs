@@ -119,7 +119,7 @@ pub enum LoadError {
     #[error(
         "{path} imports {import}, which Ingot does not provide to processors; processors may \
          import only {CONTRACT_PACKAGE}/context and WASI 0.2 interfaces (for JavaScript, build \
-         with `--disable all` to drop wasi:http)"
+         with `--disable http fetch-event` to drop wasi:http)"
     )]
     UnsupportedImport {
         /// The file.
