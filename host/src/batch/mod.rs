@@ -299,6 +299,17 @@ impl BatchManager {
     ) -> Result<Sandbox, BatchError> {
         let role = grants::role_name(&self.role_prefix, &processor.batch_type);
         let credentials = grants::sync(conn, &role, &processor.batch_type, &processor.manifest).await?;
+        self.sandbox_as(conn, processor, credentials, durability).await
+    }
+
+    /// How `processor`'s SQL runs when it logs in with `credentials`.
+    async fn sandbox_as(
+        &self,
+        conn: &mut PgConnection,
+        processor: &Processor,
+        credentials: Login,
+        durability: Durability,
+    ) -> Result<Sandbox, BatchError> {
         let framework = roles::framework_schema(conn).await?;
         let search_path = login::host_search_path(conn).await?;
         let login =
@@ -591,25 +602,8 @@ impl BatchManager {
                 return Err(e.into());
             }
         };
-        let framework = roles::framework_schema(conn).await?;
-        let search_path = login::host_search_path(conn).await?;
         // Nothing of a dry run is kept: whether its commits wait for the disk does not matter.
-        let login = ProcessorLogin::new(
-            self.pool.clone(),
-            &self.connect,
-            &credentials,
-            &search_path,
-            Durability::Item,
-        );
-        Ok(Sandbox {
-            settings: ScopeSettings {
-                framework,
-                batch_type: processor.batch_type.clone(),
-                statement_timeout: processor.manifest.statement_timeout,
-            },
-            credentials,
-            login: Arc::new(login),
-        })
+        self.sandbox_as(conn, processor, credentials, Durability::Item).await
     }
 
     /// The dry run itself, logged in as `session`; the batch lives in one transaction on `conn`,
