@@ -20,7 +20,7 @@ const PROBE_GRANTS: &str = "[grants]\nprobe_rows = [\"select\", \"insert\", \"up
 struct Fixture {
     db: TestDb,
     manager: BatchManager,
-    _processors: Processors,
+    processors: Processors,
     files: tempfile::TempDir,
 }
 
@@ -33,7 +33,7 @@ impl Fixture {
         let manifest = format!("{PROBE_GRANTS}{}", extra.unwrap_or_default());
         let processors = Processors::new(&[("probe", &guest("probe"), Some(&manifest))]);
         let manager = support::manager(&db, &processors, support::runtime());
-        Fixture { db, manager, _processors: processors, files: tempfile::tempdir().unwrap() }
+        Fixture { db, manager, processors, files: tempfile::tempdir().unwrap() }
     }
 
     fn file(&self, name: &str, content: &[u8]) -> InputSource {
@@ -408,8 +408,10 @@ async fn reprocess_failed_only_links_to_the_parent_and_keeps_indexes() {
     assert_eq!(grandchild.retry_count, 2);
 }
 
+// Reprocessing everything copies completed and skipped items too; "failed only" with nothing
+// failed makes no batch at all.
 #[tokio::test]
-async fn reprocess_all_copies_every_item_and_uses_the_processor_installed_now() {
+async fn reprocess_all_copies_every_item_and_failed_only_with_none_failed_does_nothing() {
     let f = Fixture::new(None).await;
     let parent = f.run(&[json!({"mode": "ok"}), json!({"mode": "skip"})], CreateOptions::default(), 1).await;
     let child = f
@@ -419,7 +421,6 @@ async fn reprocess_all_copies_every_item_and_uses_the_processor_installed_now() 
         .unwrap()
         .unwrap();
     assert_eq!((child.total, child.completed, child.skipped), (2, 1, 1));
-    assert_eq!(child.processor_digest, parent.processor_digest);
     assert!(
         f.manager
             .reprocess(parent.batch_id, true, &ProcessOptions::workers(1), None)
@@ -428,6 +429,58 @@ async fn reprocess_all_copies_every_item_and_uses_the_processor_installed_now() 
             .is_none(),
         "no failed items: nothing to do"
     );
+}
+
+fn sha256_of(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+// The operator replaced the batch type's .wasm with another component after the first run: the
+// reprocess must run (and record) the new one, not a copy the host still holds in memory.
+#[tokio::test]
+async fn reprocess_runs_the_processor_installed_now_and_records_its_digest() {
+    let f = Fixture::new(Some("customers = [\"select\", \"insert\", \"update\"]\n")).await;
+    f.db.apply(&support::example_schema("customer_data")).await;
+    // The probe completes the first and refuses the second; customer_data does the opposite
+    // (the first has no email, the second is a valid customer).
+    let items = [
+        json!({"mode": "ok"}),
+        json!({"mode": "invalid", "message": "the probe refuses it", "code": "probe_refused",
+               "email": " Ada@Example.COM ", "name": "Ada", "country": "gb"}),
+    ];
+    let parent = f.run(&items, CreateOptions::default(), 1).await;
+    assert_eq!((parent.completed, parent.failed), (1, 1));
+    let probe = sha256_of(&guest("probe"));
+    let customer_data = sha256_of(&guest("customer_data"));
+    assert_ne!(probe, customer_data);
+    assert_eq!(parent.processor_digest.as_deref(), Some(probe.as_str()));
+
+    std::fs::copy(guest("customer_data"), f.processors.path().join("probe.wasm")).unwrap();
+    let child = f
+        .manager
+        .reprocess(parent.batch_id, false, &ProcessOptions::workers(1), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(child.processor_digest.as_deref(), Some(customer_data.as_str()));
+    assert_eq!((child.total, child.completed, child.failed), (2, 1, 1), "{:?}", child.top_errors);
+    let no_email = f.item(child.batch_id, 0).await;
+    assert_eq!(no_email.get::<String, _>("status"), "failed");
+    assert_eq!(no_email.get::<Option<String>, _>("error_code").as_deref(), Some("invalid_email"));
+    let ada = f.item(child.batch_id, 1).await;
+    assert_eq!(ada.get::<String, _>("status"), "completed");
+    assert_eq!(ada.get::<Option<String>, _>("target_table").as_deref(), Some("customers"));
+    assert_eq!(
+        ada.get::<Option<Value>, _>("processed_data").unwrap(),
+        json!({"email": "ada@example.com", "name": "Ada", "country": "GB"})
+    );
+    let customers: Vec<(String, String)> =
+        sqlx::query_as("SELECT email, name FROM customers").fetch_all(&f.db.pool).await.unwrap();
+    assert_eq!(customers, [("ada@example.com".to_owned(), "Ada".to_owned())]);
+    // customer_data has no hooks of its own; the probe logs each of its hooks.
+    let lines = f.log_messages(child.batch_id).await;
+    assert!(!lines.iter().any(|l| l.starts_with("hook:")), "the probe ran: {lines:?}");
 }
 
 #[tokio::test]
@@ -820,4 +873,124 @@ async fn invalid_data_is_never_retried() {
     let summary = f.run(&[json!({"mode": "invalid", "message": "bad"})], CreateOptions::default(), 1).await;
     assert_eq!(f.item(summary.batch_id, 0).await.get::<i32, _>("attempts"), 1);
     assert_eq!(summary.failed, 1);
+}
+
+/// A function that fails with a serialization failure (SQLSTATE 40001) the first `failures`
+/// times it is called for a key, then returns `<key> on call <n>`. A sequence per key counts the
+/// calls, because a failed attempt's rollback does not undo `nextval`; it is `SECURITY DEFINER`
+/// so that the processor needs no privilege on the sequences.
+const CONFLICTS: &str = "
+CREATE SEQUENCE conflict_calls_sdk;
+CREATE SEQUENCE conflict_calls_host;
+CREATE FUNCTION conflict_until(key text, failures int) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    call bigint := nextval(format('public.%I', 'conflict_calls_' || key)::regclass);
+BEGIN
+    IF call <= failures THEN
+        RAISE EXCEPTION 'could not serialize access due to concurrent update (call %)', call
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN key || ' on call ' || call;
+END $$";
+
+/// Two items that hit `failures` serialization failures: `sdk` returns the SDK's error (`?`),
+/// `host` swallows it and claims success, so the host must classify the failure itself.
+fn conflicting_items(failures: i64) -> [Value; 2] {
+    let item = |mode: &str, key: &str| {
+        json!({"mode": mode, "sql": "INSERT INTO probe_rows (label) VALUES (conflict_until($1, $2))",
+               "params": [key, failures]})
+    };
+    [item("sql", "sdk"), item("sql_ignore_error", "host")]
+}
+
+impl Fixture {
+    /// How many times `conflict_until` was called for `key`.
+    async fn conflict_calls(&self, key: &str) -> i64 {
+        self.db.scalar_i64(&format!("SELECT last_value FROM conflict_calls_{key}")).await
+    }
+
+    /// The host's lines at `level` for one item: (message, the attempt in its details).
+    async fn host_lines(&self, batch: Uuid, index: i64, level: &str) -> Vec<(String, Option<Value>)> {
+        sqlx::query_as(
+            "SELECT message, details -> 'attempt' FROM import_logs
+             WHERE batch_id = $1 AND item_index = $2 AND log_level = $3 AND source = 'host' ORDER BY id",
+        )
+        .bind(batch)
+        .bind(index)
+        .bind(level)
+        .fetch_all(&self.db.pool)
+        .await
+        .unwrap()
+    }
+}
+
+// A serialization failure in the processor's SQL is transient: the item is tried again after a
+// backoff, each failed attempt logged, until it succeeds, whether the processor passed the error
+// on or swallowed it.
+#[tokio::test]
+async fn a_serialization_failure_is_retried_with_backoff_until_the_item_succeeds() {
+    let f = Fixture::new(None).await;
+    f.db.apply(CONFLICTS).await;
+    let started = std::time::Instant::now();
+    let summary = f.run(&conflicting_items(2), CreateOptions::default(), 1).await;
+    assert_eq!((summary.completed, summary.failed), (2, 0), "{:?}", summary.top_errors);
+    // Two backoffs per item, one after the other: at least 0.1 s, then 0.2 s.
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "{:?}", started.elapsed());
+    assert_eq!(f.labels().await, ["host on call 3", "sdk on call 3"]);
+    for (index, key) in [(0, "sdk"), (1, "host")] {
+        let item = f.item(summary.batch_id, index).await;
+        assert_eq!(item.get::<String, _>("status"), "completed", "{key}");
+        assert_eq!(item.get::<i32, _>("attempts"), 3, "{key}");
+        assert_eq!(f.conflict_calls(key).await, 3, "{key}: one call per attempt");
+        let retries = f.host_lines(summary.batch_id, index, "warning").await;
+        assert_eq!(retries.len(), 2, "{key}: {retries:?}");
+        for (n, (message, attempt)) in (1..).zip(&retries) {
+            assert!(
+                message.starts_with(&format!("attempt {n} of 3 failed, retrying in ")),
+                "{key}: {message}"
+            );
+            assert!(
+                message.contains("40001")
+                    && message
+                        .contains(&format!("could not serialize access due to concurrent update (call {n})")),
+                "{key}: {message}"
+            );
+            assert_eq!(attempt, &Some(json!(n)), "{key}");
+        }
+    }
+    f.assert_counters_match_items(summary.batch_id).await;
+}
+
+// Retrying a serialization failure stops at max_attempts: the item fails with sql_error after
+// exactly that many attempts, and on-item-error runs once.
+#[tokio::test]
+async fn a_serialization_failure_that_outlasts_max_attempts_fails_the_item_with_sql_error() {
+    let f = Fixture::new(Some("[batch]\nmax_attempts = 2\n")).await;
+    f.db.apply(CONFLICTS).await;
+    let summary = f.run(&conflicting_items(5), CreateOptions::default(), 1).await;
+    assert_eq!((summary.completed, summary.failed), (0, 2));
+    assert!(f.labels().await.is_empty());
+    for (index, key) in [(0, "sdk"), (1, "host")] {
+        let item = f.item(summary.batch_id, index).await;
+        assert_eq!(item.get::<String, _>("status"), "failed", "{key}");
+        assert_eq!(item.get::<i32, _>("attempts"), 2, "{key}");
+        assert_eq!(f.conflict_calls(key).await, 2, "{key}: no attempt past max_attempts");
+        assert_eq!(item.get::<Option<String>, _>("error_code").as_deref(), Some("sql_error"), "{key}");
+        let message: String = item.get("error_message");
+        assert!(message.contains("40001") && message.contains("(call 2)"), "{key}: {message}");
+        let retries = f.host_lines(summary.batch_id, index, "warning").await;
+        assert_eq!(retries.len(), 1, "{key}: {retries:?}");
+        assert!(retries[0].0.starts_with("attempt 1 of 2 failed, retrying in "), "{key}: {retries:?}");
+        let failures = f.host_lines(summary.batch_id, index, "error").await;
+        assert_eq!(failures.len(), 1, "{key}: {failures:?}");
+        assert!(failures[0].0.starts_with("item failed after 2 attempts: "), "{key}: {failures:?}");
+    }
+    let hooks = f
+        .log_messages(summary.batch_id)
+        .await
+        .into_iter()
+        .filter(|l| l.starts_with("hook:on_item_error"))
+        .count();
+    assert_eq!(hooks, 2, "on-item-error runs once per item, when it finally fails");
 }

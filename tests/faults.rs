@@ -152,21 +152,28 @@ async fn kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice() {
     assert_exactly_once(&db.pool, id).await;
 }
 
+/// Backends killed under a running `ingot` (three times, each mid-batch) cost it nothing: it
+/// reconnects, and every item still completes exactly once.
 #[tokio::test]
 async fn terminated_connections_are_replaced_and_the_batch_completes() {
     let (db, site) = site_on_test_db().await;
     let id = site.create();
     let mut child = site.spawn_process(id);
-    for _ in 0..3 {
+    for round in 0..3 {
         let before = completed(&db.pool, id).await;
         wait_for_progress(&db.pool, id, before, &mut child).await;
-        sqlx::query(
+        let terminated: Vec<bool> = sqlx::query_scalar(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
              WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name LIKE 'ingot%'",
         )
-        .execute(&db.pool)
+        .fetch_all(&db.pool)
         .await
         .unwrap();
+        // A round that ended nothing, or ended it after the last item, would prove nothing.
+        let ended = terminated.iter().filter(|t| **t).count();
+        assert!(ended >= 1, "round {round}: no ingot connection was terminated");
+        let done = completed(&db.pool, id).await;
+        assert!(done < ITEMS as i64, "round {round}: the batch had already finished ({done} items)");
     }
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
@@ -191,6 +198,8 @@ async fn sigterm_stops_gracefully_with_exit_code_5_and_the_batch_resumes() {
     assert_exactly_once(&db.pool, id).await;
 }
 
+/// The server stopping and starting again mid-batch does not stop `ingot`: the same process
+/// reconnects and finishes the batch, each item exactly once.
 #[tokio::test]
 async fn a_postgres_restart_mid_batch_is_survived() {
     let site = Site { url: String::new(), processors: customer_processors(), cwd: support::cluster_dir() };
@@ -204,10 +213,13 @@ async fn a_postgres_restart_mid_batch_is_survived() {
     let id = site.create();
     let mut child = site.spawn_process(id);
     wait_for_progress(&pool, id, 0, &mut child).await;
+    // A stop after the last item would test nothing: the batch must still be under way.
+    let done = completed(&pool, id).await;
     pool.close().await;
 
     let stop = site.command(&["db", "stop"]).output().unwrap();
     assert!(stop.status.success(), "{}", stderr_of(&stop));
+    assert!(done < ITEMS as i64, "the batch had finished ({done} items) before the database stopped");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let start = site.command(&["db", "status", "--json"]).output().unwrap();
     assert_eq!(json_of(&start)["running"], false);
@@ -218,6 +230,13 @@ async fn a_postgres_restart_mid_batch_is_survived() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     let pool = PgPoolOptions::new().max_connections(2).connect_with(options).await.unwrap();
     assert_exactly_once(&pool, id).await;
+    // Items written by the restarted server: this process lived through the stop and went on.
+    let after_restart: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM customers WHERE created_at >= pg_postmaster_start_time()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(after_restart > 0, "every item was written before the restart");
     pool.close().await;
 }
 
@@ -234,15 +253,40 @@ fn probe_run(db: &TestDb, items: usize) -> std::process::Output {
     )
 }
 
+/// The host's own write of item 2 fails (not the processor's): item 2 fails alone, taking its
+/// processor's writes with it, and once the cause is gone a reprocess of the failed item writes
+/// what is missing, once.
 #[tokio::test]
 async fn a_framework_write_one_item_breaks_fails_that_item_alone_with_a_clear_message() {
     let db = TestDb::new().await;
+    db.apply("CREATE TABLE labels (label text NOT NULL)").await;
     // The host's own write of item 2 will violate this; its failure can still be recorded.
     db.apply(
         "ALTER TABLE import_batch_items ADD CONSTRAINT no_target_two CHECK (target_id IS DISTINCT FROM '2')",
     )
     .await;
-    let output = probe_run(&db, 5);
+    let processors =
+        Processors::new(&[("probe", &guest("probe"), Some("[grants]\nlabels = [\"select\", \"insert\"]\n"))]);
+    let cwd = tempfile::tempdir().unwrap();
+    let file = cwd.path().join("items.ndjson");
+    let items: String = (0..5)
+        .map(|i| {
+            let item = serde_json::json!({
+                "mode": "sql", "sql": "INSERT INTO labels (label) VALUES ($1)", "params": [format!("item {i}")],
+            });
+            format!("{item}\n")
+        })
+        .collect();
+    std::fs::write(&file, items).unwrap();
+    let ingot = |args: &[&str]| support::ingot(cwd.path(), &db.url, processors.path(), args);
+    let labels = || async {
+        sqlx::query_scalar::<_, String>("SELECT label FROM labels ORDER BY label")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+    };
+
+    let output = ingot(&["run", "probe", file.to_str().unwrap(), "--workers", "1", "--json"]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr_of(&output));
     let summary = json_of(&output);
     assert_eq!(summary["status"], "completed");
@@ -256,6 +300,18 @@ async fn a_framework_write_one_item_breaks_fails_that_item_alone_with_a_clear_me
         .await;
     assert_eq!(failed, 1, "item 2 is the one that failed, once");
     assert!(!stderr_of(&output).contains("panicked"));
+    // Its status and its processor's write commit together: the failed item's row is gone.
+    assert_eq!(labels().await, ["item 0", "item 1", "item 3", "item 4"], "item 2's write was kept");
+
+    db.apply("ALTER TABLE import_batch_items DROP CONSTRAINT no_target_two").await;
+    let id = summary["batch_id"].as_str().unwrap();
+    let again = ingot(&["reprocess", id, "--failed-only", "--workers", "1", "--json"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr_of(&again));
+    let resumed = json_of(&again);
+    assert_eq!(resumed["status"], "completed");
+    assert_eq!((resumed["total"].as_i64(), resumed["completed"].as_i64()), (Some(1), Some(1)));
+    // A repeated item would show as a duplicate label; a lost one as a missing one.
+    assert_eq!(labels().await, ["item 0", "item 1", "item 2", "item 3", "item 4"]);
 }
 
 #[tokio::test]

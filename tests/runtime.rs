@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use ingot::context::ProcessorContext;
-use ingot::context::logs::LogSource;
+use ingot::context::logs::{LogLevel, LogSource};
 use ingot::registry::{Registry, RegistryError};
 use ingot::runtime::bindings::{ItemError, Outcome};
 use ingot::runtime::cache::CacheOutcome;
@@ -205,15 +205,45 @@ async fn stdout_becomes_log_lines_and_is_capped_per_item() {
     assert!(notes[0].message.contains("truncated"), "{}", notes[0].message);
 }
 
+/// The log-line cap is exact: 1,000 lines pass, the 1,001st fails the item naming the cap, and
+/// stdout and stderr lines count against the same budget as `context.log`.
 #[tokio::test]
-async fn log_flood_exceeds_the_cap_and_fails_the_call() {
+async fn the_log_line_cap_allows_exactly_1000_lines_shared_with_stdout_and_stderr() {
     let mut instance = probe(Limits::default());
     let mut ctx = ProcessorContext::default();
-    let error = process(&mut instance, &mut ctx, json!({"mode": "log", "lines": 5000})).await.unwrap_err();
+    processed(process(&mut instance, &mut ctx, json!({"mode": "log", "lines": 1000})).await);
+    assert_eq!(ctx.logs.entries().len(), 1000);
+
+    ctx.begin_scope();
+    let error = process(&mut instance, &mut ctx, json!({"mode": "log", "lines": 1001})).await.unwrap_err();
     assert_eq!(error.code(), "cap_exceeded");
     assert!(error.to_string().contains("log lines per item (1000 lines)"), "{error}");
     ctx.begin_scope();
     assert_next_item_succeeds(&mut instance, &mut ctx).await;
+
+    // Two calls in one scope, as validate-item and process-item share an item: one stderr line
+    // leaves room for 999 more.
+    ctx.begin_scope();
+    processed(process(&mut instance, &mut ctx, json!({"mode": "stderr", "message": "first"})).await);
+    let error = process(&mut instance, &mut ctx, json!({"mode": "log", "lines": 1000})).await.unwrap_err();
+    assert!(error.to_string().contains("log lines per item (1000 lines)"), "{error}");
+}
+
+/// What a processor writes to stderr and stdout becomes its item's log lines, each marked with
+/// the stream it came from: stderr as warnings, stdout as info.
+#[tokio::test]
+async fn stderr_and_stdout_become_log_lines_marked_with_their_source() {
+    let mut instance = probe(Limits::default());
+    let mut ctx = ProcessorContext::default();
+    processed(process(&mut instance, &mut ctx, json!({"mode": "stderr", "message": "disk is odd"})).await);
+    processed(process(&mut instance, &mut ctx, json!({"mode": "print", "bytes": 100})).await);
+    let lines: Vec<_> =
+        ctx.logs.entries().iter().map(|e| (e.source.as_str(), e.level, e.message.as_str())).collect();
+    let printed = "x".repeat(99);
+    assert_eq!(
+        lines,
+        [("stderr", LogLevel::Warning, "disk is odd"), ("stdout", LogLevel::Info, printed.as_str())]
+    );
 }
 
 #[tokio::test]
@@ -240,6 +270,45 @@ fn a_component_built_for_another_contract_version_is_refused() {
     assert!(message.contains("wrong_version.wasm was built for ingot:processor@0.2.0"), "{message}");
     assert!(message.contains("this host speaks ingot:processor@0.1.0"), "{message}");
     assert!(message.contains("rebuild"), "{message}");
+}
+
+/// A real component importing wasi:http (componentize-js without `--disable http fetch-event`)
+/// is refused when loaded, naming the import, rather than failing at its first item.
+#[test]
+fn a_component_importing_wasi_http_is_refused_at_load_naming_the_import() {
+    let project = support::root().join("processors/product_catalog");
+    let cli = project.join("node_modules/.bin/componentize-js");
+    let node = std::process::Command::new("node").arg("--version").output();
+    if !cli.exists() || !node.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "skipped: needs node and componentize-js in {} (npm ci there)",
+            project.join("node_modules").display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("with_http.wasm");
+    let wit = support::root().join("wit");
+    let started = Instant::now();
+    let build = std::process::Command::new(&cli)
+        .current_dir(&project)
+        .args(["app.js", "--wit", wit.to_str().unwrap(), "--world-name", "import-processor", "--out"])
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "componentize-js: {}", String::from_utf8_lossy(&build.stderr));
+    eprintln!("componentize-js took {:?}", started.elapsed());
+
+    // Every build differs: a cache of its own keeps the shared one from growing by 37 MB a run.
+    let config = RuntimeConfig { cache_dir: Some(dir.path().join("cache")), fuel_metering: false };
+    let error = Runtime::new(config).unwrap().load(&wasm).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, LoadError::UnsupportedImport { ref import, .. } if import.starts_with("wasi:http/")),
+        "{message}"
+    );
+    assert!(message.contains("imports wasi:http/"), "{message}");
+    assert!(message.contains("which Ingot does not provide"), "{message}");
 }
 
 #[test]

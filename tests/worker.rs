@@ -12,7 +12,7 @@ use ingot::batch::{CreateOptions, ProcessOptions, Progress};
 use ingot::input::InputSource;
 use ingot::store::BatchStatus;
 use sha2::Digest;
-use support::{Processors, TestDb, guest, ingot_command, sigterm, stderr_of};
+use support::{Processors, TestDb, guest, ingot_command, json_of, sigterm, stderr_of};
 use uuid::Uuid;
 
 fn free_port() -> u16 {
@@ -91,6 +91,40 @@ async fn wait_for_port(port: u16) {
     }
 }
 
+/// Waits until the worker's first look at the database, made once it listens and before it waits,
+/// is over: `pg_stat_activity` shows its `LISTEN` connection idle after `LISTEN`, and a connection
+/// idle after the look's query (the one `next_runnable` sends). This is certain where a fixed sleep
+/// only guesses: the look's snapshot was taken before anything the test commits afterwards, so a
+/// batch created next can only be found by a second look, which needs a notification (or the
+/// 60 s poll). The periodic flush, 2 s after start, may reuse the look's connection; polling every
+/// 10 ms sees the look well before.
+async fn wait_until_waiting(db: &TestDb) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (listening, looked): (bool, bool) = sqlx::query_as(
+            "SELECT coalesce(bool_or(query LIKE 'LISTEN %ingot_batches%'), false),
+                    coalesce(bool_or(query LIKE 'SELECT id FROM import_batches%'), false)
+             FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'ingot' AND state = 'idle'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if listening && looked {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the worker never listened and looked (listening: {listening})");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of one series in a scrape, matched on the whole name and labels.
+fn series<'a>(metrics: &'a str, name: &str) -> Option<&'a str> {
+    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+}
+
+// A batch created while the worker waits is run at once: the NOTIFY woke it, not a poll or its
+// first look; and the metrics count what it did.
 #[tokio::test]
 async fn a_worker_picks_up_new_batches_at_once_and_serves_metrics() {
     let db = TestDb::new().await;
@@ -99,6 +133,9 @@ async fn a_worker_picks_up_new_batches_at_once_and_serves_metrics() {
     let port = free_port();
     let worker = spawn_worker(&db, &processors, cwd.path(), &["--metrics", &format!("127.0.0.1:{port}")]);
     wait_for_port(port).await;
+    // The metrics port opens before the worker listens and looks: a batch created then could be
+    // found by that first look, with no notification at all.
+    wait_until_waiting(&db).await;
 
     let file = cwd.path().join("items.ndjson");
     let items: String =
@@ -106,7 +143,8 @@ async fn a_worker_picks_up_new_batches_at_once_and_serves_metrics() {
     std::fs::write(&file, items).unwrap();
     let started = Instant::now();
     let id = create(&db, &processors, cwd.path(), "probe", &file);
-    // The poll interval is 60 s: finishing in seconds means the NOTIFY woke the worker.
+    // The poll interval is 60 s and the first look is over: finishing in seconds means the NOTIFY
+    // woke the worker.
     assert_eq!(wait_until_finished(&db, id, Duration::from_secs(20)).await, "completed");
     assert!(started.elapsed() < Duration::from_secs(20));
 
@@ -121,6 +159,197 @@ async fn a_worker_picks_up_new_batches_at_once_and_serves_metrics() {
     assert!(metrics.contains("ingot_batches{status=\"completed\"} 1"), "{metrics}");
     let stderr = stop(worker);
     assert!(stderr.contains("stopped after 50 items in 1 batches"), "{stderr}");
+}
+
+// Failed items and retried attempts are counted apart: each attempt that will be tried again is one
+// `retry`, an item out of attempts one `failed`, and every attempt one duration sample.
+#[tokio::test]
+async fn metrics_count_failed_items_and_each_attempt_that_is_retried() {
+    let db = TestDb::new().await;
+    let processors = Processors::new(&[("probe", &guest("probe"), Some("[batch]\nmax_attempts = 3\n"))]);
+    let cwd = tempfile::tempdir().unwrap();
+    let file = cwd.path().join("items.ndjson");
+    let flaky = |until: u32| format!("{{\"mode\": \"flaky\", \"until\": {until}, \"sql\": \"SELECT 1\"}}\n");
+    let mut items = String::new();
+    // Completed: 4 at once, 3 after 1 + 1 + 2 retries. Failed: 3 invalid (never retried) and one
+    // retryable out of attempts after 2 retries.
+    items.push_str(&"{\"mode\": \"ok\"}\n".repeat(4));
+    items.push_str(&"{\"mode\": \"invalid\", \"message\": \"bad\"}\n".repeat(3));
+    items.push_str(&flaky(2).repeat(2));
+    items.push_str(&flaky(3));
+    items.push_str("{\"mode\": \"retryable\", \"message\": \"down\"}\n");
+    std::fs::write(&file, items).unwrap();
+    let id = create(&db, &processors, cwd.path(), "probe", &file);
+    let port = free_port();
+    let worker = spawn_worker(&db, &processors, cwd.path(), &["--metrics", &format!("127.0.0.1:{port}")]);
+    assert_eq!(wait_until_finished(&db, id, Duration::from_secs(30)).await, "completed");
+    wait_for_port(port).await;
+
+    let metrics = scrape(port);
+    let items_total = |outcome: &str| {
+        series(&metrics, &format!("ingot_items_total{{batch_type=\"probe\",outcome=\"{outcome}\"}}"))
+    };
+    assert_eq!(items_total("completed"), Some("7"), "{metrics}");
+    assert_eq!(items_total("failed"), Some("4"), "{metrics}");
+    assert_eq!(items_total("retry"), Some("6"), "{metrics}");
+    assert_eq!(items_total("skipped"), None, "{metrics}");
+    assert_eq!(
+        series(&metrics, "ingot_item_duration_seconds_count{batch_type=\"probe\"}"),
+        Some("17"),
+        "{metrics}"
+    );
+    // The database agrees: its attempts are the retries plus the final outcomes.
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT sum(attempts)::bigint FROM import_batch_items WHERE batch_id = '{id}'"
+        ))
+        .await,
+        17
+    );
+    let stderr = stop(worker);
+    assert!(stderr.contains("stopped after 11 items in 1 batches"), "{stderr}");
+}
+
+// `--types` is a filter on what a worker takes, not a preference: another type's batch, older and
+// so first in line, is not started, claimed or attempted.
+#[tokio::test]
+async fn a_worker_given_types_leaves_batches_of_other_types_pending_and_untouched() {
+    let db = TestDb::new().await;
+    let processors = Processors::new(&[("a", &guest("probe"), None), ("b", &guest("probe"), None)]);
+    let cwd = tempfile::tempdir().unwrap();
+    let file = cwd.path().join("items.ndjson");
+    std::fs::write(&file, "{\"mode\": \"ok\"}\n".repeat(3)).unwrap();
+    // b's batch is the older: a worker ignoring --types would take it first, so it would be
+    // touched before a's batch is done.
+    let b = create(&db, &processors, cwd.path(), "b", &file);
+    let a = create(&db, &processors, cwd.path(), "a", &file);
+    let worker = spawn_worker(&db, &processors, cwd.path(), &["--types", "a"]);
+    assert_eq!(wait_until_finished(&db, a, Duration::from_secs(20)).await, "completed");
+    let stderr = stop(worker);
+
+    let (status, started, digest): (String, bool, Option<String>) = sqlx::query_as(
+        "SELECT status, started_at IS NOT NULL, processor_digest FROM import_batches WHERE id = $1",
+    )
+    .bind(b)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), started, digest), ("pending", false, None));
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM import_batch_items WHERE batch_id = '{b}'
+               AND (status <> 'pending' OR attempts <> 0 OR interruptions <> 0 OR started_at IS NOT NULL)"
+        ))
+        .await,
+        0,
+        "an item of b was attempted"
+    );
+    let mut conn = db.pool.acquire().await.unwrap();
+    assert_eq!(ingot::store::batches::counts(&mut conn, b).await.unwrap(), Default::default());
+    assert!(stderr.contains("serving a with"), "{stderr}");
+    assert!(stderr.contains("stopped after 3 items in 1 batches"), "{stderr}");
+}
+
+// A graceful stop mid-batch: the items in flight finish, nothing else is claimed, the batch stays
+// `processing` with the rest pending, and a later run finishes it with each item applied once.
+#[tokio::test]
+async fn sigterm_mid_batch_exits_at_once_and_leaves_the_rest_pending_for_a_later_run() {
+    const ITEMS: i64 = 500;
+    let db = TestDb::new().await;
+    // Each item writes its own row (a second write would break the key) and takes at least 20 ms,
+    // so the batch runs for 5 s or more with 2 workers: it is surely mid-way when the signal comes.
+    db.apply("CREATE TABLE slow_rows (n bigint PRIMARY KEY)").await;
+    let manifest = "[grants]\nslow_rows = [\"insert\"]\n";
+    let processors = Processors::new(&[("probe", &guest("probe"), Some(manifest))]);
+    let cwd = tempfile::tempdir().unwrap();
+    let file = cwd.path().join("items.ndjson");
+    let items: String = (0..ITEMS)
+        .map(|i| {
+            format!(
+                "{{\"mode\": \"sql\", \"sql\": \"INSERT INTO slow_rows (n) SELECT $1 FROM pg_sleep(0.02)\", \"params\": [{i}]}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&file, items).unwrap();
+    let id = create(&db, &processors, cwd.path(), "probe", &file);
+    let counts = || async {
+        let mut conn = db.pool.acquire().await.unwrap();
+        ingot::store::batches::counts(&mut conn, id).await.unwrap()
+    };
+
+    let mut worker = spawn_worker(&db, &processors, cwd.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counts().await.completed < 20 {
+        assert!(Instant::now() < deadline, "no progress within 60 s");
+        assert!(worker.try_wait().unwrap().is_none(), "the worker exited on its own");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sigterm(&worker);
+    let signalled = Instant::now();
+    while worker.try_wait().unwrap().is_none() {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "the worker did not stop within 5 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let output = worker.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+
+    let status: String = sqlx::query_scalar("SELECT status FROM import_batches WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "processing");
+    let stopped = counts().await;
+    assert!(stopped.completed > 0 && stopped.completed < ITEMS, "{stopped:?}");
+    assert_eq!((stopped.failed, stopped.skipped), (0, 0));
+    // The worker's own report is what the database holds: its in-flight items were finished, and
+    // committed, before it said it stopped.
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains(&format!("stopped after {} items in 1 batches", stopped.completed)), "{stderr}");
+    let db = &db;
+    let by_status = |status: &'static str| async move {
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM import_batch_items WHERE batch_id = '{id}' AND status = '{status}'"
+        ))
+        .await
+    };
+    assert_eq!(by_status("completed").await, stopped.completed, "the counters equal the item rows");
+    assert_eq!(by_status("pending").await, ITEMS - stopped.completed, "every other item is pending");
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM slow_rows").await, stopped.completed);
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM import_batch_items WHERE batch_id = '{id}' AND status = 'pending'
+               AND (attempts <> 0 OR interruptions <> 0)"
+        ))
+        .await,
+        0,
+        "a pending item carries an attempt"
+    );
+
+    let output = ingot_command(
+        cwd.path(),
+        &db.url,
+        processors.path(),
+        &["batch", "process", &id.to_string(), "--json"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    assert_eq!(json_of(&output)["status"], "completed");
+    assert_eq!(by_status("completed").await, ITEMS);
+    assert_eq!(counts().await.completed, ITEMS);
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM slow_rows").await, ITEMS);
+    assert_eq!(
+        db.scalar_i64(&format!(
+            "SELECT count(*) FROM import_batch_items WHERE batch_id = '{id}' AND attempts <> 1"
+        ))
+        .await,
+        0,
+        "an item was run more than once"
+    );
 }
 
 #[tokio::test]
