@@ -504,3 +504,58 @@ async fn forged_notifications_are_only_hints_a_worker_checks_against_the_databas
     let stderr = stop(worker);
     assert!(!stderr.contains("ERROR"), "{stderr}");
 }
+
+/// A long-running host keeps every processor version it has loaded in memory: with no compile
+/// cache at all, the batch that started on the old version still runs it after the file is
+/// replaced — and a host that never loaded it (a fresh runtime, no cache) can only run the new one.
+#[tokio::test]
+async fn a_host_keeps_every_version_it_has_loaded_in_memory() {
+    let db = TestDb::new().await;
+    let processors = Processors::new(&[("probe", &guest("probe"), None)]);
+    let uncached = || {
+        std::sync::Arc::new(
+            ingot::runtime::Runtime::new(ingot::runtime::RuntimeConfig {
+                cache_dir: None,
+                fuel_metering: false,
+            })
+            .unwrap(),
+        )
+    };
+    let host = support::manager(&db, &processors, uncached());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("items.ndjson");
+    std::fs::write(&file, "{\"mode\": \"ok\"}\n{\"mode\": \"ok\"}\n").unwrap();
+    let source = || InputSource::from_arg(file.to_str().unwrap(), None).unwrap();
+    let id = host.create("probe", source(), &CreateOptions::default()).await.unwrap();
+    let stopped = Progress::default();
+    stopped.stop();
+    let summary = host.process(id, &ProcessOptions::workers(1), Some(&stopped)).await.unwrap();
+    assert_eq!(summary.status, BatchStatus::Processing);
+    let started_with = summary.processor_digest.unwrap();
+    let other = host.create("probe", source(), &CreateOptions::default()).await.unwrap();
+    let stopped = Progress::default();
+    stopped.stop();
+    host.process(other, &ProcessOptions::workers(1), Some(&stopped)).await.unwrap();
+
+    std::fs::write(processors.path().join("probe.wasm"), std::fs::read(guest("customer_data")).unwrap())
+        .unwrap();
+    let summary = host.process(id, &ProcessOptions::workers(1), None).await.unwrap();
+    assert_eq!((summary.status, summary.completed), (BatchStatus::Completed, 2), "{:?}", summary.top_errors);
+    assert_eq!(
+        summary.processor_digest.as_deref(),
+        Some(started_with.as_str()),
+        "the same host kept the old version"
+    );
+    // A host without it runs what is installed now, and says so.
+    let fresh = support::manager(&db, &processors, uncached());
+    let summary = fresh.process(other, &ProcessOptions::workers(1), None).await.unwrap();
+    // customer_data ran: the probe's items have no email.
+    assert_eq!(summary.failed, 2, "{:?}", summary.top_errors);
+    assert_eq!(summary.top_errors[0].code.as_deref(), Some("invalid_email"));
+    let warned = db
+        .scalar_i64(&format!(
+            "SELECT count(*) FROM import_logs WHERE batch_id = '{other}' AND message LIKE '%is no longer available on this host%'"
+        ))
+        .await;
+    assert_eq!(warned, 1);
+}
