@@ -202,14 +202,8 @@ async fn sigterm_stops_gracefully_with_exit_code_5_and_the_batch_resumes() {
 /// reconnects and finishes the batch, each item exactly once.
 #[tokio::test]
 async fn a_postgres_restart_mid_batch_is_survived() {
-    let site = Site { url: String::new(), processors: customer_processors(), cwd: support::cluster_dir() };
+    let (site, options, pool) = embedded_site(false).await;
     let _stop = support::StopCluster(site.cwd.path(), site.processors.path());
-    let started = site.command(&["migrate"]).output().unwrap();
-    assert!(started.status.success(), "{}", stderr_of(&started));
-    let socket = site.cwd.path().join(".ingot/pg/run");
-    let options = PgConnectOptions::new().socket(&socket).username("ingot").database("ingot");
-    let pool = PgPoolOptions::new().max_connections(2).connect_with(options.clone()).await.unwrap();
-    sqlx::raw_sql(&support::example_schema("customer_data")).execute(&pool).await.unwrap();
     let id = site.create();
     let mut child = site.spawn_process(id);
     wait_for_progress(&pool, id, 0, &mut child).await;
@@ -334,8 +328,9 @@ async fn a_framework_write_that_cannot_succeed_fails_the_batch_with_a_clear_mess
     assert!(!stderr_of(&output).contains("panicked"));
 }
 
-/// An embedded cluster with customer_data's tables, and a pool on it.
-async fn embedded_site() -> (Site, PgConnectOptions, PgPool) {
+/// An embedded cluster with customer_data's tables, and a pool on it. `slow_wal`: the server
+/// flushes asynchronous commits on its own only every 10 s.
+async fn embedded_site(slow_wal: bool) -> (Site, PgConnectOptions, PgPool) {
     let site = Site { url: String::new(), processors: customer_processors(), cwd: support::cluster_dir() };
     let started = site.command(&["migrate"]).output().unwrap();
     assert!(started.status.success(), "{}", stderr_of(&started));
@@ -343,10 +338,12 @@ async fn embedded_site() -> (Site, PgConnectOptions, PgPool) {
     let options = PgConnectOptions::new().socket(&socket).username("ingot").database("ingot");
     let pool = PgPoolOptions::new().max_connections(2).connect_with(options.clone()).await.unwrap();
     sqlx::raw_sql(&support::example_schema("customer_data")).execute(&pool).await.unwrap();
-    // The server flushes asynchronous commits on its own every 200 ms; make it wait 10 s, so that
-    // only what Ingot itself waited for is on disk when the crash comes.
-    sqlx::query("ALTER SYSTEM SET wal_writer_delay = '10s'").execute(&pool).await.unwrap();
-    sqlx::query("SELECT pg_reload_conf()").execute(&pool).await.unwrap();
+    if slow_wal {
+        // The server flushes asynchronous commits on its own every 200 ms; make it wait 10 s, so
+        // that only what Ingot itself waited for is on disk when a crash comes.
+        sqlx::query("ALTER SYSTEM SET wal_writer_delay = '10s'").execute(&pool).await.unwrap();
+        sqlx::query("SELECT pg_reload_conf()").execute(&pool).await.unwrap();
+    }
     (site, options, pool)
 }
 
@@ -360,7 +357,7 @@ fn crash_and_restart(site: &Site) {
 
 #[tokio::test]
 async fn a_database_crash_mid_batch_with_batch_durability_loses_no_effect_and_applies_none_twice() {
-    let (site, options, pool) = embedded_site().await;
+    let (site, options, pool) = embedded_site(true).await;
     let _stop = support::StopCluster(site.cwd.path(), site.processors.path());
     let id = site.create();
     let mut child = site.spawn_process(id);
@@ -381,7 +378,7 @@ async fn a_database_crash_mid_batch_with_batch_durability_loses_no_effect_and_ap
 
 #[tokio::test]
 async fn a_summary_printed_just_before_a_database_crash_is_still_true_after_it() {
-    let (site, options, pool) = embedded_site().await;
+    let (site, options, pool) = embedded_site(true).await;
     let _stop = support::StopCluster(site.cwd.path(), site.processors.path());
     pool.close().await;
     for round in 0..3 {

@@ -1370,36 +1370,38 @@ async fn hostile_huge_error_messages_and_codes_are_cut_to_their_caps() {
     }
 }
 
-#[tokio::test]
-async fn hostile_processed_data_postgresql_refuses_fails_only_its_item() {
+/// Each JSON text, handed to the host in `field` of a probe item of `mode`, fails only its item
+/// with `code` and a reason naming `what` and why PostgreSQL would refuse it.
+async fn assert_json_refused(mode: &str, field: &str, code: &str, what: &str, cases: &[(String, &str)]) {
     for host in HOSTS {
         let arena = Arena::new(host).await;
-        for (json, why) in [
-            (r#"{"a":"\ud800"}"#, "surrogate"),
-            (r#"{"a": 1e999999}"#, "numeric"),
-            (&format!("{}1{}", "[".repeat(32_000), "]".repeat(32_000)) as &str, "nested"),
-        ] {
-            let (code, reason) = arena.attack_coded(json!({"mode": "raw_outcome", "json": json})).await;
-            assert_eq!(code, "invalid_outcome", "{reason}");
-            assert_reason(&reason, &["processed data", why]);
+        for (text, why) in cases {
+            let (got, reason) = arena.attack_coded(json!({"mode": mode, field: text})).await;
+            assert_eq!(got, code, "{reason}");
+            assert_reason(&reason, &[what, why]);
         }
     }
 }
 
 #[tokio::test]
+async fn hostile_processed_data_postgresql_refuses_fails_only_its_item() {
+    let cases = [
+        (r#"{"a":"\ud800"}"#.to_owned(), "surrogate"),
+        (r#"{"a": 1e999999}"#.to_owned(), "numeric"),
+        (format!("{}1{}", "[".repeat(32_000), "]".repeat(32_000)), "nested"),
+    ];
+    assert_json_refused("raw_outcome", "json", "invalid_outcome", "processed data", &cases).await;
+}
+
+#[tokio::test]
 async fn hostile_log_details_postgresql_refuses_fail_only_their_item() {
-    for host in HOSTS {
-        let arena = Arena::new(host).await;
-        for (details, why) in [
-            (r#"{"a":"\udc00"}"#, "surrogate"),
-            (r#"[1e999999]"#, "numeric"),
-            (&format!("{}1{}", "{\"a\":".repeat(10_000), "}".repeat(10_000)) as &str, "nested"),
-        ] {
-            let (code, reason) = arena.attack_coded(json!({"mode": "raw_log", "details": details})).await;
-            assert_eq!(code, "invalid_log", "{reason}");
-            assert_reason(&reason, &["log details", why]);
-        }
-    }
+    // Under the log details cap (64 KiB), so that the depth is what is refused.
+    let cases = [
+        (r#"{"a":"\udc00"}"#.to_owned(), "surrogate"),
+        (r#"[1e999999]"#.to_owned(), "numeric"),
+        (format!("{}1{}", "{\"a\":".repeat(10_000), "}".repeat(10_000)), "nested"),
+    ];
+    assert_json_refused("raw_log", "details", "invalid_log", "log details", &cases).await;
 }
 
 #[tokio::test]

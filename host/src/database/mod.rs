@@ -73,7 +73,7 @@ pub async fn open(
         .connect_with(options.application_name("ingot"))
         .await
         .map_err(|e| DatabaseError::Unreachable { target: target.clone(), message: e.to_string() })?;
-    store::migrate(&pool).await?;
+    store::ensure_migrated(&pool).await?;
     Ok(Database { pool, target })
 }
 

@@ -72,10 +72,23 @@ pub(crate) fn pg_json(s: &str) -> Cow<'_, str> {
 }
 
 /// Applies Ingot's migrations. Safe to run from several hosts at once: sqlx serialises
-/// migrators with an advisory lock, and applied migrations are skipped.
+/// migrators with an advisory lock, and applied migrations are skipped (their checksums checked).
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     MIGRATOR.run(pool).await?;
     Ok(())
+}
+
+/// Applies Ingot's migrations unless the newest one this binary knows is already applied, which
+/// one query tells: every command needs the schema, and most find it there (`ingot migrate`
+/// always runs them all, checksums included).
+pub async fn ensure_migrated(pool: &PgPool) -> Result<(), StoreError> {
+    let newest = MIGRATOR.iter().map(|m| m.version).max();
+    let applied: Result<Option<i64>, _> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await;
+    if newest.is_some() && matches!(applied, Ok(found) if found == newest) {
+        return Ok(());
+    }
+    migrate(pool).await
 }
 
 macro_rules! string_enum {
