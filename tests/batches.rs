@@ -648,14 +648,64 @@ async fn json_arrays_and_ndjson_become_one_item_per_element_or_line() {
     assert_eq!(data, [json!({"a": 1}), json!({"a": 2})]);
 }
 
+/// JSON items are stored exactly as written: numbers beyond f64's precision and beyond the
+/// i64/u64 range, high-precision decimals and trailing zeros come back digit for digit (jsonb
+/// keeps them as numeric), from a JSON array as from NDJSON, and a processor reads them so.
+#[tokio::test]
+async fn json_numbers_are_stored_exactly_as_written() {
+    let f = Fixture::new(None).await;
+    let numbers = [
+        "123456789012345.67",
+        "12345678901234567890123456789",
+        "0.1000000000000000055511151231257827",
+        "9223372036854775808",
+        "-9223372036854775809",
+        "18446744073709551616",
+        "1.10",
+        "100.00",
+        "0.000000000000000000000000000001",
+        "179769313486231570000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000.5",
+    ];
+    let items: Vec<String> =
+        numbers.iter().map(|n| format!("{{\"x\": {n}, \"path\": \"C:\\\\u0000\"}}")).collect();
+    let ndjson = items.join("\n");
+    let array = format!("[{}]", items.join(",\n"));
+    for (name, content) in [("exact.ndjson", ndjson), ("exact.json", array)] {
+        let id = f
+            .manager
+            .create("probe", f.file(name, content.as_bytes()), &CreateOptions::default())
+            .await
+            .unwrap();
+        let stored: Vec<String> = sqlx::query_scalar(
+            "SELECT source_data->>'x' FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index",
+        )
+        .bind(id)
+        .fetch_all(&f.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(stored, numbers, "{name}");
+        // An escaped backslash followed by "u0000" is text, not a NUL.
+        let paths: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT source_data->>'path' FROM import_batch_items WHERE batch_id = $1",
+        )
+        .bind(id)
+        .fetch_all(&f.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(paths, ["C:\\u0000"], "{name}");
+    }
+}
+
 #[tokio::test]
 async fn malformed_json_inputs_name_their_line_and_leave_no_batch() {
     let f = Fixture::new(None).await;
-    let cases: [(&str, &[u8], u64); 4] = [
+    let cases: [(&str, &[u8], u64); 6] = [
         ("bad.ndjson", b"{\"a\": 1}\n{\"a\": \n{\"a\": 3}\n", 2),
         ("bad.json", b"[\n{\"a\": 1},\n{\"a\" 2}\n]", 3),
         ("object.json", b"{\"a\": 1}", 1),
         ("nul.ndjson", b"{\"a\": \"\\u0000\"}\n", 1),
+        ("surrogate.ndjson", b"{\"a\": 1}\n{\"a\": \"\\ud800\"}\n", 2),
+        ("huge.ndjson", b"{\"a\": 1e999999}\n", 1),
     ];
     for (name, content, line) in cases {
         let error =

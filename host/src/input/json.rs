@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::BufRead;
 
 use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{InputError, ItemSink};
 
@@ -61,9 +61,11 @@ impl<'de> Visitor<'de> for ArraySeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(value) = seq.next_element::<Value>()? {
+        // Each element's text as written: parsing it into a Value would round its numbers
+        // through f64.
+        while let Some(value) = seq.next_element::<Box<RawValue>>()? {
             // The element's own line is not tracked by serde_json; the index identifies it.
-            if let Err(e) = self.sink.push(value.to_string(), 0) {
+            if let Err(e) = self.sink.push(value.get().to_owned(), 0) {
                 *self.failure = Some(e);
                 return Err(serde::de::Error::custom("stopped"));
             }
@@ -91,10 +93,7 @@ pub(super) fn parse_lines(mut reader: impl BufRead, sink: &mut ItemSink) -> Resu
         if text.is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            let message = e.to_string();
-            sink.malformed(number, message.split(" at line ").next().unwrap_or(&message).to_owned())
-        })?;
-        sink.push(value.to_string(), number)?;
+        // The line's text as written, checked as PostgreSQL will check it.
+        sink.push(text.to_owned(), number)?;
     }
 }

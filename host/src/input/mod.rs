@@ -167,15 +167,20 @@ pub(crate) struct ItemSink {
 }
 
 impl ItemSink {
-    /// Adds one item; a JSON value holding a NUL character is refused because PostgreSQL cannot
-    /// store it.
+    /// Adds one item, its JSON text kept exactly as written (PostgreSQL stores its numbers as
+    /// `numeric`, every digit). Text PostgreSQL would refuse is refused here, naming the line:
+    /// a NUL character (a `\u0000` escape), half a surrogate pair, a number out of range.
     pub(crate) fn push(&mut self, json: String, line: u64) -> Result<(), InputError> {
-        if json.contains("\\u0000") {
-            return Err(InputError::Malformed {
-                name: self.name.clone(),
-                line,
-                message: "the item contains a NUL character (\\u0000), which PostgreSQL cannot store".into(),
-            });
+        let refused = match crate::context::jsonb::check(&json) {
+            Ok(std::borrow::Cow::Borrowed(_)) => None,
+            Ok(std::borrow::Cow::Owned(_)) => {
+                Some("the item contains a NUL character (\\u0000), which PostgreSQL cannot store".to_owned())
+            }
+            Err(refused) if refused.syntax => Some(format!("the item is not valid JSON: {refused}")),
+            Err(refused) => Some(format!("PostgreSQL cannot store the item: {refused}")),
+        };
+        if let Some(message) = refused {
+            return Err(InputError::Malformed { name: self.name.clone(), line, message });
         }
         self.chunk.push(ParsedItem { json, line });
         self.items += 1;
