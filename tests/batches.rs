@@ -1044,3 +1044,42 @@ async fn a_serialization_failure_that_outlasts_max_attempts_fails_the_item_with_
         .count();
     assert_eq!(hooks, 2, "on-item-error runs once per item, when it finally fails");
 }
+
+/// A batch that cannot start is not left for a worker to take up later: a processor that does
+/// not load refuses the file before any batch exists, and a batch whose start fails after it was
+/// created (here: its manifest grants a table that does not exist) ends `failed`, with the
+/// reason, where no worker looks.
+#[tokio::test]
+async fn a_batch_that_cannot_start_is_failed_with_the_reason_and_never_taken_up() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("items.ndjson");
+    std::fs::write(&file, "{\"mode\": \"ok\"}\n").unwrap();
+    let source = || InputSource::from_arg(file.to_str().unwrap(), None).unwrap();
+
+    let broken = Processors::new(&[("probe", &guest("probe"), None)]);
+    std::fs::write(broken.path().join("probe.wasm"), b"\0asm but not really").unwrap();
+    let manager = support::manager(&db, &broken, support::runtime());
+    let error = manager
+        .run("probe", source(), &CreateOptions::default(), &ProcessOptions::workers(1), None)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("probe.wasm"), "{error}");
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM import_batches").await, 0, "no batch was created");
+
+    let missing = Processors::new(&[("probe", &guest("probe"), Some("[grants]\nnowhere = [\"select\"]\n"))]);
+    let manager = support::manager(&db, &missing, support::runtime());
+    let error = manager
+        .run("probe", source(), &CreateOptions::default(), &ProcessOptions::workers(1), None)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("no such table"), "{error}");
+    let (status, reason): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error_message FROM import_batches").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(status, "failed");
+    let reason = reason.unwrap_or_default();
+    assert!(reason.starts_with("the batch could not start:") && reason.contains("nowhere"), "{reason}");
+    let mut conn = db.pool.acquire().await.unwrap();
+    let next = ingot::store::batches::next_runnable(&mut conn, &["probe".to_owned()], &[]).await.unwrap();
+    assert_eq!(next, None, "a worker would take the refused batch up");
+}

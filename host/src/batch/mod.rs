@@ -463,23 +463,29 @@ impl BatchManager {
         if batch.status == BatchStatus::Completed {
             return self.summary(id).await;
         }
-        let mut processor = self.processor(&batch.batch_type)?;
-        // A batch already running keeps the processor version it started with, when this host
-        // still has it (in memory or in the compile cache), even if the .wasm was replaced since.
-        let mut replaced = None;
-        if batch.status == BatchStatus::Processing
-            && let Some(started) = batch.processor_digest.as_deref()
-            && started != processor.code.digest
-        {
-            match self.runtime.load_digest(started) {
-                Some(code) => processor.code = code,
-                None => replaced = Some(started.to_owned()),
+        let ready = self.get_ready(&mut conn, &batch, options).await;
+        let (processor, sandbox, session, replaced) = match ready {
+            Ok(ready) => ready,
+            // A batch that cannot start (its processor missing or broken, its manifest or grants
+            // invalid, a granted table missing) is failed with the reason, so that no worker takes
+            // it up later: its data was refused, and the operator was told so.
+            Err(e) if batch.status == BatchStatus::Pending && !e.is_transient() => {
+                let reason = format!("the batch could not start: {e}");
+                let framework = roles::framework_schema(&mut conn).await?;
+                batches::transition(
+                    &mut conn,
+                    &framework,
+                    None,
+                    id,
+                    batches::Transition::Fail { reason: &reason },
+                )
+                .await?;
+                return Err(e);
             }
-        }
-        let durability = options.durability.unwrap_or(processor.manifest.durability);
-        let sandbox = self.sandbox(&mut conn, &processor, durability).await?;
-        let session = self.first_session(&mut conn, &sandbox).await?;
+            Err(e) => return Err(e),
+        };
         drop(conn);
+        let durability = options.durability.unwrap_or(processor.manifest.durability);
         let scope = BatchScope {
             metrics: options.metrics.clone(),
             ..Self::scope(id, sandbox.settings.clone(), batch.stop_on_error, TxMode::PerItem, &processor)
@@ -547,6 +553,34 @@ impl BatchManager {
         self.summary(id).await
     }
 
+    /// The processor (the version a running batch started with, when this host has it), its
+    /// sandbox and a first session as its role; and the digest it started with when that
+    /// version is no longer here.
+    async fn get_ready(
+        &self,
+        conn: &mut PgConnection,
+        batch: &batches::Batch,
+        options: &ProcessOptions,
+    ) -> Result<(Processor, Sandbox, DbSession, Option<String>), BatchError> {
+        let mut processor = self.processor(&batch.batch_type)?;
+        // A batch already running keeps the processor version it started with, when this host
+        // still has it (in memory or in the compile cache), even if the .wasm was replaced since.
+        let mut replaced = None;
+        if batch.status == BatchStatus::Processing
+            && let Some(started) = batch.processor_digest.as_deref()
+            && started != processor.code.digest
+        {
+            match self.runtime.load_digest(started) {
+                Some(code) => processor.code = code,
+                None => replaced = Some(started.to_owned()),
+            }
+        }
+        let durability = options.durability.unwrap_or(processor.manifest.durability);
+        let sandbox = self.sandbox(conn, &processor, durability).await?;
+        let session = self.first_session(conn, &sandbox).await?;
+        Ok((processor, sandbox, session, replaced))
+    }
+
     /// Creates a batch from `source` and processes it: `ingot run`.
     pub async fn run(
         &self,
@@ -556,6 +590,9 @@ impl BatchManager {
         process: &ProcessOptions,
         progress: Option<&Progress>,
     ) -> Result<Summary, BatchError> {
+        // A processor that cannot load refuses the file before a batch exists (loading now also
+        // warms what processing will use).
+        self.processor(batch_type)?;
         let id = self.create(batch_type, source, create).await?;
         self.process(id, process, progress).await
     }
