@@ -1,6 +1,6 @@
 -- The server's check of each row a processor's statement returns (host/src/context/results.rs):
 -- a statement whose rows may be of any size runs as
---   WITH …, ingot_rows AS (<statement>) SELECT ingot_rows.* FROM ingot_rows
+--   WITH ..., ingot_rows AS (<statement>) SELECT ingot_rows.* FROM ingot_rows
 --   WHERE <schema>.ingot_row_fits(ingot_rows, <cap>)
 -- so that a row larger than the cap on query results is refused before it is sent: the host
 -- never has to hold it. It runs with the caller's rights on data the caller could read anyway;

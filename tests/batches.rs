@@ -612,6 +612,124 @@ async fn malformed_csv_rows_name_their_line() {
     assert_no_batch_left(&f).await;
 }
 
+/// Every error names the file's true line, whatever ends its lines (LF, CRLF as Excel writes,
+/// a lone CR as old Mac tools do), after multi-line quoted fields, in headers below blank lines,
+/// and in JSON arrays (the element's own line).
+#[tokio::test]
+async fn errors_name_the_true_line_whatever_ends_the_files_lines() {
+    let f = Fixture::new(None).await;
+    for end in ["\n", "\r\n", "\r"] {
+        let ragged = format!("a,b{end}1,2{end}3{end}4,5{end}");
+        let multiline = format!("a,b{end}\"x{end}y\",2{end}3{end}");
+        let header = format!("{end}{end}a,,c{end}1,2,3{end}");
+        for (csv, line, text) in [
+            (ragged, 3, "expected 2 fields"),
+            (multiline, 4, "expected 2 fields"),
+            (header, 3, "column 2 of the header row has no name"),
+        ] {
+            let error = f
+                .manager
+                .create("probe", csv_source(&f, csv.as_bytes()), &CreateOptions::default())
+                .await
+                .unwrap_err();
+            match &error {
+                BatchError::Input(InputError::Malformed { line: l, message, .. }) => {
+                    assert_eq!((*l, message.contains(text)), (line, true), "{end:?} {csv:?}: {error}");
+                }
+                other => panic!("expected a malformed-input error, got {other}"),
+            }
+        }
+    }
+    let array = f.file("lines.json", b"[\n  {\"a\": 1},\n  {\"a\": 2},\n  {\"a\": \"\\ud800\"}\n]\n");
+    let error = f.manager.create("probe", array, &CreateOptions::default()).await.unwrap_err();
+    assert!(matches!(error, BatchError::Input(InputError::Malformed { line: 4, .. })), "{error}");
+    assert_no_batch_left(&f).await;
+}
+
+/// Semicolon- and tab-separated files (spreadsheets in much of Europe) import as their columns,
+/// not as one column named "name;email".
+#[tokio::test]
+async fn semicolon_and_tab_separated_files_import_as_their_columns() {
+    let f = Fixture::new(None).await;
+    for csv in ["name;email;note\nAda;a@x.io;\"1,5; or 2\"\n", "name\temail\tnote\nAda\ta@x.io\t1,5; or 2\n"]
+    {
+        let id = f
+            .manager
+            .create("probe", csv_source(&f, csv.as_bytes()), &CreateOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            f.source_data(id).await,
+            [json!({"name": "Ada", "email": "a@x.io", "note": "1,5; or 2"})],
+            "{csv:?}"
+        );
+    }
+}
+
+/// What is not an item is said, not dropped: a line holding `""` is a record with one empty
+/// field (blank lines are skipped); an empty file, or a header alone, has nothing to import; a
+/// JSON array on an NDJSON line is not one item; and a header of 200,000 columns is read in
+/// linear time.
+#[tokio::test]
+async fn rows_and_files_that_hold_no_item_are_refused_not_dropped() {
+    let f = Fixture::new(None).await;
+    let cases: [(&str, &[u8], u64, &str); 5] = [
+        ("quoted.csv", b"a,b\n1,2\n\"\"\n3,4\n", 3, "expected 2 fields"),
+        ("empty.csv", b"", 1, "holds no items"),
+        ("header.csv", b"a,b\n\n", 1, "holds no items"),
+        ("empty.ndjson", b"\n\n", 1, "holds no items"),
+        ("array.ndjson", b"{\"a\": 1}\n[{\"a\": 2}, {\"a\": 3}]\n", 2, "this line is a JSON array"),
+    ];
+    for (name, content, line, text) in cases {
+        let error =
+            f.manager.create("probe", f.file(name, content), &CreateOptions::default()).await.unwrap_err();
+        match &error {
+            BatchError::Input(InputError::Malformed { line: l, message, .. }) => {
+                assert_eq!((*l, message.contains(text)), (line, true), "{name}: {error}");
+            }
+            other => panic!("{name}: expected a malformed-input error, got {other}"),
+        }
+    }
+    assert_no_batch_left(&f).await;
+    let columns = 200_000;
+    let header: Vec<String> = (0..columns).map(|i| format!("c{i}")).collect();
+    let row: Vec<String> = (0..columns).map(|i| i.to_string()).collect();
+    let csv = format!("{}\n{}\n", header.join(","), row.join(","));
+    let started = std::time::Instant::now();
+    let id =
+        f.manager.create("probe", csv_source(&f, csv.as_bytes()), &CreateOptions::default()).await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert_eq!(f.manager.summary(id).await.unwrap().total, 1);
+}
+
+/// A value PostgreSQL refuses while the items stream in (here a character a LATIN1 database
+/// cannot hold) is reported like a malformed line: the file, the line and the item, once.
+#[tokio::test]
+async fn an_item_postgresql_refuses_names_its_file_and_line() {
+    let db = TestDb::created_with("ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0").await;
+    let processors = Processors::new(&[("probe", &guest("probe"), Some(PROBE_GRANTS))]);
+    let manager = support::manager(&db, &processors, support::runtime());
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("names.csv");
+    let mut csv = String::from("name,note\n");
+    for i in 0..2_500 {
+        csv.push_str(&format!("n{i},\"two\nlines\"\n"));
+    }
+    csv.push_str("Müller,ok\nʤ,not latin1\n");
+    std::fs::write(&path, &csv).unwrap();
+    let source = InputSource::from_arg(path.to_str().unwrap(), None).unwrap();
+    let error = manager.create("probe", source, &CreateOptions::default()).await.unwrap_err();
+    match &error {
+        BatchError::Input(InputError::Malformed { name, line, message }) => {
+            assert!(name.ends_with("names.csv"), "{error}");
+            assert_eq!(*line, 1 + 2 * 2_500 + 2, "{error}");
+            assert!(message.contains("item 2501") && message.contains("LATIN1"), "{error}");
+        }
+        other => panic!("expected an error naming the line, got {other}"),
+    }
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM import_batches").await, 0);
+}
+
 #[tokio::test]
 async fn csv_quoting_crlf_bom_and_multiline_fields_parse_exactly() {
     let f = Fixture::new(None).await;
@@ -646,6 +764,12 @@ async fn json_arrays_and_ndjson_become_one_item_per_element_or_line() {
     assert_eq!(f.manager.summary(id).await.unwrap().total, 2);
     let data = f.source_data(id).await;
     assert_eq!(data, [json!({"a": 1}), json!({"a": 2})]);
+    // Pretty-printed elements: their line breaks and tabs are whitespace, not COPY's row and
+    // column separators; a backslash in a string stays one.
+    let pretty = f
+        .file("pretty.json", b"[\n\t{\n\t\t\"a\":\t1,\r\n\t\t\"p\": \"C:\\\\tmp\"\n\t},\n\t[\n1,\n2\n]\n]\n");
+    let id = f.manager.create("probe", pretty, &CreateOptions::default()).await.unwrap();
+    assert_eq!(f.source_data(id).await, [json!({"a": 1, "p": "C:\\tmp"}), json!([1, 2])]);
 }
 
 /// JSON items are stored exactly as written: numbers beyond f64's precision and beyond the

@@ -134,6 +134,12 @@ async fn exit_code_1_with_one_sentence_for_errors_outside_a_batch() {
     let missing = cli.run(&["run", "probe", "/nonexistent/input.csv"]);
     assert_eq!(code(&missing), 1);
     assert!(stderr_of(&missing).contains("/nonexistent/input.csv"), "{}", stderr_of(&missing));
+    assert_eq!(
+        stderr_of(&missing).matches("No such file or directory").count(),
+        1,
+        "said once: {}",
+        stderr_of(&missing)
+    );
     let file = cli.write("x.ndjson", &[json!({})]);
     let unknown = cli.run(&["run", "orders", &file]);
     assert_eq!(code(&unknown), 1);
@@ -293,6 +299,45 @@ async fn stdin_is_read_with_an_explicit_format() {
     let no_format = cli.run(&["run", "probe", "-"]);
     assert_eq!(code(&no_format), 1);
     assert!(stderr_of(&no_format).contains("--format"));
+
+    // Compressed, in Windows-1252, semicolon-separated, on stdin: the options and the magic
+    // bytes say how to read it, and source_info records what was found.
+    let (latin, _, _) = encoding_rs::WINDOWS_1252.encode("mode;name\nok;Müller\nok;café\n");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&latin).unwrap();
+    let gz = gz.finish().unwrap();
+    let mut child = ingot_command(
+        cli.cwd.path(),
+        &cli.db.url,
+        cli.processors.path(),
+        &["run", "probe", "-", "--format", "csv", "--encoding", "windows-1252", "--json"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    child.stdin.take().unwrap().write_all(&gz).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr_of(&output));
+    let summary = json_of(&output);
+    assert_eq!(summary["total"], 2);
+    let info = &summary["source_info"];
+    assert_eq!(
+        (&info["compression"], &info["encoding"], &info["delimiter"]),
+        (&json!("gzip"), &json!("windows-1252"), &json!(";"))
+    );
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT source_data->>'name' FROM import_batch_items i JOIN import_batches b ON b.id = i.batch_id \
+         WHERE b.source_info->>'compression' = 'gzip' ORDER BY item_index",
+    )
+    .fetch_all(&cli.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(names, ["Müller", "café"]);
+    let wrong = cli.run(&["run", "probe", "-", "--format", "json", "--delimiter", ";"]);
+    assert_eq!(code(&wrong), 1);
+    assert!(stderr_of(&wrong).contains("--delimiter applies to CSV"), "{}", stderr_of(&wrong));
 }
 
 #[tokio::test]

@@ -142,7 +142,7 @@ async fn python_transaction_feed_imports_exactly_the_valid_transactions() {
     // A processor error: an item the code does not expect raises; the item fails with the
     // Python exception, and the batch goes on.
     let odd = cwd.path().join("odd.ndjson");
-    std::fs::write(&odd, "[1, 2]\n{\"tx_id\": \"t99\", \"email\": \"ada@example.com\", \"amount\": \"1\", \"currency\": \"EUR\", \"occurred_at\": \"2026-03-01\"}\n").unwrap();
+    std::fs::write(&odd, "\"just text\"\n{\"tx_id\": \"t99\", \"email\": \"ada@example.com\", \"amount\": \"1\", \"currency\": \"EUR\", \"occurred_at\": \"2026-03-01\"}\n").unwrap();
     let output = ingot(
         cwd.path(),
         &db.url,
@@ -152,7 +152,7 @@ async fn python_transaction_feed_imports_exactly_the_valid_transactions() {
     let summary = json_of(&output);
     assert_eq!((summary["completed"].as_i64(), summary["failed"].as_i64()), (Some(1), Some(1)));
     let reason = summary["top_errors"][0]["message"].as_str().unwrap();
-    assert!(reason.contains("AttributeError: 'list' object has no attribute 'get'"), "{reason}");
+    assert!(reason.contains("AttributeError: 'str' object has no attribute 'get'"), "{reason}");
 }
 
 const PRODUCTS: &str = r#"[

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli.run()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ingot: {e:#}");
+            eprintln!("ingot: {}", ingot::cli::error_sentence(&e));
             ExitCode::from(exit::ERROR)
         }
     }

@@ -158,13 +158,24 @@ impl TestDb {
         sqlx::query_scalar("SELECT session_user::text").fetch_one(&self.pool).await.expect("session_user")
     }
 
+    /// A fresh database with Ingot's schema, created with `options` (e.g. another encoding).
+    pub async fn created_with(options: &str) -> TestDb {
+        let db = Self::empty_with(options).await;
+        ingot::store::migrate(&db.pool).await.expect("migrate");
+        db
+    }
+
     /// A fresh database without Ingot's schema.
     pub async fn empty() -> TestDb {
+        Self::empty_with("").await
+    }
+
+    async fn empty_with(options: &str) -> TestDb {
         let name = format!("ingot_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url())
             .await
             .expect("PostgreSQL must run at INGOT_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres)");
-        admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
+        admin.execute(format!("CREATE DATABASE {name} {options}").as_str()).await.expect("create database");
         let url = with_database(&admin_url(), &name);
         let pool = PgPoolOptions::new().max_connections(8).connect(&url).await.expect("connect");
         TestDb { url, pool, name }

@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::BatchError;
-use crate::input::{self, InputSource, SourceStats};
+use crate::input::{self, InputError, InputSource, SourceStats};
 use crate::store::batches::{self, NewBatch};
 
 /// Inserts the batch and streams its items in, inside the caller's open transaction.
@@ -33,40 +33,87 @@ async fn copy_items(
     batch_id: Uuid,
     source: InputSource,
 ) -> Result<SourceStats, BatchError> {
+    let source_name = source.name.clone();
     let mut reader = input::read(source);
     let mut copy = conn
         .copy_in_raw("COPY import_batch_items (id, batch_id, item_index, source_data) FROM STDIN")
         .await?;
+    let name = source_name.clone();
     let mut index: u64 = 0;
     let mut buffer = Vec::with_capacity(1 << 20);
+    let mut recent = RecentLines::default();
     while let Some(chunk) = reader.items.recv().await {
         buffer.clear();
+        recent.push(index, chunk.iter().map(|item| item.line).collect());
         for item in chunk {
-            // COPY's text format: tab-separated, one row per line, backslash escapes. JSON from
-            // serde_json has no raw control characters, so only backslashes need escaping.
+            // COPY's text format: tab-separated, one row per line, backslash escapes. An item's
+            // text is as written, so it may hold tabs and line breaks (as whitespace between
+            // tokens; JSON strings cannot hold them raw).
             let _ = write!(buffer, "{}\t{batch_id}\t{index}\t", Uuid::now_v7());
             for &b in item.json.as_bytes() {
-                if b == b'\\' {
-                    buffer.push(b'\\');
+                match b {
+                    b'\\' => buffer.extend_from_slice(b"\\\\"),
+                    b'\t' => buffer.extend_from_slice(b"\\t"),
+                    b'\n' => buffer.extend_from_slice(b"\\n"),
+                    b'\r' => buffer.extend_from_slice(b"\\r"),
+                    _ => buffer.push(b),
                 }
-                buffer.push(b);
             }
             buffer.push(b'\n');
             index += 1;
         }
         if let Err(e) = copy.send(buffer.as_slice()).await {
             drop(reader);
-            return Err(e.into());
+            return Err(recent.explain(&name, e));
         }
     }
     match reader.finish().await {
         Ok(stats) => {
-            copy.finish().await?;
+            copy.finish().await.map_err(|e| recent.explain(&name, e))?;
             Ok(stats)
         }
         Err(e) => {
             let _ = copy.abort("the input file is malformed").await;
             Err(e.into())
         }
+    }
+}
+
+/// The file lines of the items most recently sent to COPY: an item PostgreSQL refuses (a value
+/// too large for jsonb, a character the database's encoding lacks) is reported by its row of the
+/// COPY, which was sent a few chunks before the refusal arrives.
+#[derive(Default)]
+struct RecentLines {
+    chunks: std::collections::VecDeque<(u64, Vec<u64>)>,
+}
+
+impl RecentLines {
+    /// Chunks kept: far more than PostgreSQL can have buffered unread.
+    const KEEP: usize = 64;
+
+    fn push(&mut self, first_index: u64, lines: Vec<u64>) {
+        if self.chunks.len() == Self::KEEP {
+            self.chunks.pop_front();
+        }
+        self.chunks.push_back((first_index, lines));
+    }
+
+    /// `e` as an error naming the file, line and item, when it is about one item.
+    fn explain(&self, name: &str, e: sqlx::Error) -> BatchError {
+        let Some(db) = e.as_database_error() else { return e.into() };
+        let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() else { return e.into() };
+        let row = pg.r#where().and_then(|w| {
+            let rest =
+                &w[w.find("COPY import_batch_items, line ")? + "COPY import_batch_items, line ".len()..];
+            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok()
+        });
+        let Some(index) = row.and_then(|row| row.checked_sub(1)) else { return e.into() };
+        let line = self.chunks.iter().find_map(|(first, lines)| {
+            let offset = usize::try_from(index.checked_sub(*first)?).ok()?;
+            lines.get(offset).copied()
+        });
+        let detail = pg.detail().map(|d| format!(" ({d})")).unwrap_or_default();
+        let message = format!("item {index}: PostgreSQL cannot store it: {}{detail}", pg.message());
+        BatchError::Input(InputError::Malformed { name: name.to_owned(), line: line.unwrap_or(0), message })
     }
 }

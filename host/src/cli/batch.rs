@@ -18,7 +18,7 @@ pub(crate) enum BatchCommand {
     Create {
         /// The batch type: the processor's name.
         batch_type: String,
-        /// The input file (.csv, .json, .ndjson), or - for stdin.
+        /// The input file (.csv, .tsv, .json, .ndjson, .xlsx, .ods; plain, .gz or .zst), or - for stdin.
         file: String,
         #[command(flatten)]
         input: InputArgs,

@@ -225,6 +225,20 @@ pub(crate) fn exit_code(summary: &Summary) -> ExitCode {
 }
 
 /// The default worker count: one per core.
+/// A failure as one line: the error and each cause, where the cause adds something (an error
+/// that already quotes its source is not followed by it again).
+pub fn error_sentence(error: &anyhow::Error) -> String {
+    let mut sentence = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !sentence.contains(&text) {
+            sentence.push_str(": ");
+            sentence.push_str(&text);
+        }
+    }
+    sentence
+}
+
 pub(crate) fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }

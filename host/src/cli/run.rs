@@ -7,14 +7,14 @@ use clap::Args;
 use super::output;
 use super::{Env, default_workers, exit_code, process_to_end};
 use crate::batch::{CreateOptions, Durability};
-use crate::input::{Format, InputSource};
+use crate::input::{Format, InputSource, ReadOptions, TextEncoding};
 
 /// Arguments of `ingot run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// The batch type: the processor's name (processors/<TYPE>.wasm).
     batch_type: String,
-    /// The input file (.csv, .json, .ndjson), or - for stdin.
+    /// The input file (.csv, .tsv, .json, .ndjson, .xlsx, .ods; plain, .gz or .zst), or - for stdin.
     file: String,
     #[command(flatten)]
     input: InputArgs,
@@ -36,9 +36,18 @@ pub(crate) struct RunArgs {
 /// Options shared by the commands that read an input file.
 #[derive(Debug, Args)]
 pub(crate) struct InputArgs {
-    /// The input format; by default taken from the file extension.
+    /// The input format; by default taken from the file extension (.csv.gz and .csv.zst too).
     #[arg(long, value_enum)]
     format: Option<Format>,
+    /// The CSV delimiter: , ; | or \t (tab); by default detected from the header row.
+    #[arg(long, value_parser = parse_delimiter)]
+    delimiter: Option<u8>,
+    /// The text encoding of the file (default utf-8; a UTF-16 byte-order mark is recognised).
+    #[arg(long, value_enum)]
+    encoding: Option<TextEncoding>,
+    /// The sheet of an .xlsx or .ods file to read (default: the first).
+    #[arg(long)]
+    sheet: Option<String>,
     /// Stop the batch at its first failed item.
     #[arg(long)]
     stop_on_error: bool,
@@ -49,11 +58,25 @@ pub(crate) struct InputArgs {
 
 impl InputArgs {
     pub(crate) fn source(&self, file: &str) -> anyhow::Result<InputSource> {
-        Ok(InputSource::from_arg(file, self.format)?)
+        let options = ReadOptions {
+            format: self.format,
+            delimiter: self.delimiter,
+            encoding: self.encoding,
+            sheet: self.sheet.clone(),
+        };
+        Ok(InputSource::from_arg_with(file, options)?)
     }
 
     pub(crate) fn create_options(&self) -> CreateOptions {
         CreateOptions { stop_on_error: self.stop_on_error, metadata: self.metadata.clone() }
+    }
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "," | ";" | "|" => Ok(s.as_bytes()[0]),
+        "\\t" | "\t" | "tab" => Ok(b'\t'),
+        _ => Err("the delimiter must be one of , ; | or \\t (tab)".into()),
     }
 }
 

@@ -1,13 +1,50 @@
 //! JSON inputs: one array of items (streamed element by element, never held whole), or NDJSON
 //! (one value per line; blank lines are skipped).
 
+use std::cell::RefCell;
 use std::fmt;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
+use std::rc::Rc;
 
 use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::{InputError, ItemSink};
+
+/// Where the JSON parser is in the file (it reads one byte at a time), and the line where the
+/// element it is reading began.
+#[derive(Debug, Default)]
+struct Position {
+    line: u64,
+    after_cr: bool,
+    /// Waiting for the next element's first byte.
+    marked: bool,
+    element_line: u64,
+}
+
+/// A reader that keeps [`Position`] up to date.
+struct Lines<R> {
+    inner: R,
+    at: Rc<RefCell<Position>>,
+}
+
+impl<R: Read> Read for Lines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut at = self.at.borrow_mut();
+        for &b in &buf[..n] {
+            if (b == b'\n' && !at.after_cr) || b == b'\r' {
+                at.line += 1;
+            }
+            at.after_cr = b == b'\r';
+            if at.marked && !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b',' | b'[') {
+                at.marked = false;
+                at.element_line = at.line;
+            }
+        }
+        Ok(n)
+    }
+}
 
 /// Parses a top-level JSON array, handing each element to `sink` as soon as it is read.
 pub(super) fn parse_array(mut reader: impl BufRead, sink: &mut ItemSink) -> Result<(), InputError> {
@@ -18,9 +55,10 @@ pub(super) fn parse_array(mut reader: impl BufRead, sink: &mut ItemSink) -> Resu
     if bom {
         reader.consume(3);
     }
-    let mut de = serde_json::Deserializer::from_reader(reader);
+    let at = Rc::new(RefCell::new(Position { line: 1, ..Position::default() }));
+    let mut de = serde_json::Deserializer::from_reader(Lines { inner: reader, at: Rc::clone(&at) });
     let mut failure = None;
-    let seed = ArraySeed { sink, failure: &mut failure };
+    let seed = ArraySeed { sink, failure: &mut failure, at };
     let result = seed.deserialize(&mut de).and_then(|()| de.end());
     if let Some(failure) = failure {
         return Err(failure);
@@ -43,6 +81,7 @@ fn sink_error(sink: &ItemSink, e: &serde_json::Error) -> InputError {
 struct ArraySeed<'a> {
     sink: &'a mut ItemSink,
     failure: &'a mut Option<InputError>,
+    at: Rc<RefCell<Position>>,
 }
 
 impl<'de> DeserializeSeed<'de> for ArraySeed<'_> {
@@ -63,9 +102,11 @@ impl<'de> Visitor<'de> for ArraySeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         // Each element's text as written: parsing it into a Value would round its numbers
         // through f64.
-        while let Some(value) = seq.next_element::<Box<RawValue>>()? {
-            // The element's own line is not tracked by serde_json; the index identifies it.
-            if let Err(e) = self.sink.push(value.get().to_owned(), 0) {
+        loop {
+            self.at.borrow_mut().marked = true;
+            let Some(value) = seq.next_element::<Box<RawValue>>()? else { break };
+            let line = self.at.borrow().element_line;
+            if let Err(e) = self.sink.push(value.get().to_owned(), line) {
                 *self.failure = Some(e);
                 return Err(serde::de::Error::custom("stopped"));
             }
@@ -87,11 +128,17 @@ pub(super) fn parse_lines(mut reader: impl BufRead, sink: &mut ItemSink) -> Resu
             return Ok(());
         }
         number += 1;
-        let text = std::str::from_utf8(&line)
-            .map_err(|_| sink.malformed(number, "the text is not valid UTF-8; save the file as UTF-8"))?;
+        let text = std::str::from_utf8(&line).map_err(|_| sink.malformed(number, super::NOT_UTF8))?;
         let text = text.trim_start_matches('\u{feff}').trim();
         if text.is_empty() {
             continue;
+        }
+        if text.starts_with('[') {
+            return Err(sink.malformed(
+                number,
+                "this line is a JSON array, but NDJSON holds one item per line; for one array of items, \
+                 name the file .json or pass --format json",
+            ));
         }
         // The line's text as written, checked as PostgreSQL will check it.
         sink.push(text.to_owned(), number)?;
