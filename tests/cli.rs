@@ -862,3 +862,60 @@ async fn the_embedded_cluster_listens_on_its_own_socket_only_and_as_root_runs_as
         );
     }
 }
+
+/// `ingot batch cancel`: a running batch takes no new item from that moment (the one in flight
+/// finishes), its run ends `cancelled` with exit 4, and the batch is final: processing it again
+/// exits 1 saying so and processes nothing. A pending batch is cancelled before any item runs;
+/// cancelling twice says so; a completed batch cannot be cancelled.
+#[tokio::test]
+async fn a_cancelled_batch_takes_no_new_item_and_stays_cancelled() {
+    let cli = Cli::new().await;
+    cli.allow_slow_items();
+    let file = cli.write("slow.ndjson", &slow_items(40));
+    let mut child = cli.spawn(&["run", "probe", &file, "--workers", "1", "--json"]);
+    let done = "SELECT count(*) FROM import_batch_items WHERE status = 'completed'";
+    wait_for_count(&cli.db, done, 3, &mut child).await;
+    let id: String =
+        sqlx::query_scalar("SELECT id::text FROM import_batches").fetch_one(&cli.db.pool).await.unwrap();
+    let cancel = cli.run(&["batch", "cancel", &id, "--reason", "wrong file"]);
+    assert_eq!(code(&cancel), 0, "{}", stderr_of(&cancel));
+    let at_cancel = cli.db.scalar_i64(done).await;
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(code(&output), 4, "{}", stderr_of(&output));
+    let summary = json_of(&output);
+    assert_eq!(summary["status"], "cancelled");
+    let completed = cli.db.scalar_i64(done).await;
+    assert!(completed <= at_cancel + 1, "only the item in flight finished: {at_cancel} then {completed}");
+    assert_eq!(
+        cli.db.scalar_i64("SELECT count(*) FROM import_batch_items WHERE status = 'pending'").await,
+        40 - completed
+    );
+    assert!(completed < 40);
+
+    let again = cli.run(&["batch", "process", &id]);
+    assert_eq!(code(&again), 1);
+    assert!(stderr_of(&again).contains("was cancelled (wrong file)"), "{}", stderr_of(&again));
+    assert_eq!(cli.db.scalar_i64(done).await, completed, "nothing ran");
+    let twice = cli.run(&["batch", "cancel", &id]);
+    assert_eq!(code(&twice), 0);
+    assert!(String::from_utf8_lossy(&twice.stdout).contains("already cancelled"));
+    let show = cli.run(&["batch", "show", &id, "--json"]);
+    assert_eq!(json_of(&show)["status"], "cancelled");
+
+    let pending = cli.write("pending.ndjson", &[json!({"mode": "ok"}), json!({"mode": "ok"})]);
+    let created =
+        support::created_batch(&cli.run(&["batch", "create", "probe", &pending, "--json"])).to_string();
+    let cancel = cli.run(&["batch", "cancel", &created]);
+    assert!(String::from_utf8_lossy(&cancel.stdout).contains("its 2 pending items"), "{cancel:?}");
+    // A worker never takes either up.
+    let mut conn = cli.db.pool.acquire().await.unwrap();
+    let next = ingot::store::batches::next_runnable(&mut conn, &["probe".to_owned()], &[]).await.unwrap();
+    assert_eq!(next, None, "a worker would take a cancelled batch up");
+
+    let finished = cli.write("done.ndjson", &[json!({"mode": "ok"})]);
+    let run = json_of(&cli.run(&["run", "probe", &finished, "--json"]));
+    let batch = run["batch_id"].as_str().unwrap();
+    let refused = cli.run(&["batch", "cancel", batch]);
+    assert_eq!(code(&refused), 1);
+    assert!(stderr_of(&refused).contains("has completed"), "{}", stderr_of(&refused));
+}

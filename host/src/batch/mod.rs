@@ -37,6 +37,19 @@ pub enum BatchError {
     /// No such batch.
     #[error("batch {0} does not exist (see `ingot batch list`)")]
     NotFound(Uuid),
+    /// The batch was cancelled: it is final.
+    #[error(
+        "batch {id} was cancelled ({reason}); its pending items are never processed: to import them, create a new batch from the file"
+    )]
+    Cancelled {
+        /// The batch.
+        id: Uuid,
+        /// Why it was cancelled.
+        reason: String,
+    },
+    /// The batch completed: there is nothing left to cancel.
+    #[error("batch {0} has completed; there is nothing left to cancel")]
+    AlreadyCompleted(Uuid),
     /// The processor is missing or unusable.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -460,8 +473,13 @@ impl BatchManager {
     ) -> Result<Summary, BatchError> {
         let mut conn = self.connect().await?;
         let batch = batches::get(&mut conn, id).await?.ok_or(BatchError::NotFound(id))?;
-        if batch.status == BatchStatus::Completed {
-            return self.summary(id).await;
+        match batch.status {
+            BatchStatus::Completed => return self.summary(id).await,
+            BatchStatus::Cancelled => {
+                let reason = batch.error_message.unwrap_or_else(|| "cancelled".into());
+                return Err(BatchError::Cancelled { id, reason });
+            }
+            _ => {}
         }
         let ready = self.get_ready(&mut conn, &batch, options).await;
         let (processor, sandbox, session, replaced) = match ready {
@@ -579,6 +597,24 @@ impl BatchManager {
         let sandbox = self.sandbox(conn, &processor, durability).await?;
         let session = self.first_session(conn, &sandbox).await?;
         Ok((processor, sandbox, session, replaced))
+    }
+
+    /// Cancels a batch for good: its pending items are never claimed again (by any host), items
+    /// in flight finish, and the batch ends `cancelled` with `reason`. `false` when it already
+    /// was cancelled; an error when it completed.
+    pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<bool, BatchError> {
+        let mut conn = self.connect().await?;
+        let framework = roles::framework_schema(&mut conn).await?;
+        // One statement, committed on its own: from then on no claim takes an item of the batch.
+        let to = batches::Transition::Cancel { reason };
+        if batches::transition(&mut conn, &framework, None, id, to).await? {
+            return Ok(true);
+        }
+        let batch = batches::get(&mut conn, id).await?.ok_or(BatchError::NotFound(id))?;
+        match batch.status {
+            BatchStatus::Cancelled => Ok(false),
+            _ => Err(BatchError::AlreadyCompleted(id)),
+        }
     }
 
     /// Creates a batch from `source` and processes it: `ingot run`.

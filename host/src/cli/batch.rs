@@ -1,4 +1,4 @@
-//! `ingot batch create|process|show|list` and `ingot reprocess`.
+//! `ingot batch create|process|cancel|show|list` and `ingot reprocess`.
 
 use std::process::ExitCode;
 
@@ -36,6 +36,17 @@ pub(crate) enum BatchCommand {
         /// When item commits wait for the disk: batch or item (overrides the manifest).
         #[arg(long, value_enum)]
         durability: Option<Durability>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a batch for good: its pending items are never processed, items in flight finish.
+    Cancel {
+        /// The batch id.
+        id: Uuid,
+        /// Why (recorded as the batch's error, shown by `batch show`).
+        #[arg(long, default_value = "cancelled by an operator")]
+        reason: String,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -92,6 +103,22 @@ impl BatchCommand {
                 let workers = workers.unwrap_or_else(default_workers).max(1);
                 let manager = env.manager(workers).await?;
                 process_to_end(&manager, id, workers, durability, json).await
+            }
+            BatchCommand::Cancel { id, reason, json } => {
+                let manager = env.manager(1).await?;
+                let cancelled = manager.cancel(id, &reason).await?;
+                let summary = manager.summary(id).await?;
+                if json {
+                    output::json(&summary)?;
+                } else if cancelled {
+                    println!(
+                        "Cancelled batch {id}: its {} pending items will not be processed (items in flight finish)",
+                        summary.pending
+                    );
+                } else {
+                    println!("Batch {id} was already cancelled.");
+                }
+                Ok(ExitCode::from(exit::OK))
             }
             BatchCommand::Show { id, json } => {
                 let db = env.database(2).await?;

@@ -151,7 +151,7 @@ pub async fn metadata_text(conn: &mut PgConnection, id: Uuid) -> Result<Option<S
 /// Where a batch moves to, through `ingot_batch_transition`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition<'a> {
-    /// From pending, failed or cancelled to processing, recording the processor's sha256 and
+    /// From pending or failed to processing, recording the processor's sha256 and
     /// clearing any old error. Takes the batch row's lock until the transaction ends, so exactly
     /// one host runs the batch's start hooks.
     Start {
@@ -164,6 +164,11 @@ pub enum Transition<'a> {
     /// characters are scrubbed).
     Fail {
         /// Why.
+        reason: &'a str,
+    },
+    /// From pending, processing or failed to cancelled, for good: no item is claimed any more.
+    Cancel {
+        /// Why (shown as the batch's error).
         reason: &'a str,
     },
 }
@@ -184,6 +189,7 @@ pub async fn transition(
         Transition::Start { digest } => ("processing", Some(digest), None),
         Transition::Complete => ("completed", None, None),
         Transition::Fail { reason } => ("failed", None, Some(super::pg_text(reason))),
+        Transition::Cancel { reason } => ("cancelled", None, Some(super::pg_text(reason))),
     };
     let moved: bool =
         sqlx::query_scalar(&format!("SELECT {framework}.ingot_batch_transition($1, $2, $3, $4, $5)"))
