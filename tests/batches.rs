@@ -1207,3 +1207,44 @@ async fn a_batch_that_cannot_start_is_failed_with_the_reason_and_never_taken_up(
     let next = ingot::store::batches::next_runnable(&mut conn, &["probe".to_owned()], &[]).await.unwrap();
     assert_eq!(next, None, "a worker would take the refused batch up");
 }
+
+/// Error thresholds: once more items failed than `max_failures` allows (or a larger share than
+/// `max_failure_rate`, judged once 100 items have finished) the batch stops `failed` with the
+/// reason and the rest stays pending; processing it again goes on from there and stops again at
+/// the next failure over the threshold. The manifest's `[batch]` sets them too.
+#[tokio::test]
+async fn a_batch_over_its_failure_threshold_stops_failed_with_the_rest_pending() {
+    let f = Fixture::new(None).await;
+    let every = |n: usize, of: usize| -> Vec<Value> {
+        (0..of)
+            .map(|i| if i % n == n - 1 { json!({"mode": "invalid"}) } else { json!({"mode": "ok"}) })
+            .collect()
+    };
+    let counts = |s: &Summary| (s.status, s.completed, s.failed, s.pending);
+    let create = CreateOptions { max_failures: Some(2), ..Default::default() };
+    let summary = f.run(&every(3, 30), create, 1).await;
+    assert_eq!(counts(&summary), (BatchStatus::Failed, 6, 3, 21));
+    let reason = summary.error_message.clone().unwrap_or_default();
+    assert!(reason.contains("3 items failed, more than max_failures (2) allows"), "{reason}");
+    assert!(reason.contains(&format!("ingot batch process {}", summary.batch_id)), "{reason}");
+    let again = f.manager.process(summary.batch_id, &ProcessOptions::workers(1), None).await.unwrap();
+    assert_eq!(counts(&again), (BatchStatus::Failed, 8, 4, 18));
+
+    let create = CreateOptions { max_failure_rate: Some(0.25), ..Default::default() };
+    let summary = f.run(&every(2, 200), create, 1).await;
+    assert_eq!(counts(&summary), (BatchStatus::Failed, 50, 50, 100), "judged once 100 finished");
+    let reason = summary.error_message.unwrap_or_default();
+    assert!(reason.contains("50 of the 100 items finished so far failed (50.0 %)"), "{reason}");
+    // Under the rate, the batch completes with its failures.
+    let create = CreateOptions { max_failure_rate: Some(0.6), ..Default::default() };
+    let summary = f.run(&every(2, 200), create, 2).await;
+    assert_eq!(counts(&summary), (BatchStatus::Completed, 100, 100, 0));
+
+    let f = Fixture::new(Some("\n[batch]\nmax_failures = 0\n")).await;
+    let summary = f.run(&every(2, 3), CreateOptions::default(), 1).await;
+    assert_eq!(counts(&summary), (BatchStatus::Failed, 1, 1, 1));
+    let f = Fixture::new(Some("\n[batch]\nmax_failure_rate = 1.5\n")).await;
+    let error =
+        f.manager.create("probe", f.ndjson(&every(2, 2)), &CreateOptions::default()).await.unwrap_err();
+    assert!(error.to_string().contains("max_failure_rate must be a share"), "{error}");
+}

@@ -919,3 +919,25 @@ async fn a_cancelled_batch_takes_no_new_item_and_stays_cancelled() {
     assert_eq!(code(&refused), 1);
     assert!(stderr_of(&refused).contains("has completed"), "{}", stderr_of(&refused));
 }
+
+/// `--max-failures` and `--max-failure-rate` (a share or a percentage) fail the batch with exit 4
+/// once exceeded; a rate that is no share of the items is bad usage.
+#[tokio::test]
+async fn failure_thresholds_from_the_command_line_fail_the_batch_with_exit_4() {
+    let cli = Cli::new().await;
+    let items: Vec<Value> =
+        (0..10).map(|i| json!({"mode": if i % 2 == 0 { "invalid" } else { "ok" }})).collect();
+    let file = cli.write("half.ndjson", &items);
+    for threshold in [["--max-failures", "3"], ["--max-failure-rate", "25%"], ["--max-failure-rate", "0.25"]]
+    {
+        let output =
+            cli.run(&["run", "probe", &file, "--workers", "1", "--json", threshold[0], threshold[1]]);
+        assert_eq!(code(&output), 4, "{threshold:?}: {}", stderr_of(&output));
+        assert_eq!(json_of(&output)["status"], "failed");
+    }
+    let output = cli.run(&["run", "probe", &file, "--json", "--max-failures", "5"]);
+    assert_eq!(code(&output), 3, "5 failed is not more than 5: {}", stderr_of(&output));
+    let bad = cli.run(&["run", "probe", &file, "--max-failure-rate", "150%"]);
+    assert_eq!(code(&bad), 2);
+    assert!(stderr_of(&bad).contains("at most 1"), "{}", stderr_of(&bad));
+}

@@ -172,6 +172,11 @@ impl From<sqlx::Error> for BatchError {
 pub struct CreateOptions {
     /// Stop at the first failed item (also set by the processor's manifest).
     pub stop_on_error: bool,
+    /// Fail the batch once more items than this failed (default: the manifest's).
+    pub max_failures: Option<u64>,
+    /// Fail the batch once more than this share of its finished items failed (default: the
+    /// manifest's).
+    pub max_failure_rate: Option<f64>,
     /// Initial batch metadata (a JSON object).
     pub metadata: Option<Value>,
 }
@@ -431,6 +436,7 @@ impl BatchManager {
             max_attempts,
             batch_type: processor.batch_type.clone(),
             metrics: None,
+            thresholds: worker::Thresholds::default(),
         }
     }
 
@@ -506,6 +512,11 @@ impl BatchManager {
         let durability = options.durability.unwrap_or(processor.manifest.durability);
         let scope = BatchScope {
             metrics: options.metrics.clone(),
+            thresholds: worker::Thresholds {
+                max_failures: batch.max_failures,
+                max_failure_rate: batch.max_failure_rate,
+                total: batch.total_items,
+            },
             ..Self::scope(id, sandbox.settings.clone(), batch.stop_on_error, TxMode::PerItem, &processor)
         };
         let base_slot: i16 = (Uuid::new_v4().as_u128() % 64) as i16;
@@ -747,6 +758,8 @@ impl BatchManager {
                     source_info: source_info.clone(),
                     metadata: parent.metadata.clone(),
                     stop_on_error: parent.stop_on_error,
+                    max_failures: parent.max_failures,
+                    max_failure_rate: parent.max_failure_rate,
                     parent_batch_id: Some(parent_id),
                     retry_count: parent.retry_count + 1,
                 },
@@ -788,6 +801,11 @@ fn new_batch(batch_type: &str, manifest: &Manifest, options: &CreateOptions) -> 
         source_info: Value::Null,
         metadata: options.metadata.clone().unwrap_or_else(|| json!({})),
         stop_on_error: options.stop_on_error || manifest.stop_on_error,
+        max_failures: options
+            .max_failures
+            .or(manifest.max_failures)
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        max_failure_rate: options.max_failure_rate.or(manifest.max_failure_rate),
         parent_batch_id: None,
         retry_count: 0,
     }

@@ -48,6 +48,51 @@ pub(crate) struct BatchScope {
     pub(crate) batch_type: String,
     /// Where item outcomes are counted, in a long-running worker.
     pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The batch's error thresholds.
+    pub(crate) thresholds: Thresholds,
+}
+
+/// When failed items fail the batch: more than `max_failures` of them, or more than
+/// `max_failure_rate` of the finished items once a sample of them has finished (or of the whole
+/// batch, at any time).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Thresholds {
+    pub(crate) max_failures: Option<i64>,
+    pub(crate) max_failure_rate: Option<f64>,
+    /// Items in the batch.
+    pub(crate) total: i64,
+}
+
+impl Thresholds {
+    /// Finished items a rate is judged on (or the whole batch, when smaller): one early failure
+    /// is not a rate.
+    const RATE_SAMPLE: i64 = 100;
+
+    fn is_set(&self) -> bool {
+        self.max_failures.is_some() || self.max_failure_rate.is_some()
+    }
+
+    /// Why the batch must stop, given its failed and finished items.
+    fn exceeded(&self, failed: i64, finished: i64) -> Option<String> {
+        if let Some(max) = self.max_failures
+            && failed > max
+        {
+            return Some(format!("{failed} items failed, more than max_failures ({max}) allows"));
+        }
+        let rate = self.max_failure_rate?;
+        let sample = Self::RATE_SAMPLE.min(self.total).max(1);
+        let share = failed as f64 / finished.max(1) as f64;
+        // Judged on a sample of finished items, or at once when the failures already are more
+        // than that share of the whole batch, whatever the rest does.
+        let over = (finished >= sample && share > rate) || failed as f64 > rate * self.total as f64;
+        over.then(|| {
+            format!(
+                "{failed} of the {finished} items finished so far failed ({:.1} %), more than max_failure_rate ({} %) allows",
+                100.0 * share,
+                100.0 * rate
+            )
+        })
+    }
 }
 
 /// Signals shared by the workers of one `process` call.
@@ -484,6 +529,19 @@ impl Worker {
                 result.index,
                 result.error.as_deref().unwrap_or("failed")
             ));
+        }
+        if result.status == ItemStatus::Failed && batch.thresholds.is_set() {
+            // The batch's counts over every worker and host (committed: this item's included).
+            let (failed, finished) = match self.outer.as_mut() {
+                Some(outer) => batches::failed_of_finished(outer, batch.id).await?,
+                None => batches::failed_of_finished(&mut *self.host.acquire().await?, batch.id).await?,
+            };
+            if let Some(reason) = batch.thresholds.exceeded(failed, finished) {
+                shared.fail(format!(
+                    "stopped after item {}: {reason}; the other items stay pending (fix the cause, then `ingot batch process {}`)",
+                    result.index, batch.id
+                ));
+            }
         }
         Ok(Step::Processed)
     }

@@ -51,6 +51,13 @@ pub(crate) struct InputArgs {
     /// Stop the batch at its first failed item.
     #[arg(long)]
     stop_on_error: bool,
+    /// Fail the batch once more than N items failed (the rest stays pending, resumable).
+    #[arg(long, value_name = "N")]
+    max_failures: Option<u64>,
+    /// Fail the batch once more than this share of its items failed: 0.05 or 5% (of the finished
+    /// ones once 100 have finished, or of the whole batch).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    max_failure_rate: Option<f64>,
     /// Initial batch metadata, a JSON object.
     #[arg(long, value_parser = parse_metadata)]
     metadata: Option<serde_json::Value>,
@@ -68,8 +75,22 @@ impl InputArgs {
     }
 
     pub(crate) fn create_options(&self) -> CreateOptions {
-        CreateOptions { stop_on_error: self.stop_on_error, metadata: self.metadata.clone() }
+        CreateOptions {
+            stop_on_error: self.stop_on_error,
+            max_failures: self.max_failures,
+            max_failure_rate: self.max_failure_rate,
+            metadata: self.metadata.clone(),
+        }
     }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let (number, scale) = match s.trim().strip_suffix('%') {
+        Some(percent) => (percent.trim(), 100.0),
+        None => (s.trim(), 1.0),
+    };
+    let rate = number.parse::<f64>().map_err(|_| format!("{s:?} is not a number; write 0.05 or 5%"))? / scale;
+    crate::registry::manifest::check_failure_rate(rate)
 }
 
 fn parse_delimiter(s: &str) -> Result<u8, String> {

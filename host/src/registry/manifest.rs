@@ -14,6 +14,8 @@
 //!
 //! [batch]
 //! stop_on_error = false          # stop the batch at its first failed item
+//! max_failures = 100             # optional: fail the batch once more items than this failed
+//! max_failure_rate = 0.05        # optional: ... or once more than this share of them did
 //! max_attempts = 3               # attempts for retryable failures
 //! durability = "batch"           # or "item": a WAL flush per item (see README, Guarantees)
 //! ```
@@ -95,6 +97,8 @@ struct RawLimits {
 #[serde(deny_unknown_fields)]
 struct RawBatch {
     stop_on_error: Option<bool>,
+    max_failures: Option<u64>,
+    max_failure_rate: Option<f64>,
     max_attempts: Option<u32>,
     durability: Option<Durability>,
 }
@@ -128,6 +132,10 @@ pub struct Manifest {
     pub caps: Caps,
     /// Stop the batch at its first failed item.
     pub stop_on_error: bool,
+    /// Fail the batch once more items than this failed.
+    pub max_failures: Option<u64>,
+    /// Fail the batch once more than this share of its finished items failed.
+    pub max_failure_rate: Option<f64>,
     /// Attempts for retryable failures.
     pub max_attempts: u32,
     /// When item commits wait for the WAL flush.
@@ -144,6 +152,8 @@ impl Default for Manifest {
             limits,
             caps: Caps::default(),
             stop_on_error: false,
+            max_failures: None,
+            max_failure_rate: None,
             max_attempts: 3,
             durability: Durability::Batch,
         }
@@ -218,6 +228,11 @@ impl Manifest {
             Some(0) => return Err(fail("[batch] max_attempts must be at least 1".into())),
             other => other.unwrap_or(defaults.max_attempts),
         };
+        if let Some(rate) = raw.batch.max_failure_rate
+            && let Err(message) = check_failure_rate(rate)
+        {
+            return Err(fail(format!("[batch] max_failure_rate {message}")));
+        }
         let grants = raw
             .grants
             .into_iter()
@@ -234,9 +249,20 @@ impl Manifest {
             statement_timeout,
             caps,
             stop_on_error: raw.batch.stop_on_error.unwrap_or(false),
+            max_failures: raw.batch.max_failures,
+            max_failure_rate: raw.batch.max_failure_rate,
             max_attempts,
             durability: raw.batch.durability.unwrap_or_default(),
         })
+    }
+}
+
+/// A failure rate is a share of the finished items: above 0, at most 1 (0.05 is 5 %).
+pub fn check_failure_rate(rate: f64) -> Result<f64, String> {
+    if rate > 0.0 && rate <= 1.0 {
+        Ok(rate)
+    } else {
+        Err(format!("must be a share of the items above 0 and at most 1 (0.05 is 5 %), not {rate}"))
     }
 }
 

@@ -23,6 +23,10 @@ pub struct Batch {
     pub metadata: Value,
     /// Stop at the first failed item.
     pub stop_on_error: bool,
+    /// Fail once more items than this failed.
+    pub max_failures: Option<i64>,
+    /// Fail once more than this share of the finished items failed.
+    pub max_failure_rate: Option<f64>,
     /// sha256 of the processor that ran it.
     pub processor_digest: Option<String>,
     /// Items in the batch.
@@ -41,7 +45,7 @@ pub struct Batch {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-const BATCH_COLUMNS: &str = "id, batch_type, status, source_info, metadata, stop_on_error, processor_digest, \
+const BATCH_COLUMNS: &str = "id, batch_type, status, source_info, metadata, stop_on_error, max_failures, max_failure_rate, processor_digest, \
      total_items, error_message, retry_count, parent_batch_id, created_at, started_at, completed_at";
 
 fn batch_from_row(row: &sqlx::postgres::PgRow) -> Result<Batch, StoreError> {
@@ -54,6 +58,8 @@ fn batch_from_row(row: &sqlx::postgres::PgRow) -> Result<Batch, StoreError> {
         source_info: row.try_get("source_info")?,
         metadata: row.try_get("metadata")?,
         stop_on_error: row.try_get("stop_on_error")?,
+        max_failures: row.try_get("max_failures")?,
+        max_failure_rate: row.try_get("max_failure_rate")?,
         processor_digest: row.try_get("processor_digest")?,
         total_items: row.try_get("total_items")?,
         error_message: row.try_get("error_message")?,
@@ -78,6 +84,10 @@ pub struct NewBatch {
     pub metadata: Value,
     /// Stop at the first failed item.
     pub stop_on_error: bool,
+    /// Fail once more items than this failed.
+    pub max_failures: Option<i64>,
+    /// Fail once more than this share of the finished items failed.
+    pub max_failure_rate: Option<f64>,
     /// The batch it reprocesses.
     pub parent_batch_id: Option<Uuid>,
     /// 0, or the parent's + 1.
@@ -87,8 +97,9 @@ pub struct NewBatch {
 /// Inserts a pending batch with no items; [`set_total`] records the count once they are in.
 pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO import_batches (id, batch_type, source_info, metadata, stop_on_error, parent_batch_id, retry_count)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO import_batches (id, batch_type, source_info, metadata, stop_on_error, parent_batch_id, retry_count,
+                                     max_failures, max_failure_rate)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(batch.id)
     .bind(&batch.batch_type)
@@ -97,6 +108,8 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), Sto
     .bind(batch.stop_on_error)
     .bind(batch.parent_batch_id)
     .bind(batch.retry_count)
+    .bind(batch.max_failures)
+    .bind(batch.max_failure_rate)
     .execute(conn)
     .await?;
     Ok(())
@@ -282,6 +295,18 @@ pub async fn record(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// The batch's failed and finished (completed, failed or skipped) items, committed.
+pub async fn failed_of_finished(conn: &mut PgConnection, id: Uuid) -> Result<(i64, i64), StoreError> {
+    let counts: (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(failed), 0)::bigint, coalesce(sum(completed + failed + skipped), 0)::bigint
+         FROM import_batch_counters WHERE batch_id = $1",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    Ok(counts)
 }
 
 /// Whether any item of the batch is still pending (committed state: items in flight on other
