@@ -10,6 +10,9 @@
 //!   the sandbox's cost); and the same logic in Python and JavaScript (bench-only processors);
 //! - pgbench running the same statements (prepared), 1 and 2 clients, flushed and asynchronous;
 //! - creating batches of 100,000 and 1,000,000 items from CSV, against a raw COPY of the rows;
+//! - creating batches from a CSV file of BENCH_CREATE_MB megabytes (default 1,024) and from
+//!   1,000,000 NDJSON rows, against `psql \copy` of the same rows from a file (this part alone
+//!   with BENCH_ONLY=creation);
 //! - `ingot batch show` run as a command on the processed 1,000,000-item batch;
 //! - the peak RSS of `ingot batch process` over the 1,000,000-item batch (skip both large parts
 //!   with BENCH_LARGE=0).
@@ -51,13 +54,77 @@ fn write_csv(path: &Path, n: usize) {
     }
 }
 
+/// Customer `i` as the JSON item Ingot stores for it.
+fn customer_json(i: usize) -> Value {
+    let country = ["US", "DE", "", "FR"][i % 4];
+    json!({"email": format!("customer{i}@example.com"), "name": format!("Customer {i}"), "country": country})
+}
+
+/// Writes a CSV of about `megabytes` MB of customers; returns how many.
+fn write_csv_of_size(path: &Path, megabytes: u64) -> usize {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(file, "email,name,country").unwrap();
+    let (mut written, mut n) = (0_u64, 0_usize);
+    while written < megabytes << 20 {
+        let line = format!("customer{n}@example.com,Customer {n},{}\n", ["US", "DE", "", "FR"][n % 4]);
+        file.write_all(line.as_bytes()).unwrap();
+        written += line.len() as u64;
+        n += 1;
+    }
+    n
+}
+
+fn write_ndjson(path: &Path, n: usize) {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..n {
+        writeln!(file, "{}", customer_json(i)).unwrap();
+    }
+}
+
+/// Starts a timed part from a quiet disk: the files just written flushed, and the server's dirty
+/// pages checkpointed, so that neither side pays for the other's writes.
+async fn settle(db: &TestDb) {
+    assert!(std::process::Command::new("sync").status().is_ok_and(|s| s.success()), "sync failed");
+    sqlx::query("CHECKPOINT").execute(&db.pool).await.unwrap();
+}
+
+/// Seconds for `psql \copy` to load the rows Ingot would store for `n` customers, from a file in
+/// `dir` written beforehand (as Ingot reads its input from a file).
+async fn psql_copy(db: &TestDb, dir: &Path, n: usize) -> f64 {
+    let rows = dir.join("rows.copy");
+    {
+        let batch = uuid::Uuid::now_v7();
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&rows).unwrap());
+        for i in 0..n {
+            writeln!(file, "{}\t{batch}\t{i}\t{}", uuid::Uuid::now_v7(), customer_json(i)).unwrap();
+        }
+    }
+    settle(db).await;
+    let command = format!(
+        "\\copy import_batch_items (id, batch_id, item_index, source_data) FROM '{}'",
+        rows.display()
+    );
+    let started = Instant::now();
+    let output = tokio::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", &command, &db.url])
+        .output()
+        .await
+        .expect("psql must be installed for the creation benchmark");
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(output.status.success(), "psql \\copy failed: {}", String::from_utf8_lossy(&output.stderr));
+    let _ = std::fs::remove_file(&rows);
+    seconds
+}
+
 fn manager(db: &TestDb, runtime: &Arc<Runtime>, processors: &Processors) -> BatchManager {
     support::manager(db, processors, Arc::clone(runtime))
 }
 
 async fn create(manager: &BatchManager, csv: &Path) -> uuid::Uuid {
     let source = InputSource::from_arg(csv.to_str().unwrap(), None).unwrap();
-    manager.create("customer_data", source, &CreateOptions::default()).await.unwrap()
+    // Every measurement imports the same customers again.
+    let again = CreateOptions { allow_duplicate: true, ..CreateOptions::default() };
+    manager.create("customer_data", source, &again).await.unwrap()
 }
 
 /// customer_data's rules, compiled into the host.
@@ -367,6 +434,44 @@ fn median(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
+/// Creating batches from files against `psql \\copy` of the same rows: a CSV of
+/// BENCH_CREATE_MB megabytes (default 1,024) and 1,000,000 NDJSON rows.
+async fn creation_vs_psql(
+    runtime: &Arc<Runtime>,
+    processors: &Processors,
+    dir: &Path,
+    results: &mut serde_json::Map<String, Value>,
+) {
+    // From files to the stored rows, Ingot against psql's \copy of the same rows.
+    let megabytes: u64 = std::env::var("BENCH_CREATE_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    println!("\n{:<34} {:>12} {:>12} {:>8}", "batch creation (items/s)", "Ingot", "psql \\copy", "ratio");
+    for kind in ["csv", "ndjson"] {
+        let input = dir.join(format!("create.{kind}"));
+        let (n, label) = if kind == "csv" {
+            let n = write_csv_of_size(&input, megabytes);
+            (n, format!("CSV, {megabytes} MB ({n} items)"))
+        } else {
+            write_ndjson(&input, 1_000_000);
+            (1_000_000, "NDJSON, 1,000,000 items".to_owned())
+        };
+        let db = bench_db().await;
+        let copy = n as f64 / psql_copy(&db, dir, n).await;
+        db.apply("TRUNCATE import_batch_items").await;
+        settle(&db).await;
+        let manager = manager(&db, runtime, processors);
+        let started = Instant::now();
+        create(&manager, &input).await;
+        let ingot = n as f64 / started.elapsed().as_secs_f64();
+        println!("{label:<34} {ingot:>12.0} {copy:>12.0} {:>7.0}%   (target ≥ 70 %)", 100.0 * ingot / copy);
+        results.insert(
+            format!("creation_vs_psql_{kind}"),
+            json!({"items": n, "ingot": ingot, "psql_copy": copy}),
+        );
+        drop(db);
+        let _ = std::fs::remove_file(&input);
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("BENCH_ITEMS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
@@ -394,6 +499,12 @@ async fn main() {
     let machine = machine();
     let mut results = serde_json::Map::new();
     results.insert("machine".into(), json!(machine));
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "creation") {
+        println!("Ingot batch creation on {machine}");
+        creation_vs_psql(&runtime, &processors, files.path(), &mut results).await;
+        write_results(&results, "creation");
+        return;
+    }
     results.insert("items".into(), json!(n));
     // Each measurement is repeated (BENCH_REPEAT, default 3) with the kinds interleaved, so that
     // background noise hits them alike; medians are reported, and ratios are the median of the
@@ -574,12 +685,18 @@ async fn main() {
             drop(db);
             let _ = std::fs::remove_file(&big);
         }
+
+        creation_vs_psql(&runtime, &processors, files.path(), &mut results).await;
     }
+    write_results(&results, "throughput");
+}
+
+fn write_results(results: &serde_json::Map<String, Value>, name: &str) {
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
-    let json = serde_json::to_string_pretty(&Value::Object(results)).unwrap();
+    let json = serde_json::to_string_pretty(&Value::Object(results.clone())).unwrap();
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    std::fs::write(out.join(format!("throughput-{stamp}.json")), &json).unwrap();
-    std::fs::write(out.join("throughput-latest.json"), &json).unwrap();
-    println!("\nwritten to target/bench/throughput-latest.json");
+    std::fs::write(out.join(format!("{name}-{stamp}.json")), &json).unwrap();
+    std::fs::write(out.join(format!("{name}-latest.json")), &json).unwrap();
+    println!("\nwritten to target/bench/{name}-latest.json");
 }
