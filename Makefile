@@ -74,8 +74,8 @@ demo: processors release
 	@unset DATABASE_URL; set -e; \
 	$(INGOT) migrate; \
 	psql -q -h $(DEMO_DB) -U ingot -d ingot -f processors/customer_data/schema.sql; \
-	echo; echo "== ingot run customer_data processors/customer_data/sample.csv"; \
-	$(INGOT) run customer_data processors/customer_data/sample.csv || test $$? -eq 3; \
+	echo; echo "== ingot run customer_data processors/customer_data/sample.csv --allow-duplicate"; \
+	$(INGOT) run customer_data processors/customer_data/sample.csv --allow-duplicate || test $$? -eq 3; \
 	id=$$($(INGOT) batch list --limit 1 --json | sed -n 's/.*"batch_id": "\([^"]*\)".*/\1/p' | head -n1); \
 	item=$$($(INGOT) logs $$id --level error --json | sed -n 's/.*"item_index": *\([0-9]*\).*/\1/p' | head -n1); \
 	echo; echo "== ingot logs $$id --item $$item"; \

@@ -47,7 +47,9 @@ impl Fixture {
         self.file(&format!("{}.ndjson", Uuid::new_v4().simple()), text.as_bytes())
     }
 
+    /// Runs `items` as a new import (the same items may be run again: each run is its own file).
     async fn run(&self, items: &[Value], create: CreateOptions, workers: usize) -> Summary {
+        let create = CreateOptions { allow_duplicate: true, ..create };
         self.manager
             .run("probe", self.ndjson(items), &create, &ProcessOptions::workers(workers), None)
             .await
@@ -979,7 +981,20 @@ async fn summary_reports_top_errors_by_code_most_frequent_first() {
     let top: Vec<(Option<&str>, &str, i64)> =
         summary.top_errors.iter().map(|e| (e.code.as_deref(), e.message.as_str(), e.count)).collect();
     assert_eq!(top, [(Some("b"), "bee", 3), (Some("a"), "ay", 2)]);
+    assert_eq!(summary.top_errors_more, 0);
     assert!(summary.duration_ms.is_some() && summary.items_per_second.is_some());
+
+    // Sixty failures over twelve codes: ten are listed, the rest counted, and the two add up to
+    // every failed item, in `show` and in `list` alike.
+    let items: Vec<Value> = (0..60).map(|i| bad(&format!("c{:02}", i % 12), "no")).collect();
+    let summary = f.run(&items, CreateOptions::default(), 2).await;
+    assert_eq!(summary.top_errors.len(), 10);
+    assert_eq!(summary.top_errors.iter().map(|e| e.count).sum::<i64>() + summary.top_errors_more, 60);
+    assert_eq!(summary.top_errors_more, 10);
+    let mut conn = f.db.pool.acquire().await.unwrap();
+    let filter = ingot::store::batches::ListFilter { limit: 1, ..Default::default() };
+    let listed = ingot::store::batches::list(&mut conn, &filter).await.unwrap();
+    assert_eq!((listed[0].top_errors.len(), listed[0].top_errors_more), (10, 10));
 }
 
 #[tokio::test]
@@ -1247,4 +1262,48 @@ async fn a_batch_over_its_failure_threshold_stops_failed_with_the_rest_pending()
     let error =
         f.manager.create("probe", f.ndjson(&every(2, 2)), &CreateOptions::default()).await.unwrap_err();
     assert!(error.to_string().contains("max_failure_rate must be a share"), "{error}");
+}
+
+/// The same file imported twice as the same type is refused, naming the earlier batch and
+/// leaving no batch behind; `allow_duplicate` imports it anyway. Another type, other bytes, and
+/// an earlier batch refused before any item ran (the operator's fix is to import it again) do
+/// not count.
+#[tokio::test]
+async fn a_file_already_imported_is_refused_naming_the_earlier_batch() {
+    let f = Fixture::new(None).await;
+    let items = [json!({"mode": "ok"}), json!({"mode": "ok"})];
+    let first = f.run(&items, CreateOptions::default(), 1).await;
+    let text: String = items.iter().map(|i| format!("{i}\n")).collect();
+    let again = f.file("again.ndjson", text.as_bytes());
+    let error = f.manager.create("probe", again.clone(), &CreateOptions::default()).await.unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, BatchError::Duplicate { earlier, .. } if earlier == first.batch_id), "{message}");
+    assert!(
+        message.contains("again.ndjson was already imported as batch")
+            && message.contains("--allow-duplicate")
+    );
+    assert_eq!(
+        f.db.scalar_i64("SELECT count(*) FROM import_batches").await,
+        1,
+        "the refused one left nothing"
+    );
+    let dry = f.manager.dry_run("probe", again.clone(), &CreateOptions::default()).await.unwrap_err();
+    assert!(matches!(dry, BatchError::Duplicate { .. }), "{dry}");
+    let allowed = CreateOptions { allow_duplicate: true, ..Default::default() };
+    f.manager.create("probe", again.clone(), &allowed).await.unwrap();
+    let other = f.file("other.ndjson", b"{\"mode\": \"ok\"}\n");
+    f.manager.create("probe", other, &CreateOptions::default()).await.unwrap();
+
+    // Refused before any item ran: a processor that cannot start. The same file is then welcome.
+    let db = TestDb::new().await;
+    let processors =
+        Processors::new(&[("probe", &guest("probe"), Some("[grants]\nnowhere = [\"select\"]\n"))]);
+    let manager = support::manager(&db, &processors, support::runtime());
+    let file = f.file("refused.ndjson", b"{\"mode\": \"ok\"}\n");
+    manager
+        .run("probe", file.clone(), &CreateOptions::default(), &ProcessOptions::workers(1), None)
+        .await
+        .unwrap_err();
+    assert_eq!(db.scalar_i64("SELECT count(*) FROM import_batches WHERE status = 'failed'").await, 1);
+    manager.create("probe", file, &CreateOptions::default()).await.unwrap();
 }

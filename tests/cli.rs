@@ -623,7 +623,7 @@ async fn a_second_sigint_exits_at_once_and_the_item_in_flight_stays_pending_for_
 }
 
 /// The summary's keys as README lists them (plus `dry_run`, on dry runs only).
-const SUMMARY_KEYS: [&str; 19] = [
+const SUMMARY_KEYS: [&str; 20] = [
     "batch_id",
     "batch_type",
     "status",
@@ -643,6 +643,7 @@ const SUMMARY_KEYS: [&str; 19] = [
     "duration_ms",
     "items_per_second",
     "top_errors",
+    "top_errors_more",
 ];
 
 /// A log line's keys, as `store::logs::LogLine` serialises them.
@@ -702,7 +703,7 @@ async fn every_json_document_has_exactly_its_documented_keys() {
         (&json!(false), Some(ok_id.as_str()))
     );
 
-    let dry = json_of(&cli.run(&["run", "probe", &ok, "--dry-run", "--json"]));
+    let dry = json_of(&cli.run(&["run", "probe", &ok, "--dry-run", "--json", "--allow-duplicate"]));
     let mut dry_keys = summary.clone();
     dry_keys.insert("dry_run");
     assert_eq!(keys(&dry), dry_keys, "run --dry-run --json");
@@ -784,7 +785,8 @@ async fn a_progress_bar_appears_only_on_a_terminal_for_runs_over_a_second_and_ne
     let cli = Cli::new().await;
     cli.allow_slow_items();
     let slow = cli.write("slow.ndjson", &slow_items(40));
-    let run = ["run", "probe", slow.as_str(), "--workers", "1"];
+    // The same file, run again and again.
+    let run = ["run", "probe", slow.as_str(), "--workers", "1", "--allow-duplicate"];
 
     let stdout = |output: &std::process::Output| String::from_utf8_lossy(&output.stdout).into_owned();
     let (terminal, output) = on_terminal(&cli, &run, Terminal::Stderr);
@@ -930,14 +932,116 @@ async fn failure_thresholds_from_the_command_line_fail_the_batch_with_exit_4() {
     let file = cli.write("half.ndjson", &items);
     for threshold in [["--max-failures", "3"], ["--max-failure-rate", "25%"], ["--max-failure-rate", "0.25"]]
     {
-        let output =
-            cli.run(&["run", "probe", &file, "--workers", "1", "--json", threshold[0], threshold[1]]);
+        let output = cli.run(&[
+            "run",
+            "probe",
+            &file,
+            "--workers",
+            "1",
+            "--json",
+            "--allow-duplicate",
+            threshold[0],
+            threshold[1],
+        ]);
         assert_eq!(code(&output), 4, "{threshold:?}: {}", stderr_of(&output));
         assert_eq!(json_of(&output)["status"], "failed");
     }
-    let output = cli.run(&["run", "probe", &file, "--json", "--max-failures", "5"]);
+    let output = cli.run(&["run", "probe", &file, "--json", "--allow-duplicate", "--max-failures", "5"]);
     assert_eq!(code(&output), 3, "5 failed is not more than 5: {}", stderr_of(&output));
     let bad = cli.run(&["run", "probe", &file, "--max-failure-rate", "150%"]);
     assert_eq!(code(&bad), 2);
     assert!(stderr_of(&bad).contains("at most 1"), "{}", stderr_of(&bad));
+}
+
+/// Retention. `batch prune --older-than` deletes the ended batches created before that age, with
+/// their items, log lines and counters, in chunks; never a pending one or a newer one; `--type`
+/// and `--keep-failed` narrow it and `--dry-run` deletes nothing; a reprocess of a pruned batch
+/// keeps its items. `batch purge-source` removes the source data of completed items only, and a
+/// reprocess of every item leaves those out.
+#[tokio::test]
+async fn retention_prunes_old_ended_batches_and_purges_source_data() {
+    let cli = Cli::new().await;
+    let count = |sql: String| {
+        let db = &cli.db;
+        async move { db.scalar_i64(&sql).await }
+    };
+    let run = |name: &str, items: Vec<Value>| {
+        let file = cli.write(name, &items);
+        json_of(&cli.run(&["run", "probe", &file, "--json"]))["batch_id"].as_str().unwrap().to_owned()
+    };
+    let big = run("big.ndjson", (0..6_000).map(|i| json!({"mode": "log", "n": i})).collect());
+    let failed = run("failed.ndjson", vec![json!({"mode": "invalid", "code": "bad"}), json!({"mode": "ok"})]);
+    let child = json_of(&cli.run(&["reprocess", &failed, "--failed-only", "--json"]))["batch_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = cli.write("pending.ndjson", &[json!({"mode": "ok"})]);
+    let pending =
+        support::created_batch(&cli.run(&["batch", "create", "probe", &other, "--json"])).to_string();
+    let recent = run(
+        "recent.ndjson",
+        vec![json!({"mode": "ok", "secret": "x"}), json!({"mode": "invalid", "secret": "y"})],
+    );
+    cli.db
+        .apply(&format!(
+            "UPDATE import_batches SET created_at = now() - interval '100 days' WHERE id IN ('{big}', '{failed}', '{pending}')"
+        ))
+        .await;
+    assert!(count(format!("SELECT count(*) FROM import_logs WHERE batch_id = '{big}'")).await >= 6_000);
+
+    let ids = |output: &std::process::Output| -> Vec<String> {
+        let pruned = json_of(output);
+        pruned["batches"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+    };
+    let dry = cli.run(&["batch", "prune", "--older-than", "90d", "--keep-failed", "--dry-run", "--json"]);
+    assert_eq!(ids(&dry), [big.as_str()]);
+    assert_eq!(count("SELECT count(*) FROM import_batches".into()).await, 5, "a dry run deletes nothing");
+
+    let kept_failed = cli.run(&["batch", "prune", "--older-than", "90d", "--keep-failed", "--json"]);
+    assert_eq!(code(&kept_failed), 0, "{}", stderr_of(&kept_failed));
+    assert_eq!(ids(&kept_failed), [big.as_str()]);
+    assert_eq!(json_of(&kept_failed)["items"], 6_000);
+    for table in ["import_batch_items", "import_logs", "import_batch_counters", "import_batches"] {
+        let column = if table == "import_batches" { "id" } else { "batch_id" };
+        assert_eq!(
+            count(format!("SELECT count(*) FROM {table} WHERE {column} = '{big}'")).await,
+            0,
+            "{table}"
+        );
+    }
+    let typed = cli.run(&["batch", "prune", "--older-than", "90d", "--type", "other", "--json"]);
+    assert_eq!(ids(&typed), Vec::<String>::new());
+    let all = cli.run(&["batch", "prune", "--older-than", "90d", "--json"]);
+    assert_eq!(ids(&all), [failed.as_str()], "neither the pending batch nor the newer ones");
+    let (parent, items): (Option<uuid::Uuid>, i64) = sqlx::query_as(&format!(
+        "SELECT parent_batch_id, (SELECT count(*) FROM import_batch_items WHERE batch_id = b.id) FROM import_batches b WHERE id = '{child}'"
+    ))
+    .fetch_one(&cli.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((parent, items), (None, 1), "the reprocess keeps its items, not the link");
+    assert_eq!(count(format!("SELECT count(*) FROM import_batches WHERE id = '{pending}'")).await, 1);
+    let bad_age = cli.run(&["batch", "prune", "--older-than", "90 days"]);
+    assert_eq!(code(&bad_age), 2);
+
+    let purge = cli.run(&["batch", "purge-source", &recent, "--json"]);
+    assert_eq!(code(&purge), 0, "{}", stderr_of(&purge));
+    assert_eq!(json_of(&purge)["purged_items"], 1);
+    let secrets: Vec<(String, Option<String>, bool)> = sqlx::query_as(&format!(
+        "SELECT status, source_data->>'secret', source_purged_at IS NOT NULL FROM import_batch_items
+         WHERE batch_id = '{recent}' ORDER BY item_index"
+    ))
+    .fetch_all(&cli.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(secrets, [("completed".into(), None, true), ("failed".into(), Some("y".into()), false)]);
+    let shown = json_of(&cli.run(&["batch", "show", &recent, "--json"]));
+    assert_eq!(
+        (shown["completed"].as_i64(), shown["source_info"]["source_purged_items"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let again = json_of(&cli.run(&["reprocess", &recent, "--json"]));
+    assert_eq!(again["total"], 1, "the purged item is not run again: {again}");
+    let missing = cli.run(&["batch", "purge-source", "00000000-0000-0000-0000-000000000000"]);
+    assert_eq!(code(&missing), 1);
 }

@@ -1446,8 +1446,12 @@ async fn hostile_batch_hooks_whose_logs_postgresql_refuses_still_end_their_batch
         for hook in ["complete_log_details", "start_log_details"] {
             let path = arena.files.path().join(format!("{hook}.ndjson"));
             std::fs::write(&path, "{\"mode\": \"ok\"}\n{\"mode\": \"ok\"}\n").unwrap();
-            let create =
-                CreateOptions { metadata: Some(json!({ hook: r#"{"a":"\ud800"}"# })), ..Default::default() };
+            // Both files hold the same items: each is a new import.
+            let create = CreateOptions {
+                metadata: Some(json!({ hook: r#"{"a":"\ud800"}"# })),
+                allow_duplicate: true,
+                ..Default::default()
+            };
             let summary = arena
                 .manager
                 .run(

@@ -126,12 +126,16 @@ async fn python_transaction_feed_imports_exactly_the_valid_transactions() {
     .unwrap();
     assert_eq!(duplicate, ("skipped".into(), Some("duplicate".into())));
 
-    // The same file again: every good transaction is now a duplicate.
+    // The same file again: refused as a file already imported; let through, every good
+    // transaction is a duplicate the processor skips.
+    let refused =
+        ingot(cwd.path(), &db.url, processors.path(), &["run", "transaction_feed", file.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr_of(&refused));
     let again = json_of(&ingot(
         cwd.path(),
         &db.url,
         processors.path(),
-        &["run", "transaction_feed", file.to_str().unwrap(), "--json"],
+        &["run", "transaction_feed", file.to_str().unwrap(), "--json", "--allow-duplicate"],
     ));
     assert_eq!(
         (again["completed"].as_i64(), again["skipped"].as_i64(), again["failed"].as_i64()),

@@ -52,7 +52,8 @@ fn create(
         cwd,
         &db.url,
         processors.path(),
-        &["batch", "create", batch_type, file.to_str().unwrap(), "--json"],
+        // The tests make several batches from one file.
+        &["batch", "create", batch_type, file.to_str().unwrap(), "--json", "--allow-duplicate"],
     )
     .output()
     .unwrap();
@@ -526,13 +527,15 @@ async fn a_host_keeps_every_version_it_has_loaded_in_memory() {
     let file = dir.path().join("items.ndjson");
     std::fs::write(&file, "{\"mode\": \"ok\"}\n{\"mode\": \"ok\"}\n").unwrap();
     let source = || InputSource::from_arg(file.to_str().unwrap(), None).unwrap();
-    let id = host.create("probe", source(), &CreateOptions::default()).await.unwrap();
+    // Two batches of the same file, on purpose.
+    let twice = CreateOptions { allow_duplicate: true, ..CreateOptions::default() };
+    let id = host.create("probe", source(), &twice).await.unwrap();
     let stopped = Progress::default();
     stopped.stop();
     let summary = host.process(id, &ProcessOptions::workers(1), Some(&stopped)).await.unwrap();
     assert_eq!(summary.status, BatchStatus::Processing);
     let started_with = summary.processor_digest.unwrap();
-    let other = host.create("probe", source(), &CreateOptions::default()).await.unwrap();
+    let other = host.create("probe", source(), &twice).await.unwrap();
     let stopped = Progress::default();
     stopped.stop();
     host.process(other, &ProcessOptions::workers(1), Some(&stopped)).await.unwrap();

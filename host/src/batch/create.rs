@@ -11,15 +11,28 @@ use super::BatchError;
 use crate::input::{self, InputError, InputSource, SourceStats};
 use crate::store::batches::{self, NewBatch};
 
-/// Inserts the batch and streams its items in, inside the caller's open transaction.
+/// Inserts the batch and streams its items in, inside the caller's open transaction. A file
+/// already imported as a batch of the same type is refused unless `allow_duplicate`.
 pub(crate) async fn create_in_tx(
     conn: &mut PgConnection,
     mut batch: NewBatch,
     source: InputSource,
+    allow_duplicate: bool,
 ) -> Result<SourceStats, BatchError> {
     batch.source_info = json!({ "file_name": source.name, "format": source.format });
     batches::insert(conn, &batch).await?;
     let stats = copy_items(conn, batch.id, source).await?;
+    if !allow_duplicate
+        && let Some(earlier) =
+            batches::find_duplicate(conn, &batch.batch_type, &stats.sha256, batch.id).await?
+    {
+        return Err(BatchError::Duplicate {
+            name: stats.file_name,
+            earlier: earlier.id,
+            status: earlier.status.as_str().to_owned(),
+            created: earlier.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        });
+    }
     let source_info = serde_json::to_value(&stats).map_err(|e| BatchError::Host(e.to_string()))?;
     let total = i64::try_from(stats.items).map_err(|_| BatchError::Host("too many items".into()))?;
     batches::set_total(conn, batch.id, total, &source_info).await?;

@@ -47,6 +47,20 @@ pub enum BatchError {
         /// Why it was cancelled.
         reason: String,
     },
+    /// The file was already imported as a batch of the same type.
+    #[error(
+        "{name} was already imported as batch {earlier} ({status}, {created}); importing it again would apply every item twice: pass --allow-duplicate if that is what you want"
+    )]
+    Duplicate {
+        /// The file name.
+        name: String,
+        /// The earlier batch.
+        earlier: Uuid,
+        /// Its status.
+        status: String,
+        /// When it was created.
+        created: String,
+    },
     /// The batch completed: there is nothing left to cancel.
     #[error("batch {0} has completed; there is nothing left to cancel")]
     AlreadyCompleted(Uuid),
@@ -172,6 +186,8 @@ impl From<sqlx::Error> for BatchError {
 pub struct CreateOptions {
     /// Stop at the first failed item (also set by the processor's manifest).
     pub stop_on_error: bool,
+    /// Import the file even when a batch of the same type was already made from the same bytes.
+    pub allow_duplicate: bool,
     /// Fail the batch once more items than this failed (default: the manifest's).
     pub max_failures: Option<u64>,
     /// Fail the batch once more than this share of its finished items failed (default: the
@@ -455,7 +471,7 @@ impl BatchManager {
         let id = batch.id;
         let mut conn = self.connect().await?;
         items::begin(&mut conn, None).await?;
-        match create::create_in_tx(&mut conn, batch, source).await {
+        match create::create_in_tx(&mut conn, batch, source, options.allow_duplicate).await {
             Ok(_) => {
                 items::commit(&mut conn, None).await?;
                 Ok(id)
@@ -654,14 +670,13 @@ impl BatchManager {
         options: &CreateOptions,
     ) -> Result<Summary, BatchError> {
         let processor = self.processor(batch_type)?;
-        let batch = new_batch(batch_type, &processor.manifest, options);
         let mut conn = self.connect().await?;
         // The processor must log in as a role that exists (is committed) and holds exactly its
         // manifest's grants. Its own role is left as it is: the dry run makes a throwaway one
         // and drops it, so the database ends as it began.
         let sandbox = self.dry_run_sandbox(&mut conn, &processor).await?;
         let result = match self.first_session(&mut conn, &sandbox).await {
-            Ok(session) => self.dry_run_as(conn, session, &sandbox, &processor, batch, source).await,
+            Ok(session) => self.dry_run_as(conn, session, &sandbox, &processor, options, source).await,
             Err(e) => Err(e),
         };
         let mut conn = self.connect().await?;
@@ -698,18 +713,24 @@ impl BatchManager {
         session: DbSession,
         sandbox: &Sandbox,
         processor: &Processor,
-        batch: NewBatch,
+        options: &CreateOptions,
         source: InputSource,
     ) -> Result<Summary, BatchError> {
+        let batch = new_batch(&processor.batch_type, &processor.manifest, options);
+        let allow_duplicate = options.allow_duplicate;
         let id = batch.id;
         let scope = Self::scope(id, sandbox.settings.clone(), batch.stop_on_error, TxMode::DryRun, processor);
         let mut worker = self.worker_on(session, processor, sandbox, 0, "{}");
         items::begin(&mut conn, None).await?;
         worker.outer = Some(conn);
+        // Whether the processor's connection may hold a transaction to roll back: not when the
+        // file was refused before any item ran (a ROLLBACK then only draws a warning).
+        let mut items_ran = false;
         let result = async {
             let outer =
                 worker.outer.as_mut().ok_or_else(|| BatchError::Host("no dry-run transaction".into()))?;
-            create::create_in_tx(outer, batch, source).await?;
+            create::create_in_tx(outer, batch, source, allow_duplicate).await?;
+            items_ran = true;
             dry_run_items(&mut worker, &scope, processor).await?;
             let outer =
                 worker.outer.as_mut().ok_or_else(|| BatchError::Host("no dry-run transaction".into()))?;
@@ -719,7 +740,9 @@ impl BatchManager {
         if let Some(mut outer) = worker.outer.take() {
             let _ = items::rollback(&mut outer, None).await;
         }
-        worker.rollback_quietly(TxMode::PerItem).await;
+        if items_ran {
+            worker.rollback_quietly(TxMode::PerItem).await;
+        }
         if let Some(session) = worker.ctx.db.take() {
             session.disconnect().await;
         }

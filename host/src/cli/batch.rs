@@ -1,4 +1,4 @@
-//! `ingot batch create|process|cancel|show|list` and `ingot reprocess`.
+//! `ingot batch create|process|cancel|prune|purge-source|show|list` and `ingot reprocess`.
 
 use std::process::ExitCode;
 
@@ -51,6 +51,34 @@ pub(crate) enum BatchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete ended batches (completed, failed, cancelled) older than a given age, with their
+    /// items and logs, in short chunks.
+    Prune {
+        /// Their age: e.g. 90d, 12h, 2w, 30m.
+        #[arg(long, value_parser = parse_age)]
+        older_than: chrono::Duration,
+        /// Only batches of this type.
+        #[arg(long = "type")]
+        batch_type: Option<String>,
+        /// Keep batches that failed or have failed items.
+        #[arg(long)]
+        keep_failed: bool,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the source data of a batch's completed items (their status, target, processed data
+    /// and logs stay), e.g. for a privacy request.
+    PurgeSource {
+        /// The batch id.
+        id: Uuid,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a batch's summary.
     Show {
         /// The batch id.
@@ -74,6 +102,22 @@ pub(crate) enum BatchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_age(s: &str) -> Result<chrono::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: i64 =
+        number.parse().map_err(|_| format!("{s:?} is not an age; write e.g. 90d, 12h, 2w or 30m"))?;
+    let age = match unit {
+        "m" | "min" => chrono::Duration::try_minutes(n),
+        "h" => chrono::Duration::try_hours(n),
+        "d" => chrono::Duration::try_days(n),
+        "w" => chrono::Duration::try_weeks(n),
+        _ => None,
+    };
+    age.ok_or_else(|| format!("{s:?} is not an age; write e.g. 90d, 12h, 2w or 30m"))
 }
 
 fn parse_status(s: &str) -> Result<BatchStatus, String> {
@@ -117,6 +161,61 @@ impl BatchCommand {
                     );
                 } else {
                     println!("Batch {id} was already cancelled.");
+                }
+                Ok(ExitCode::from(exit::OK))
+            }
+            BatchCommand::Prune { older_than, batch_type, keep_failed, dry_run, json } => {
+                let db = env.database(2).await?;
+                let mut conn = db.pool.acquire().await?;
+                let before = chrono::Utc::now() - older_than;
+                let ids = batches::prunable(&mut conn, before, batch_type.as_deref(), keep_failed).await?;
+                let mut pruned = batches::Pruned::default();
+                if dry_run {
+                    pruned.batches = ids;
+                } else {
+                    for id in ids {
+                        if let Some((items, logs)) = batches::prune(&mut conn, id).await? {
+                            pruned.batches.push(id);
+                            pruned.items += items;
+                            pruned.log_lines += logs;
+                        }
+                    }
+                }
+                if json {
+                    output::json(&pruned)?;
+                } else if dry_run {
+                    println!(
+                        "Would delete {} batches created before {}:",
+                        pruned.batches.len(),
+                        before.format("%Y-%m-%d %H:%M UTC")
+                    );
+                    for id in &pruned.batches {
+                        println!("  {id}");
+                    }
+                } else {
+                    println!(
+                        "Deleted {} batches created before {}, with {} items and {} log lines",
+                        pruned.batches.len(),
+                        before.format("%Y-%m-%d %H:%M UTC"),
+                        pruned.items,
+                        pruned.log_lines
+                    );
+                }
+                Ok(ExitCode::from(exit::OK))
+            }
+            BatchCommand::PurgeSource { id, json } => {
+                let db = env.database(2).await?;
+                let mut conn = db.pool.acquire().await?;
+                if batches::get(&mut conn, id).await?.is_none() {
+                    anyhow::bail!("batch {id} does not exist (see `ingot batch list`)");
+                }
+                let purged = batches::purge_source(&mut conn, id).await?;
+                if json {
+                    output::json(&serde_json::json!({"batch_id": id, "purged_items": purged}))?;
+                } else {
+                    println!(
+                        "Removed the source data of {purged} completed items of batch {id} (their status, target and logs stay)"
+                    );
                 }
                 Ok(ExitCode::from(exit::OK))
             }

@@ -75,6 +75,12 @@ pub(crate) fn summary(summary: &Summary) {
         for (e, code) in summary.top_errors.iter().zip(&codes) {
             out.push_str(&format!("    {:>6} × {code:width$}  {}\n", e.count, safe(&e.message)));
         }
+        if summary.top_errors_more > 0 {
+            out.push_str(&format!(
+                "    {:>6} × other codes (see `ingot logs {} --level error`)\n",
+                summary.top_errors_more, summary.batch_id
+            ));
+        }
     }
     if !summary.dry_run && (summary.failed > 0 || summary.status == BatchStatus::Failed) {
         out.push_str(&format!("  next: ingot logs {} --level error\n", summary.batch_id));

@@ -51,6 +51,9 @@ pub(crate) struct InputArgs {
     /// Stop the batch at its first failed item.
     #[arg(long)]
     stop_on_error: bool,
+    /// Import the file even if a batch of the same type was already made from the same bytes.
+    #[arg(long)]
+    allow_duplicate: bool,
     /// Fail the batch once more than N items failed (the rest stays pending, resumable).
     #[arg(long, value_name = "N")]
     max_failures: Option<u64>,
@@ -77,6 +80,7 @@ impl InputArgs {
     pub(crate) fn create_options(&self) -> CreateOptions {
         CreateOptions {
             stop_on_error: self.stop_on_error,
+            allow_duplicate: self.allow_duplicate,
             max_failures: self.max_failures,
             max_failure_rate: self.max_failure_rate,
             metadata: self.metadata.clone(),

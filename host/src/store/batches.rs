@@ -297,6 +297,38 @@ pub async fn record(
     Ok(())
 }
 
+/// An earlier batch of `batch_type` made from a file with the bytes `sha256` (not a reprocess),
+/// other than `id`, that imported or may still import something: pending, processing or
+/// completed, or stopped after at least one item completed. A batch refused before any item ran
+/// (a missing table, say) does not count: importing the file again is then the fix. Waits for
+/// any other transaction checking the same file, so two hosts importing it at once cannot both
+/// pass.
+pub async fn find_duplicate(
+    conn: &mut PgConnection,
+    batch_type: &str,
+    sha256: &str,
+    id: Uuid,
+) -> Result<Option<Batch>, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))")
+        .bind(batch_type)
+        .bind(sha256)
+        .execute(&mut *conn)
+        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {BATCH_COLUMNS} FROM import_batches b
+         WHERE batch_type = $1 AND source_info->>'sha256' = $2 AND id <> $3 AND parent_batch_id IS NULL
+           AND (status IN ('pending', 'processing', 'completed')
+                OR EXISTS (SELECT 1 FROM import_batch_counters c WHERE c.batch_id = b.id AND c.completed > 0))
+         ORDER BY created_at DESC LIMIT 1"
+    ))
+    .bind(batch_type)
+    .bind(sha256)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(batch_from_row).transpose()
+}
+
 /// The batch's failed and finished (completed, failed or skipped) items, committed.
 pub async fn failed_of_finished(conn: &mut PgConnection, id: Uuid) -> Result<(i64, i64), StoreError> {
     let counts: (i64, i64) = sqlx::query_as(
@@ -367,13 +399,24 @@ pub struct TopError {
     pub count: i64,
 }
 
-/// The most frequent failure codes of the batch's failed items, most frequent first.
-pub async fn top_errors(conn: &mut PgConnection, id: Uuid, limit: i64) -> Result<Vec<TopError>, StoreError> {
+/// Failure codes a summary lists; the failed items of the other codes are counted together.
+pub const TOP_ERROR_CODES: i64 = 10;
+
+/// The most frequent failure codes of the batch's failed items, most frequent first, at most
+/// `limit` of them; and how many failed items have a code not listed.
+pub async fn top_errors(
+    conn: &mut PgConnection,
+    id: Uuid,
+    limit: i64,
+) -> Result<(Vec<TopError>, i64), StoreError> {
     let rows = sqlx::query(
-        "SELECT error_code, mode() WITHIN GROUP (ORDER BY error_message) AS message, count(*) AS n
-         FROM import_batch_items
-         WHERE batch_id = $1 AND status = 'failed'
-         GROUP BY error_code
+        "WITH codes AS (
+             SELECT error_code, mode() WITHIN GROUP (ORDER BY error_message) AS message, count(*) AS n
+             FROM import_batch_items
+             WHERE batch_id = $1 AND status = 'failed'
+             GROUP BY error_code)
+         SELECT error_code, message, n, sum(n) OVER ()::bigint AS all_failed
+         FROM codes
          ORDER BY n DESC, error_code NULLS LAST
          LIMIT $2",
     )
@@ -381,7 +424,12 @@ pub async fn top_errors(conn: &mut PgConnection, id: Uuid, limit: i64) -> Result
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.iter()
+    let all_failed: i64 = match rows.first() {
+        Some(row) => row.try_get("all_failed")?,
+        None => 0,
+    };
+    let top = rows
+        .iter()
         .map(|row| {
             Ok(TopError {
                 code: row.try_get("error_code")?,
@@ -389,7 +437,9 @@ pub async fn top_errors(conn: &mut PgConnection, id: Uuid, limit: i64) -> Result
                 count: row.try_get("n")?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let listed: i64 = top.iter().map(|e| e.count).sum();
+    Ok((top, all_failed - listed))
 }
 
 /// Everything `ingot batch show` and `ingot run` report about a batch.
@@ -431,8 +481,10 @@ pub struct Summary {
     pub duration_ms: Option<i64>,
     /// Finished items per second of processing time.
     pub items_per_second: Option<f64>,
-    /// The most frequent failure codes.
+    /// The most frequent failure codes (at most ten).
     pub top_errors: Vec<TopError>,
+    /// Failed items whose code is not among `top_errors`.
+    pub top_errors_more: i64,
     /// True for a dry run: nothing it reports was kept.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -440,7 +492,7 @@ pub struct Summary {
 
 impl Summary {
     /// Builds a summary from a batch row, its counts and its top errors.
-    pub fn new(batch: Batch, counts: Counts, top_errors: Vec<TopError>) -> Self {
+    pub fn new(batch: Batch, counts: Counts, (top_errors, top_errors_more): (Vec<TopError>, i64)) -> Self {
         let end = batch.completed_at.unwrap_or_else(Utc::now);
         let duration_ms = batch.started_at.map(|start| (end - start).num_milliseconds().max(0));
         #[allow(clippy::cast_precision_loss)]
@@ -466,6 +518,7 @@ impl Summary {
             duration_ms,
             items_per_second,
             top_errors,
+            top_errors_more,
             dry_run: false,
         }
     }
@@ -477,7 +530,7 @@ pub async fn summary(conn: &mut PgConnection, id: Uuid) -> Result<Option<Summary
         return Ok(None);
     };
     let counts = counts(conn, id).await?;
-    let top = top_errors(conn, id, 5).await?;
+    let top = top_errors(conn, id, TOP_ERROR_CODES).await?;
     Ok(Some(Summary::new(batch, counts, top)))
 }
 
@@ -509,7 +562,11 @@ pub async fn list(conn: &mut PgConnection, filter: &ListFilter) -> Result<Vec<Su
     for row in &rows {
         let batch = batch_from_row(row)?;
         let counts = counts(conn, batch.id).await?;
-        out.push(Summary::new(batch, counts, Vec::new()));
+        let top = match counts.failed {
+            0 => (Vec::new(), 0),
+            _ => top_errors(conn, batch.id, TOP_ERROR_CODES).await?,
+        };
+        out.push(Summary::new(batch, counts, top));
     }
     Ok(out)
 }
@@ -526,7 +583,7 @@ pub async fn copy_items_from(
         "INSERT INTO import_batch_items (id, batch_id, item_index, source_data)
          SELECT gen_random_uuid(), $2, item_index, source_data
          FROM import_batch_items
-         WHERE batch_id = $1 AND (NOT $3 OR status = 'failed')
+         WHERE batch_id = $1 AND (NOT $3 OR status = 'failed') AND source_purged_at IS NULL
          ORDER BY item_index",
     )
     .bind(parent)
@@ -535,6 +592,116 @@ pub async fn copy_items_from(
     .execute(conn)
     .await?;
     i64::try_from(done.rows_affected()).map_err(|_| StoreError::Corrupt("too many items".into()))
+}
+
+/// Rows deleted or changed per statement by retention, so that no statement holds its locks
+/// (or its WAL) for long and other work interleaves.
+const RETENTION_CHUNK: i64 = 5_000;
+
+/// What [`prune`] would delete or deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    /// The batches.
+    pub batches: Vec<Uuid>,
+    /// Their items.
+    pub items: i64,
+    /// Their log lines.
+    pub log_lines: i64,
+}
+
+/// The batches created before `before` that have ended (completed, failed or cancelled), of
+/// `batch_type` if given, and (with `keep_failed`) without a failed item or a failed status,
+/// oldest first.
+pub async fn prunable(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    batch_type: Option<&str>,
+    keep_failed: bool,
+) -> Result<Vec<Uuid>, StoreError> {
+    let ids = sqlx::query_scalar(
+        "SELECT b.id FROM import_batches b
+         WHERE b.created_at < $1 AND b.status IN ('completed', 'failed', 'cancelled')
+           AND ($2::text IS NULL OR b.batch_type = $2)
+           AND NOT ($3 AND (b.status = 'failed'
+                OR EXISTS (SELECT 1 FROM import_batch_counters c WHERE c.batch_id = b.id AND c.failed > 0)))
+         ORDER BY b.created_at",
+    )
+    .bind(before)
+    .bind(batch_type)
+    .bind(keep_failed)
+    .fetch_all(conn)
+    .await?;
+    Ok(ids)
+}
+
+/// Deletes batch `id` — its log lines and items in chunks, each its own transaction, then the
+/// batch and its counters — if it has ended. Returns the items and log lines deleted; `None`
+/// when the batch is not there or has not ended (it is left alone). An interrupted prune leaves
+/// the batch with part of its rows; pruning again finishes it.
+pub async fn prune(conn: &mut PgConnection, id: Uuid) -> Result<Option<(i64, i64)>, StoreError> {
+    let ended: Option<bool> = sqlx::query_scalar(
+        "SELECT status IN ('completed', 'failed', 'cancelled') FROM import_batches WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if ended != Some(true) {
+        return Ok(None);
+    }
+    let mut deleted = [0_i64; 2];
+    for (n, sql) in [
+        "DELETE FROM import_logs WHERE id IN (SELECT id FROM import_logs WHERE batch_id = $1 LIMIT $2)",
+        "DELETE FROM import_batch_items WHERE id IN (SELECT id FROM import_batch_items WHERE batch_id = $1 LIMIT $2)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        loop {
+            let done = sqlx::query(sql).bind(id).bind(RETENTION_CHUNK).execute(&mut *conn).await?;
+            let rows = i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+            deleted[n] += rows;
+            if rows < RETENTION_CHUNK {
+                break;
+            }
+        }
+    }
+    sqlx::query("DELETE FROM import_batches WHERE id = $1").bind(id).execute(&mut *conn).await?;
+    Ok(Some((deleted[1], deleted[0])))
+}
+
+/// Removes the source data of batch `id`'s completed items, in chunks (their status, target,
+/// processed data and log lines stay), and records when in its `source_info`. Returns how many
+/// items it purged.
+pub async fn purge_source(conn: &mut PgConnection, id: Uuid) -> Result<i64, StoreError> {
+    let mut purged = 0_i64;
+    loop {
+        let done = sqlx::query(
+            "UPDATE import_batch_items SET source_data = 'null', source_purged_at = now()
+             WHERE id IN (SELECT id FROM import_batch_items
+                          WHERE batch_id = $1 AND status = 'completed' AND source_purged_at IS NULL
+                          LIMIT $2)",
+        )
+        .bind(id)
+        .bind(RETENTION_CHUNK)
+        .execute(&mut *conn)
+        .await?;
+        let rows = i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+        purged += rows;
+        if rows < RETENTION_CHUNK {
+            break;
+        }
+    }
+    sqlx::query(
+        "UPDATE import_batches
+         SET source_info = source_info || jsonb_build_object('source_purged_at', now(),
+                                                            'source_purged_items', coalesce((source_info->>'source_purged_items')::bigint, 0) + $2)
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(purged)
+    .execute(conn)
+    .await?;
+    Ok(purged)
 }
 
 /// How many batches are in each status.
