@@ -1307,3 +1307,49 @@ async fn a_file_already_imported_is_refused_naming_the_earlier_batch() {
     assert_eq!(db.scalar_i64("SELECT count(*) FROM import_batches WHERE status = 'failed'").await, 1);
     manager.create("probe", file, &CreateOptions::default()).await.unwrap();
 }
+
+/// Dependencies: a batch created `after` another waits until that one completes (no worker
+/// takes it up before), then runs; after one that failed or was cancelled it is failed with the
+/// reason and none of its items run; an unknown batch is refused when creating.
+#[tokio::test]
+async fn a_batch_after_another_starts_only_once_that_one_completed() {
+    let f = Fixture::new(None).await;
+    let first = f.manager.create("probe", f.ndjson(&[insert("a")]), &CreateOptions::default()).await.unwrap();
+    let after = |id| CreateOptions { after: Some(id), ..Default::default() };
+    let second = f.manager.create("probe", f.ndjson(&[insert("b")]), &after(first)).await.unwrap();
+    let mut conn = f.db.pool.acquire().await.unwrap();
+    let types = ["probe".to_owned()];
+    let next = ingot::store::batches::next_runnable(&mut conn, &types, &[]).await.unwrap();
+    assert_eq!(next, Some(first));
+    let next = ingot::store::batches::next_runnable(&mut conn, &types, &[first]).await.unwrap();
+    assert_eq!(next, None, "a worker would start the second before the first completed");
+
+    let one = ProcessOptions::workers(1);
+    let waiting = f.manager.process(second, &one, None);
+    let meanwhile = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        let before = f.labels().await;
+        f.manager.process(first, &ProcessOptions::workers(1), None).await.unwrap();
+        before
+    };
+    let (second_summary, before) = tokio::join!(waiting, meanwhile);
+    assert_eq!(before, Vec::<String>::new(), "the second ran before the first");
+    assert_eq!(second_summary.unwrap().status, BatchStatus::Completed);
+    assert_eq!(f.labels().await, ["a", "b"]);
+
+    let third = f.manager.create("probe", f.ndjson(&[insert("c")]), &CreateOptions::default()).await.unwrap();
+    f.manager.cancel(third, "wrong file").await.unwrap();
+    let fourth = f.manager.create("probe", f.ndjson(&[insert("d")]), &after(third)).await.unwrap();
+    let summary = f.manager.process(fourth, &ProcessOptions::workers(1), None).await.unwrap();
+    assert_eq!((summary.status, summary.completed), (BatchStatus::Failed, 0));
+    let reason = summary.error_message.unwrap_or_default();
+    assert!(
+        reason.contains(&format!("batch {third}, which it waits for (--after), was cancelled")),
+        "{reason}"
+    );
+    assert_eq!(f.labels().await, ["a", "b"]);
+
+    let unknown = Uuid::new_v4();
+    let error = f.manager.create("probe", f.ndjson(&[insert("e")]), &after(unknown)).await.unwrap_err();
+    assert!(matches!(error, BatchError::NoSuchDependency(id) if id == unknown), "{error}");
+}

@@ -61,6 +61,9 @@ pub enum BatchError {
         /// When it was created.
         created: String,
     },
+    /// The batch to wait for does not exist.
+    #[error("batch {0}, given with --after, does not exist (see `ingot batch list`)")]
+    NoSuchDependency(Uuid),
     /// The batch completed: there is nothing left to cancel.
     #[error("batch {0} has completed; there is nothing left to cancel")]
     AlreadyCompleted(Uuid),
@@ -188,6 +191,9 @@ pub struct CreateOptions {
     pub stop_on_error: bool,
     /// Import the file even when a batch of the same type was already made from the same bytes.
     pub allow_duplicate: bool,
+    /// Start the batch only once this one has completed (fail it if that one fails or is
+    /// cancelled).
+    pub after: Option<Uuid>,
     /// Fail the batch once more items than this failed (default: the manifest's).
     pub max_failures: Option<u64>,
     /// Fail the batch once more than this share of its finished items failed (default: the
@@ -470,6 +476,11 @@ impl BatchManager {
         let batch = new_batch(batch_type, &manifest, options);
         let id = batch.id;
         let mut conn = self.connect().await?;
+        if let Some(after) = options.after
+            && batches::get(&mut conn, after).await?.is_none()
+        {
+            return Err(BatchError::NoSuchDependency(after));
+        }
         items::begin(&mut conn, None).await?;
         match create::create_in_tx(&mut conn, batch, source, options.allow_duplicate).await {
             Ok(_) => {
@@ -502,6 +513,13 @@ impl BatchManager {
                 return Err(BatchError::Cancelled { id, reason });
             }
             _ => {}
+        }
+        // Not started (or started again) before the batch it waits for has completed.
+        if matches!(batch.status, BatchStatus::Pending | BatchStatus::Failed)
+            && let Some(after) = batch.after_batch_id
+            && !self.wait_for(&mut conn, id, after, progress).await?
+        {
+            return self.summary(id).await;
         }
         let ready = self.get_ready(&mut conn, &batch, options).await;
         let (processor, sandbox, session, replaced) = match ready {
@@ -596,6 +614,46 @@ impl BatchManager {
             batches::flush(&self.pool).await?;
         }
         self.summary(id).await
+    }
+
+    /// Waits until batch `after`, which pending batch `id` waits for, has ended: `true` when it
+    /// completed (or is gone), so `id` may start; `false` when `id` must not start: `after`
+    /// failed or was cancelled (then `id` is failed with the reason), or a stop was asked.
+    async fn wait_for(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        after: Uuid,
+        progress: Option<&Progress>,
+    ) -> Result<bool, BatchError> {
+        loop {
+            let status = batches::get(conn, after).await?.map(|b| b.status);
+            match status {
+                None | Some(BatchStatus::Completed) => return Ok(true),
+                Some(ended @ (BatchStatus::Failed | BatchStatus::Cancelled)) => {
+                    let reason = format!(
+                        "not started: batch {after}, which it waits for (--after), {}",
+                        if ended == BatchStatus::Failed { "failed" } else { "was cancelled" }
+                    );
+                    let framework = roles::framework_schema(conn).await?;
+                    batches::transition(
+                        conn,
+                        &framework,
+                        None,
+                        id,
+                        batches::Transition::Fail { reason: &reason },
+                    )
+                    .await?;
+                    return Ok(false);
+                }
+                Some(BatchStatus::Pending | BatchStatus::Processing) => {
+                    if progress.is_some_and(Progress::stopped) {
+                        return Ok(false);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 
     /// The processor (the version a running batch started with, when this host has it), its
@@ -783,6 +841,7 @@ impl BatchManager {
                     stop_on_error: parent.stop_on_error,
                     max_failures: parent.max_failures,
                     max_failure_rate: parent.max_failure_rate,
+                    after_batch_id: None,
                     parent_batch_id: Some(parent_id),
                     retry_count: parent.retry_count + 1,
                 },
@@ -830,6 +889,7 @@ fn new_batch(batch_type: &str, manifest: &Manifest, options: &CreateOptions) -> 
             .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         max_failure_rate: options.max_failure_rate.or(manifest.max_failure_rate),
         parent_batch_id: None,
+        after_batch_id: options.after,
         retry_count: 0,
     }
 }

@@ -287,7 +287,7 @@ impl ReprocessArgs {
         let manager = env.manager(workers).await?;
         let progress = Progress::default();
         let signals = stop_on_signal(&progress);
-        let display = ProgressDisplay::start(&progress, 0, self.json);
+        let display = ProgressDisplay::start(&progress, 0, 0, self.json);
         let summary = manager
             .reprocess(
                 self.id,

@@ -193,10 +193,18 @@ pub(crate) async fn process_to_end(
     durability: Option<Durability>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let pending = u64::try_from(manager.summary(id).await?.pending).unwrap_or(0);
+    let summary = manager.summary(id).await?;
+    if let Some(after) = summary.after_batch_id
+        && summary.status == BatchStatus::Pending
+    {
+        eprintln!("ingot: batch {id} starts once batch {after} has completed (--after); waiting");
+    }
+    // The bar counts the whole batch, and starts where an interrupted one left off.
+    let total = u64::try_from(summary.total).unwrap_or(0);
+    let finished = total.saturating_sub(u64::try_from(summary.pending).unwrap_or(0));
     let progress = Progress::default();
     let signals = stop_on_signal(&progress);
-    let display = output::ProgressDisplay::start(&progress, pending, json);
+    let display = output::ProgressDisplay::start(&progress, total, finished, json);
     let options = ProcessOptions::workers(workers).with_durability(durability);
     let summary = manager.process(id, &options, Some(&progress)).await;
     drop(display);

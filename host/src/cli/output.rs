@@ -98,27 +98,51 @@ pub(crate) struct ProgressDisplay {
 }
 
 impl ProgressDisplay {
-    pub(crate) fn start(progress: &Progress, total: u64, json: bool) -> Self {
+    /// A bar over the batch's `total` items, of which `finished` were final before this run; the
+    /// rate and the ETA count only what this run does, averaged since it began (the bar shows up
+    /// a second in, and a jump from 0 must not read as a burst).
+    pub(crate) fn start(progress: &Progress, total: u64, finished: u64, json: bool) -> Self {
         if json || !std::io::stderr().is_terminal() {
             return ProgressDisplay { task: None };
         }
         let progress = progress.clone();
+        let began = std::time::Instant::now();
         let task = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let (bar, template) = match total {
-                0 => (ProgressBar::no_length(), "{spinner} {pos} items · {per_sec}"),
-                n => (ProgressBar::new(n), "{bar:40} {pos}/{len} items · {per_sec} · eta {eta}"),
+                0 => (ProgressBar::no_length(), "{spinner} {pos} items · {msg}"),
+                n => (ProgressBar::new(n), "{bar:40} {pos}/{len} items · {msg}"),
             };
             if let Ok(style) = ProgressStyle::with_template(template) {
                 bar.set_style(style);
             }
             loop {
-                bar.set_position(progress.done());
+                let done = progress.done();
+                bar.set_position(finished + done);
+                bar.set_message(rate_and_eta(done, began.elapsed(), total.saturating_sub(finished + done)));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
         ProgressDisplay { task: Some(task) }
     }
+}
+
+/// "123/s · eta 40s": items finished per second of this run, and the time the rest would take.
+fn rate_and_eta(done: u64, elapsed: Duration, remaining: u64) -> String {
+    let seconds = elapsed.as_secs_f64().max(0.001);
+    #[allow(clippy::cast_precision_loss)]
+    let rate = done as f64 / seconds;
+    if done == 0 {
+        return "starting".to_owned();
+    }
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let eta = (remaining as f64 / rate).round() as u64;
+    let eta = match eta {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+    };
+    format!("{rate:.0}/s · eta {eta}")
 }
 
 impl Drop for ProgressDisplay {
@@ -128,5 +152,19 @@ impl Drop for ProgressDisplay {
             // Clear the bar's line.
             eprint!("\r\x1b[2K");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_and_eta;
+    use std::time::Duration;
+
+    #[test]
+    fn the_rate_is_this_runs_items_over_its_time() {
+        assert_eq!(rate_and_eta(0, Duration::from_secs(1), 100), "starting");
+        assert_eq!(rate_and_eta(50, Duration::from_secs(2), 100), "25/s · eta 4s");
+        assert_eq!(rate_and_eta(10, Duration::from_secs(1), 1_000), "10/s · eta 1m40s");
+        assert_eq!(rate_and_eta(1, Duration::from_secs(1), 7_200), "1/s · eta 2h00m");
     }
 }

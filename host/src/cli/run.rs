@@ -54,6 +54,9 @@ pub(crate) struct InputArgs {
     /// Import the file even if a batch of the same type was already made from the same bytes.
     #[arg(long)]
     allow_duplicate: bool,
+    /// Start only once batch ID has completed (if it fails or is cancelled, this one fails).
+    #[arg(long, value_name = "ID")]
+    after: Option<uuid::Uuid>,
     /// Fail the batch once more than N items failed (the rest stays pending, resumable).
     #[arg(long, value_name = "N")]
     max_failures: Option<u64>,
@@ -81,6 +84,7 @@ impl InputArgs {
         CreateOptions {
             stop_on_error: self.stop_on_error,
             allow_duplicate: self.allow_duplicate,
+            after: self.after,
             max_failures: self.max_failures,
             max_failure_rate: self.max_failure_rate,
             metadata: self.metadata.clone(),

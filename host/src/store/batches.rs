@@ -37,6 +37,8 @@ pub struct Batch {
     pub retry_count: i32,
     /// The batch this one reprocesses.
     pub parent_batch_id: Option<Uuid>,
+    /// The batch this one waits for.
+    pub after_batch_id: Option<Uuid>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When processing first started.
@@ -46,7 +48,7 @@ pub struct Batch {
 }
 
 const BATCH_COLUMNS: &str = "id, batch_type, status, source_info, metadata, stop_on_error, max_failures, max_failure_rate, processor_digest, \
-     total_items, error_message, retry_count, parent_batch_id, created_at, started_at, completed_at";
+     total_items, error_message, retry_count, parent_batch_id, after_batch_id, created_at, started_at, completed_at";
 
 fn batch_from_row(row: &sqlx::postgres::PgRow) -> Result<Batch, StoreError> {
     let status: String = row.try_get("status")?;
@@ -65,6 +67,7 @@ fn batch_from_row(row: &sqlx::postgres::PgRow) -> Result<Batch, StoreError> {
         error_message: row.try_get("error_message")?,
         retry_count: row.try_get("retry_count")?,
         parent_batch_id: row.try_get("parent_batch_id")?,
+        after_batch_id: row.try_get("after_batch_id")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         completed_at: row.try_get("completed_at")?,
@@ -90,6 +93,8 @@ pub struct NewBatch {
     pub max_failure_rate: Option<f64>,
     /// The batch it reprocesses.
     pub parent_batch_id: Option<Uuid>,
+    /// The batch it waits for.
+    pub after_batch_id: Option<Uuid>,
     /// 0, or the parent's + 1.
     pub retry_count: i32,
 }
@@ -98,8 +103,8 @@ pub struct NewBatch {
 pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO import_batches (id, batch_type, source_info, metadata, stop_on_error, parent_batch_id, retry_count,
-                                     max_failures, max_failure_rate)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                     max_failures, max_failure_rate, after_batch_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(batch.id)
     .bind(&batch.batch_type)
@@ -110,6 +115,7 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), Sto
     .bind(batch.retry_count)
     .bind(batch.max_failures)
     .bind(batch.max_failure_rate)
+    .bind(batch.after_batch_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -463,6 +469,8 @@ pub struct Summary {
     pub pending: i64,
     /// The batch it reprocesses.
     pub parent_batch_id: Option<Uuid>,
+    /// The batch it waits for (`--after`).
+    pub after_batch_id: Option<Uuid>,
     /// 0, or n for the n-th reprocessing.
     pub retry_count: i32,
     /// sha256 of the processor that ran it.
@@ -508,6 +516,7 @@ impl Summary {
             skipped: counts.skipped,
             pending: (batch.total_items - counts.finished()).max(0),
             parent_batch_id: batch.parent_batch_id,
+            after_batch_id: batch.after_batch_id,
             retry_count: batch.retry_count,
             processor_digest: batch.processor_digest,
             error_message: batch.error_message,
@@ -737,6 +746,10 @@ pub async fn next_runnable(
     let id = sqlx::query_scalar(
         "SELECT id FROM import_batches
          WHERE status IN ('pending', 'processing') AND batch_type = ANY($1) AND NOT (id = ANY($2))
+           -- Not before the batch it waits for has ended (and then only to complete or be failed).
+           AND (after_batch_id IS NULL OR EXISTS (
+               SELECT 1 FROM import_batches d
+               WHERE d.id = import_batches.after_batch_id AND d.status IN ('completed', 'failed', 'cancelled')))
          ORDER BY created_at
          LIMIT 1",
     )
