@@ -1353,3 +1353,30 @@ async fn a_batch_after_another_starts_only_once_that_one_completed() {
     let error = f.manager.create("probe", f.ndjson(&[insert("e")]), &after(unknown)).await.unwrap_err();
     assert!(matches!(error, BatchError::NoSuchDependency(id) if id == unknown), "{error}");
 }
+
+/// A parent's summary lists the batches that reprocess it and how many of its failures they
+/// (or their own reprocesses) have since fixed; its own counts stay what happened in it.
+#[tokio::test]
+async fn a_parent_shows_its_reprocesses_and_the_failures_they_fixed() {
+    let f = Fixture::new(None).await;
+    f.db.apply("INSERT INTO probe_rows (label) VALUES ('taken1'), ('taken2')").await;
+    let items = [insert("a"), insert("taken1"), insert("taken2"), json!({"mode": "invalid", "code": "bad"})];
+    let parent = f.run(&items, CreateOptions::default(), 1).await;
+    assert_eq!((parent.failed, parent.reprocessed_by.len()), (3, 0));
+    let one = ProcessOptions::workers(1);
+    f.db.apply("DELETE FROM probe_rows WHERE label = 'taken1'").await;
+    let child = f.manager.reprocess(parent.batch_id, true, &one, None).await.unwrap().unwrap();
+    assert_eq!((child.completed, child.failed), (1, 2));
+    f.db.apply("DELETE FROM probe_rows WHERE label = 'taken2'").await;
+    let grandchild = f.manager.reprocess(child.batch_id, true, &one, None).await.unwrap().unwrap();
+    assert_eq!((grandchild.completed, grandchild.failed), (1, 1));
+
+    let shown = f.manager.summary(parent.batch_id).await.unwrap();
+    assert_eq!(shown.failed, 3, "the parent's own counts stay");
+    let children: Vec<_> =
+        shown.reprocessed_by.iter().map(|c| (c.batch_id, c.status, c.total, c.completed, c.failed)).collect();
+    assert_eq!(children, [(child.batch_id, BatchStatus::Completed, 3, 1, 2)]);
+    assert_eq!(shown.failures_fixed, 2, "one by the child, one by the grandchild");
+    let child_shown = f.manager.summary(child.batch_id).await.unwrap();
+    assert_eq!((child_shown.reprocessed_by.len(), child_shown.failures_fixed), (1, 1));
+}

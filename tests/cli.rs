@@ -643,7 +643,7 @@ async fn a_second_sigint_exits_at_once_and_the_item_in_flight_stays_pending_for_
 }
 
 /// The summary's keys as README lists them (plus `dry_run`, on dry runs only).
-const SUMMARY_KEYS: [&str; 21] = [
+const SUMMARY_KEYS: [&str; 23] = [
     "batch_id",
     "batch_type",
     "status",
@@ -665,6 +665,8 @@ const SUMMARY_KEYS: [&str; 21] = [
     "items_per_second",
     "top_errors",
     "top_errors_more",
+    "reprocessed_by",
+    "failures_fixed",
 ];
 
 /// A log line's keys, as `store::logs::LogLine` serialises them.

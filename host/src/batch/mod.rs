@@ -528,14 +528,10 @@ impl BatchManager {
             // invalid, a granted table missing) is failed with the reason, so that no worker takes
             // it up later: its data was refused, and the operator was told so.
             Err(e) if batch.status == BatchStatus::Pending && !e.is_transient() => {
-                let reason = format!("the batch could not start: {e}");
-                let framework = roles::framework_schema(&mut conn).await?;
-                batches::transition(
+                move_batch(
                     &mut conn,
-                    &framework,
-                    None,
                     id,
-                    batches::Transition::Fail { reason: &reason },
+                    batches::Transition::Fail { reason: &format!("the batch could not start: {e}") },
                 )
                 .await?;
                 return Err(e);
@@ -635,15 +631,7 @@ impl BatchManager {
                         "not started: batch {after}, which it waits for (--after), {}",
                         if ended == BatchStatus::Failed { "failed" } else { "was cancelled" }
                     );
-                    let framework = roles::framework_schema(conn).await?;
-                    batches::transition(
-                        conn,
-                        &framework,
-                        None,
-                        id,
-                        batches::Transition::Fail { reason: &reason },
-                    )
-                    .await?;
+                    move_batch(conn, id, batches::Transition::Fail { reason: &reason }).await?;
                     return Ok(false);
                 }
                 Some(BatchStatus::Pending | BatchStatus::Processing) => {
@@ -689,10 +677,8 @@ impl BatchManager {
     /// was cancelled; an error when it completed.
     pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<bool, BatchError> {
         let mut conn = self.connect().await?;
-        let framework = roles::framework_schema(&mut conn).await?;
         // One statement, committed on its own: from then on no claim takes an item of the batch.
-        let to = batches::Transition::Cancel { reason };
-        if batches::transition(&mut conn, &framework, None, id, to).await? {
+        if move_batch(&mut conn, id, batches::Transition::Cancel { reason }).await? {
             return Ok(true);
         }
         let batch = batches::get(&mut conn, id).await?.ok_or(BatchError::NotFound(id))?;
@@ -892,6 +878,17 @@ fn new_batch(batch_type: &str, manifest: &Manifest, options: &CreateOptions) -> 
         after_batch_id: options.after,
         retry_count: 0,
     }
+}
+
+/// Moves batch `id` as the host's own login (the framework owner, who needs no token), outside
+/// any processor's transaction; `false` when it was in none of the states it may move from.
+async fn move_batch(
+    conn: &mut PgConnection,
+    id: Uuid,
+    to: batches::Transition<'_>,
+) -> Result<bool, BatchError> {
+    let framework = roles::framework_schema(conn).await?;
+    Ok(batches::transition(conn, &framework, None, id, to).await?)
 }
 
 /// Completes the batch if nothing is pending any more (or fails it with `failure`), running

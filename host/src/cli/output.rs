@@ -54,6 +54,22 @@ pub(crate) fn summary(summary: &Summary) {
     if let Some(parent) = summary.parent_batch_id {
         out.push_str(&format!("  reprocesses {parent} (retry {})\n", summary.retry_count));
     }
+    for child in &summary.reprocessed_by {
+        out.push_str(&format!(
+            "  reprocessed by {} ({}: {} of {} completed, {} failed)\n",
+            child.batch_id,
+            child.status.as_str(),
+            child.completed,
+            child.total,
+            child.failed
+        ));
+    }
+    if !summary.reprocessed_by.is_empty() && summary.failed > 0 {
+        out.push_str(&format!(
+            "  {} of its {} failed items have since been fixed by a reprocess\n",
+            summary.failures_fixed, summary.failed
+        ));
+    }
     let rate = summary.items_per_second.map_or(String::new(), |r| format!(" · {r:.0} items/s"));
     let duration = summary.duration_ms.map_or(String::new(), |ms| format!(" · {:.1} s", ms as f64 / 1000.0));
     out.push_str(&format!(

@@ -493,6 +493,10 @@ pub struct Summary {
     pub top_errors: Vec<TopError>,
     /// Failed items whose code is not among `top_errors`.
     pub top_errors_more: i64,
+    /// The batches that reprocess this one (directly), oldest first.
+    pub reprocessed_by: Vec<Reprocess>,
+    /// This batch's failed items that a reprocess (at any depth) has since completed.
+    pub failures_fixed: i64,
     /// True for a dry run: nothing it reports was kept.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -528,6 +532,8 @@ impl Summary {
             items_per_second,
             top_errors,
             top_errors_more,
+            reprocessed_by: Vec::new(),
+            failures_fixed: 0,
             dry_run: false,
         }
     }
@@ -540,7 +546,74 @@ pub async fn summary(conn: &mut PgConnection, id: Uuid) -> Result<Option<Summary
     };
     let counts = counts(conn, id).await?;
     let top = top_errors(conn, id, TOP_ERROR_CODES).await?;
-    Ok(Some(Summary::new(batch, counts, top)))
+    let mut summary = Summary::new(batch, counts, top);
+    summary.reprocessed_by = reprocessed_by(conn, id).await?;
+    if !summary.reprocessed_by.is_empty() && summary.failed > 0 {
+        summary.failures_fixed = failures_fixed(conn, id).await?;
+    }
+    Ok(Some(summary))
+}
+
+/// A batch that reprocesses another, as that one's summary lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reprocess {
+    /// The reprocessing batch.
+    pub batch_id: Uuid,
+    /// Its status.
+    pub status: BatchStatus,
+    /// Its items.
+    pub total: i64,
+    /// Of them, completed.
+    pub completed: i64,
+    /// Of them, failed.
+    pub failed: i64,
+}
+
+/// The batches that reprocess `id` directly, oldest first, with their counts.
+async fn reprocessed_by(conn: &mut PgConnection, id: Uuid) -> Result<Vec<Reprocess>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT b.id, b.status, b.total_items,
+                coalesce(sum(c.completed), 0)::bigint AS completed, coalesce(sum(c.failed), 0)::bigint AS failed
+         FROM import_batches b LEFT JOIN import_batch_counters c ON c.batch_id = b.id
+         WHERE b.parent_batch_id = $1
+         GROUP BY b.id ORDER BY b.created_at",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let status: String = row.try_get("status")?;
+            Ok(Reprocess {
+                batch_id: row.try_get("id")?,
+                status: BatchStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown batch status {status:?}")))?,
+                total: row.try_get("total_items")?,
+                completed: row.try_get("completed")?,
+                failed: row.try_get("failed")?,
+            })
+        })
+        .collect()
+}
+
+/// How many of `id`'s failed items a reprocess at any depth (a reprocess keeps item indexes)
+/// has since completed.
+async fn failures_fixed(conn: &mut PgConnection, id: Uuid) -> Result<i64, StoreError> {
+    let fixed = sqlx::query_scalar(
+        "WITH RECURSIVE chain AS (
+             SELECT id FROM import_batches WHERE parent_batch_id = $1
+             UNION
+             SELECT b.id FROM import_batches b JOIN chain ON b.parent_batch_id = chain.id)
+         SELECT count(*) FROM import_batch_items p
+         WHERE p.batch_id = $1 AND p.status = 'failed'
+           AND EXISTS (SELECT 1 FROM import_batch_items c
+                       WHERE c.batch_id IN (SELECT id FROM chain) AND c.item_index = p.item_index
+                         AND c.status = 'completed')",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    Ok(fixed)
 }
 
 /// Filters for [`list`].
