@@ -965,6 +965,27 @@ async fn several_hosts_migrating_at_once_all_succeed() {
     assert_eq!(db.scalar_i64("SELECT count(*) FROM import_batches").await, 0);
 }
 
+/// A database that applied 20261204000001 as it first shipped (with a non-ASCII comment, since
+/// made ASCII so LATIN1 databases migrate) still takes every later migration.
+#[tokio::test]
+async fn a_database_migrated_before_a_reworded_migration_still_migrates() {
+    let db = TestDb::new().await;
+    let shipped =
+        "6c4c10fe53eefb81fab86709ab145524e2ec086f5e0be1ba0ca3aa3b892c8aa08112d96882d8fcbe13c488e9890efda6";
+    db.apply(&format!(
+        "UPDATE _sqlx_migrations SET checksum = decode('{shipped}', 'hex') WHERE version = 20261204000001;
+         DELETE FROM _sqlx_migrations WHERE version = 20261205000004;
+         ALTER TABLE import_batches DROP COLUMN after_batch_id"
+    ))
+    .await;
+    ingot::store::migrate(&db.pool).await.expect("migrate after the reword");
+    assert_eq!(
+        db.scalar_i64("SELECT count(*) FROM _sqlx_migrations WHERE version = 20261205000004").await,
+        1
+    );
+    ingot::store::migrate(&db.pool).await.expect("and again");
+}
+
 #[tokio::test]
 async fn summary_reports_top_errors_by_code_most_frequent_first() {
     let f = Fixture::new(None).await;

@@ -71,9 +71,32 @@ pub(crate) fn pg_json(s: &str) -> Cow<'_, str> {
     }
 }
 
+/// Migrations whose file changed after it shipped without changing what it does, with the
+/// checksum (sha384) it shipped with. 20261204000001 lost a non-ASCII character from a comment,
+/// which made it fail on LATIN1 databases.
+const REWORDED: [(i64, &str); 1] = [(
+    20_261_204_000_001,
+    "6c4c10fe53eefb81fab86709ab145524e2ec086f5e0be1ba0ca3aa3b892c8aa08112d96882d8fcbe13c488e9890efda6",
+)];
+
 /// Applies Ingot's migrations. Safe to run from several hosts at once: sqlx serialises
 /// migrators with an advisory lock, and applied migrations are skipped (their checksums checked).
+/// A database that applied a reworded migration's old text is told its new checksum first, so
+/// that it is not refused every migration after it.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    for (version, shipped) in REWORDED {
+        let (Some(now), Ok(shipped)) = (MIGRATOR.iter().find(|m| m.version == version), hex::decode(shipped))
+        else {
+            continue;
+        };
+        // Before the first migration the table is not there: nothing to tell.
+        let _ = sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3")
+            .bind(now.checksum.as_ref())
+            .bind(version)
+            .bind(shipped)
+            .execute(pool)
+            .await;
+    }
     MIGRATOR.run(pool).await?;
     Ok(())
 }
