@@ -532,11 +532,11 @@ impl Worker {
         }
         if result.status == ItemStatus::Failed && batch.thresholds.is_set() {
             // The batch's counts over every worker and host (committed: this item's included).
-            let (failed, finished) = match self.outer.as_mut() {
-                Some(outer) => batches::failed_of_finished(outer, batch.id).await?,
-                None => batches::failed_of_finished(&mut *self.host.acquire().await?, batch.id).await?,
+            let counts = match self.outer.as_mut() {
+                Some(outer) => batches::counts(outer, batch.id).await?,
+                None => batches::counts(&mut *self.host.acquire().await?, batch.id).await?,
             };
-            if let Some(reason) = batch.thresholds.exceeded(failed, finished) {
+            if let Some(reason) = batch.thresholds.exceeded(counts.failed, counts.finished()) {
                 shared.fail(format!(
                     "stopped after item {}: {reason}; the other items stay pending (fix the cause, then `ingot batch process {}`)",
                     result.index, batch.id

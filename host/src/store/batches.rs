@@ -50,13 +50,17 @@ pub struct Batch {
 const BATCH_COLUMNS: &str = "id, batch_type, status, source_info, metadata, stop_on_error, max_failures, max_failure_rate, processor_digest, \
      total_items, error_message, retry_count, parent_batch_id, after_batch_id, created_at, started_at, completed_at";
 
-fn batch_from_row(row: &sqlx::postgres::PgRow) -> Result<Batch, StoreError> {
+/// A row's `status` column, which only Ingot writes.
+fn status_of(row: &sqlx::postgres::PgRow) -> Result<BatchStatus, StoreError> {
     let status: String = row.try_get("status")?;
+    BatchStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("unknown batch status {status:?}")))
+}
+
+fn batch_from_row(row: &sqlx::postgres::PgRow) -> Result<Batch, StoreError> {
     Ok(Batch {
         id: row.try_get("id")?,
         batch_type: row.try_get("batch_type")?,
-        status: BatchStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown batch status {status:?}")))?,
+        status: status_of(row)?,
         source_info: row.try_get("source_info")?,
         metadata: row.try_get("metadata")?,
         stop_on_error: row.try_get("stop_on_error")?,
@@ -335,18 +339,6 @@ pub async fn find_duplicate(
     row.as_ref().map(batch_from_row).transpose()
 }
 
-/// The batch's failed and finished (completed, failed or skipped) items, committed.
-pub async fn failed_of_finished(conn: &mut PgConnection, id: Uuid) -> Result<(i64, i64), StoreError> {
-    let counts: (i64, i64) = sqlx::query_as(
-        "SELECT coalesce(sum(failed), 0)::bigint, coalesce(sum(completed + failed + skipped), 0)::bigint
-         FROM import_batch_counters WHERE batch_id = $1",
-    )
-    .bind(id)
-    .fetch_one(conn)
-    .await?;
-    Ok(counts)
-}
-
 /// Whether any item of the batch is still pending (committed state: items in flight on other
 /// connections count as pending).
 pub async fn has_pending(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
@@ -583,11 +575,9 @@ async fn reprocessed_by(conn: &mut PgConnection, id: Uuid) -> Result<Vec<Reproce
     .await?;
     rows.iter()
         .map(|row| {
-            let status: String = row.try_get("status")?;
             Ok(Reprocess {
                 batch_id: row.try_get("id")?,
-                status: BatchStatus::parse(&status)
-                    .ok_or_else(|| StoreError::Corrupt(format!("unknown batch status {status:?}")))?,
+                status: status_of(row)?,
                 total: row.try_get("total_items")?,
                 completed: row.try_get("completed")?,
                 failed: row.try_get("failed")?,
@@ -791,14 +781,7 @@ pub async fn count_by_status(conn: &mut PgConnection) -> Result<Vec<(BatchStatus
     let rows = sqlx::query("SELECT status, count(*) AS n FROM import_batches GROUP BY status")
         .fetch_all(conn)
         .await?;
-    rows.iter()
-        .map(|row| {
-            let status: String = row.try_get("status")?;
-            let status = BatchStatus::parse(&status)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown batch status {status:?}")))?;
-            Ok((status, row.try_get("n")?))
-        })
-        .collect()
+    rows.iter().map(|row| Ok((status_of(row)?, row.try_get("n")?))).collect()
 }
 
 /// The channel `ingot worker` listens on; a new batch is announced on it with its id.
