@@ -508,8 +508,11 @@ async fn wait_for_count(db: &TestDb, sql: &str, at_least: i64, child: &mut Child
 }
 
 /// What a graceful stop must leave: exit code 5, the resume command on stderr, and a summary
-/// whose pending items are still pending in the database, none of them half-done.
-async fn assert_interrupted(db: &TestDb, output: &std::process::Output, id: &str) {
+/// whose pending items are still pending in the database, none of them half-done; the batch
+/// reads `interrupted` (nobody works on it), its time has stopped, and what it suggests is the
+/// resume, not a reprocess.
+async fn assert_interrupted(cli: &Cli, output: &std::process::Output, id: &str) {
+    let db = &cli.db;
     assert_eq!(output.status.code(), Some(5), "{:?}: {}", output.status, stderr_of(output));
     assert!(
         stderr_of(output).contains(&format!("resume with `ingot batch process {id}`")),
@@ -517,7 +520,18 @@ async fn assert_interrupted(db: &TestDb, output: &std::process::Output, id: &str
         stderr_of(output)
     );
     let summary = json_of(output);
-    assert_eq!(summary["status"], "processing");
+    assert_eq!(summary["status"], "interrupted", "{summary}");
+    let shown = json_of(&cli.run(&["batch", "show", id, "--json"]));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let later = json_of(&cli.run(&["batch", "show", id, "--json"]));
+    assert_eq!(later["status"], "interrupted");
+    assert_eq!(shown["duration_ms"], later["duration_ms"], "an interrupted batch's time went on");
+    let text = String::from_utf8(cli.run(&["batch", "show", id]).stdout).unwrap();
+    assert!(
+        text.contains("was interrupted") && text.contains(&format!("ingot batch process {id}")),
+        "{text}"
+    );
+    assert!(!text.contains("still processing") && !text.contains("--failed-only"), "{text}");
     let count = |status: &str| {
         format!("SELECT count(*) FROM import_batch_items WHERE batch_id = '{id}' AND status = '{status}'")
     };
@@ -553,7 +567,7 @@ async fn sigint_during_run_exits_5_with_the_resume_command_and_the_resume_finish
     let output = child.wait_with_output().unwrap();
     let id: String =
         sqlx::query_scalar("SELECT id::text FROM import_batches").fetch_one(&cli.db.pool).await.unwrap();
-    assert_interrupted(&cli.db, &output, &id).await;
+    assert_interrupted(&cli, &output, &id).await;
     assert_resume_finishes(&cli, &id, 40).await;
 }
 
@@ -580,8 +594,56 @@ async fn sigint_during_reprocess_exits_5_with_the_resume_command_and_the_resume_
             .fetch_one(&cli.db.pool)
             .await
             .unwrap();
-    assert_interrupted(&cli.db, &output, &id).await;
+    assert_interrupted(&cli, &output, &id).await;
     assert_resume_finishes(&cli, &id, 40).await;
+}
+
+// Whether a processing batch is being worked on is the database's to say, not a guess: while a
+// run works on it, it reads `processing`; the moment its host dies (kill -9, no chance to write
+// anything), it reads `interrupted`, its time stops, and the lists filter on it.
+#[tokio::test]
+async fn a_batch_whose_host_died_reads_interrupted_and_one_being_worked_on_reads_processing() {
+    let cli = Cli::new().await;
+    cli.allow_slow_items();
+    let file = cli.write("slow.ndjson", &slow_items(60));
+    let mut child = cli.spawn(&["run", "probe", &file, "--workers", "1", "--json"]);
+    let done = "SELECT count(*) FROM import_batch_items WHERE status = 'completed'";
+    wait_for_count(&cli.db, done, 3, &mut child).await;
+    let id: String =
+        sqlx::query_scalar("SELECT id::text FROM import_batches").fetch_one(&cli.db.pool).await.unwrap();
+    let live = json_of(&cli.run(&["batch", "show", &id, "--json"]));
+    assert_eq!(live["status"], "processing", "{live}");
+    let text = String::from_utf8(cli.run(&["batch", "show", &id]).stdout).unwrap();
+    assert!(text.contains("is being processed by another worker or host"), "{text}");
+    let listed = |status: &str| {
+        let list = json_of(&cli.run(&["batch", "list", "--status", status, "--json"]));
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["batch_id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed("processing"), vec![id.clone()]);
+    assert!(listed("interrupted").is_empty());
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let shown = json_of(&cli.run(&["batch", "show", &id, "--json"]));
+        if shown["status"] == "interrupted" || Instant::now() > deadline {
+            break shown;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dead["status"], "interrupted", "{dead}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let later = json_of(&cli.run(&["batch", "show", &id, "--json"]));
+    assert_eq!(dead["duration_ms"], later["duration_ms"], "a dead batch's time went on");
+    assert_eq!(listed("interrupted"), vec![id.clone()]);
+    assert!(listed("processing").is_empty());
+    // The stored status is unchanged: a resume takes it up like any interrupted batch.
+    assert_resume_finishes(&cli, &id, 60).await;
 }
 
 // The first Ctrl-C waits for the item in flight however long it takes; the second must not:
@@ -643,7 +705,7 @@ async fn a_second_sigint_exits_at_once_and_the_item_in_flight_stays_pending_for_
 }
 
 /// The summary's keys as README lists them (plus `dry_run`, on dry runs only).
-const SUMMARY_KEYS: [&str; 23] = [
+const SUMMARY_KEYS: [&str; 24] = [
     "batch_id",
     "batch_type",
     "status",
@@ -652,6 +714,7 @@ const SUMMARY_KEYS: [&str; 23] = [
     "failed",
     "skipped",
     "pending",
+    "atomic",
     "parent_batch_id",
     "after_batch_id",
     "retry_count",
@@ -1085,4 +1148,225 @@ async fn retention_prunes_old_ended_batches_and_purges_source_data() {
     assert_eq!(again["total"], 1, "the purged item is not run again: {again}");
     let missing = cli.run(&["batch", "purge-source", "00000000-0000-0000-0000-000000000000"]);
     assert_eq!(code(&missing), 1);
+}
+
+/// What an atomic batch's probe items may touch: their rows, and a reference table they read.
+const ATOMIC_MANIFEST: &str = "[grants]\nprobe_rows = [\"select\", \"insert\"]\nprobe_ref = [\"select\"]\n\n\
+                               [limits]\ntimeout_ms = 60000\nstatement_timeout_ms = 60000\n";
+
+impl Cli {
+    /// A Cli whose probe may read `probe_ref`, which starts empty.
+    async fn atomic() -> Cli {
+        let cli = Cli::new().await;
+        cli.db.apply("CREATE TABLE probe_ref (n int)").await;
+        std::fs::write(cli.processors.path().join("probe.toml"), ATOMIC_MANIFEST).unwrap();
+        cli
+    }
+
+    async fn rows(&self) -> i64 {
+        self.db.scalar_i64("SELECT count(*) FROM probe_rows").await
+    }
+}
+
+/// `n` items that each insert a row (taking `sleep` seconds); those in `needing_ref` divide by
+/// the number of rows in probe_ref, so they fail until it has one.
+fn atomic_items(n: usize, needing_ref: &[usize], sleep: f64) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let check = if needing_ref.contains(&i) { " WHERE 1 / (SELECT count(*) FROM probe_ref) = 1" } else { "" };
+            json!({"mode": "sql", "sql": format!("INSERT INTO probe_rows (label) SELECT 'row{i}' FROM pg_sleep({sleep}){check}")})
+        })
+        .collect()
+}
+
+/// The "item failed" lines of a batch's items: exactly one per failed item, whatever happened.
+async fn item_failure_lines(db: &TestDb, id: &str) -> i64 {
+    db.scalar_i64(&format!(
+        "SELECT count(*) FROM import_logs WHERE batch_id = '{id}' AND source = 'host' AND message LIKE 'item failed%'"
+    ))
+    .await
+}
+
+// All or nothing: one failed item and no item's writes are kept; the failures are recorded and
+// explained, the rest is pending; once the cause is fixed, the batch runs again as a whole.
+#[tokio::test]
+async fn an_atomic_batch_keeps_every_items_writes_or_none() {
+    let cli = Cli::atomic().await;
+    let file = cli.write("orders.ndjson", &atomic_items(30, &[7, 19], 0.0));
+    let run = cli.run(&["run", "probe", &file, "--atomic", "--workers", "2", "--json"]);
+    assert_eq!(code(&run), 4, "{}", stderr_of(&run));
+    let summary = json_of(&run);
+    let id = summary["batch_id"].as_str().unwrap().to_owned();
+    assert_eq!(summary["status"], "failed", "{summary}");
+    assert_eq!(summary["atomic"], true);
+    let error = summary["error_message"].as_str().unwrap();
+    assert!(
+        error.contains("2 of its 30 items failed") && error.contains("nothing of it was kept"),
+        "{error}"
+    );
+    assert!(error.contains(&format!("ingot batch process {id}")), "{error}");
+    assert_eq!((summary["completed"].as_i64(), summary["failed"].as_i64()), (Some(0), Some(2)), "{summary}");
+    assert_eq!(summary["pending"].as_i64(), Some(28));
+    assert_eq!(summary["top_errors"][0]["code"], "sql_error", "{summary}");
+    assert_eq!(cli.rows().await, 0, "an atomic batch that failed kept writes");
+    // The failures are explained, once each, with the item's data.
+    assert_eq!(item_failure_lines(&cli.db, &id).await, 2);
+    let logs = json_of(&cli.run(&["logs", &id, "--level", "error", "--json"]));
+    let failed: BTreeSet<i64> =
+        logs.as_array().unwrap().iter().filter_map(|l| l["item_index"].as_i64()).collect();
+    assert_eq!(failed, BTreeSet::from([7, 19]), "{logs}");
+    let text = String::from_utf8(cli.run(&["batch", "show", &id]).stdout).unwrap();
+    assert!(text.contains(&format!("ingot batch process {id}")) && !text.contains("--failed-only"), "{text}");
+
+    // The fix is in the reference data: the whole batch runs again, every item once.
+    cli.db.apply("INSERT INTO probe_ref VALUES (1)").await;
+    let again = cli.run(&["batch", "process", &id, "--json"]);
+    assert_eq!(code(&again), 0, "{}", stderr_of(&again));
+    let summary = json_of(&again);
+    assert_eq!((summary["status"].as_str(), summary["completed"].as_i64()), (Some("completed"), Some(30)));
+    assert_eq!((summary["failed"].as_i64(), summary["pending"].as_i64()), (Some(0), Some(0)), "{summary}");
+    assert_eq!(cli.rows().await, 30);
+    assert_eq!(cli.db.scalar_i64("SELECT count(DISTINCT label) FROM probe_rows").await, 30);
+}
+
+// With thresholds, an atomic batch keeps its valid items' writes as long as they hold, and keeps
+// nothing once they are exceeded: it stops there. The manifest can make a type atomic.
+#[tokio::test]
+async fn an_atomic_batch_within_its_thresholds_is_kept_and_one_beyond_them_is_not() {
+    let cli = Cli::atomic().await;
+    let within = cli.write("within.ndjson", &atomic_items(20, &[3, 11], 0.0));
+    let run = cli.run(&["run", "probe", &within, "--atomic", "--max-failures", "2", "--json"]);
+    assert_eq!(code(&run), 3, "{}", stderr_of(&run));
+    let summary = json_of(&run);
+    let id = summary["batch_id"].as_str().unwrap().to_owned();
+    assert_eq!((summary["status"].as_str(), summary["completed"].as_i64()), (Some("completed"), Some(18)));
+    assert_eq!(summary["failed"].as_i64(), Some(2), "{summary}");
+    assert_eq!(cli.rows().await, 18);
+    // Written once, outside the batch's transaction, and not again when it committed.
+    assert_eq!(item_failure_lines(&cli.db, &id).await, 2);
+
+    std::fs::write(
+        cli.processors.path().join("probe.toml"),
+        format!("{ATOMIC_MANIFEST}\n[batch]\natomic = true\n"),
+    )
+    .unwrap();
+    let beyond = cli.write("beyond.ndjson", &atomic_items(20, &[2, 5, 9], 0.0));
+    let run = cli.run(&["run", "probe", &beyond, "--max-failures", "1", "--json"]);
+    assert_eq!(code(&run), 4, "{}", stderr_of(&run));
+    let summary = json_of(&run);
+    assert_eq!(summary["atomic"], true, "the manifest made it atomic: {summary}");
+    let error = summary["error_message"].as_str().unwrap();
+    assert!(error.contains("max_failures (1)") && error.contains("nothing of it was kept"), "{error}");
+    // It stopped at the failure that broke the threshold (item 5): item 9 never ran.
+    assert_eq!((summary["failed"].as_i64(), summary["pending"].as_i64()), (Some(2), Some(18)), "{summary}");
+    assert_eq!(cli.rows().await, 18, "the second batch kept something");
+}
+
+// An atomic batch stopped half-way — by a signal, or by its host dying — keeps nothing; its one
+// transaction cannot be shared by a second host; and a resume runs it whole, every item once.
+#[tokio::test]
+async fn an_interrupted_atomic_batch_keeps_nothing_and_is_run_again_whole_by_one_host() {
+    let cli = Cli::atomic().await;
+    let file = cli.write("slow.ndjson", &atomic_items(40, &[], 0.05));
+    let mut child = cli.spawn(&["run", "probe", &file, "--atomic", "--json"]);
+    let id = loop {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id::text FROM import_batches WHERE status = 'processing'")
+                .fetch_optional(&cli.db.pool)
+                .await
+                .unwrap();
+        if let Some(id) = id {
+            break id;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "ingot ended early");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A second host may not join in: the batch's one transaction is the first host's.
+    let second = cli.run(&["batch", "process", &id]);
+    assert_eq!(code(&second), 1, "{}", stderr_of(&second));
+    assert!(stderr_of(&second).contains("another host is processing it now"), "{}", stderr_of(&second));
+    sigint(&child);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(5), "{}", stderr_of(&output));
+    let summary = json_of(&output);
+    assert_eq!(summary["status"], "interrupted", "{summary}");
+    assert_eq!((summary["completed"].as_i64(), summary["pending"].as_i64()), (Some(0), Some(40)));
+    assert_eq!(cli.rows().await, 0, "a stopped atomic batch kept writes");
+
+    // Its host dies mid-way: nothing either.
+    let mut child = cli.spawn(&["batch", "process", &id, "--json"]);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(cli.rows().await, 0, "a dead host's atomic batch kept writes");
+
+    let resumed = cli.run(&["batch", "process", &id, "--json"]);
+    assert_eq!(code(&resumed), 0, "{}", stderr_of(&resumed));
+    assert_eq!(json_of(&resumed)["completed"].as_i64(), Some(40));
+    assert_eq!(cli.db.scalar_i64("SELECT count(DISTINCT label) FROM probe_rows").await, 40);
+    assert_eq!(cli.rows().await, 40);
+}
+
+/// `n` items over `keys` keys, the versions of each key side by side in the file, each upserting
+/// its key's version; earlier items take longer, so that with workers racing, an earlier version
+/// of a key would commit after a later one.
+fn versioned_items(n: usize, keys: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let sleep = (n - i) as f64 * 0.015;
+            let key = i / (n / keys);
+            json!({
+                "key": format!("K{key}"),
+                "mode": "sql",
+                "sql": format!(
+                    "INSERT INTO probe_kv (k, v) SELECT 'K{key}', {i} FROM pg_sleep({sleep}) \
+                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+                ),
+            })
+        })
+        .collect()
+}
+
+// "The last row wins" for a repeated key whatever the worker count, once the manifest names the
+// key: items of one key run one at a time in file order; without it, four workers race and an
+// earlier row can win. Reprocessing keeps the order.
+#[tokio::test]
+async fn a_manifest_key_makes_the_last_row_of_a_repeated_key_win_under_four_workers() {
+    let cli = Cli::new().await;
+    cli.db.apply("CREATE TABLE probe_kv (k text PRIMARY KEY, v int NOT NULL)").await;
+    let grants = "[grants]\nprobe_kv = [\"select\", \"insert\", \"update\"]\n\n\
+                  [limits]\ntimeout_ms = 60000\nstatement_timeout_ms = 60000\n";
+    let manifest = cli.processors.path().join("probe.toml");
+    let (n, keys) = (24, 4);
+    let file = cli.write("versions.ndjson", &versioned_items(n, keys));
+    let latest: Vec<(String, i32)> =
+        (0..keys).map(|k| (format!("K{k}"), ((k + 1) * (n / keys) - 1) as i32)).collect();
+    let table = || async {
+        sqlx::query_as::<_, (String, i32)>("SELECT k, v FROM probe_kv ORDER BY k")
+            .fetch_all(&cli.db.pool)
+            .await
+            .unwrap()
+    };
+
+    std::fs::write(&manifest, grants).unwrap();
+    let run = cli.run(&["run", "probe", &file, "--workers", "4", "--allow-duplicate", "--json"]);
+    assert_eq!(code(&run), 0, "{}", stderr_of(&run));
+    assert_ne!(table().await, latest, "without a key, four workers should have let an earlier row win");
+
+    cli.db.apply("TRUNCATE probe_kv").await;
+    std::fs::write(&manifest, format!("{grants}\n[batch]\nkey = \"Key\"\n")).unwrap();
+    let run = cli.run(&["run", "probe", &file, "--workers", "4", "--allow-duplicate", "--json"]);
+    assert_eq!(code(&run), 0, "{}", stderr_of(&run));
+    assert_eq!(table().await, latest, "with the key, the last row of each key must win");
+    // Its items of other keys still ran side by side: well under the one-at-a-time time.
+    let id = json_of(&run)["batch_id"].as_str().unwrap().to_owned();
+    let ms = json_of(&run)["duration_ms"].as_i64().unwrap();
+    let serial: i64 = (0..n).map(|i| (n - i) as i64 * 15).sum();
+    assert!(ms < serial * 3 / 4, "{ms} ms: keys did not run in parallel (all in a row: {serial} ms)");
+
+    cli.db.apply("TRUNCATE probe_kv").await;
+    let again = cli.run(&["reprocess", &id, "--workers", "4", "--json"]);
+    assert_eq!(code(&again), 0, "{}", stderr_of(&again));
+    assert_eq!(table().await, latest, "a reprocess must keep the key's order");
 }

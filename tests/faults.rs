@@ -192,7 +192,7 @@ async fn sigterm_stops_gracefully_with_exit_code_5_and_the_batch_resumes() {
     assert_eq!(output.status.code(), Some(5), "{}", stderr_of(&output));
     assert!(stderr_of(&output).contains(&format!("interrupted; resume with `ingot batch process {id}`")));
     let summary = json_of(&output);
-    assert_eq!(summary["status"], "processing");
+    assert_eq!(summary["status"], "interrupted");
     assert!(summary["pending"].as_i64().unwrap() > 0);
     site.finish(id);
     assert_exactly_once(&db.pool, id).await;

@@ -453,7 +453,7 @@ async fn a_running_batch_keeps_the_processor_version_it_started_with() {
     let stopped = Progress::default();
     stopped.stop();
     let summary = first.process(id, &ProcessOptions::workers(1), Some(&stopped)).await.unwrap();
-    assert_eq!((summary.status, summary.pending), (BatchStatus::Processing, 2));
+    assert_eq!((summary.status, summary.pending), (BatchStatus::Interrupted, 2));
     let started_with = summary.processor_digest.unwrap();
 
     std::fs::write(processors.path().join("probe.wasm"), std::fs::read(guest("customer_data")).unwrap())
@@ -533,7 +533,7 @@ async fn a_host_keeps_every_version_it_has_loaded_in_memory() {
     let stopped = Progress::default();
     stopped.stop();
     let summary = host.process(id, &ProcessOptions::workers(1), Some(&stopped)).await.unwrap();
-    assert_eq!(summary.status, BatchStatus::Processing);
+    assert_eq!(summary.status, BatchStatus::Interrupted);
     let started_with = summary.processor_digest.unwrap();
     let other = host.create("probe", source(), &twice).await.unwrap();
     let stopped = Progress::default();

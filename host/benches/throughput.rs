@@ -15,7 +15,10 @@
 //!   with BENCH_ONLY=creation);
 //! - `ingot batch show` run as a command on the processed 1,000,000-item batch;
 //! - the peak RSS of `ingot batch process` over the 1,000,000-item batch (skip both large parts
-//!   with BENCH_LARGE=0).
+//!   with BENCH_LARGE=0);
+//! - all-or-nothing (`--atomic`) batches of 10,000 and 100,000 items (and 1,000,000 unless
+//!   BENCH_LARGE=0) against the normal mode on the same batch at 1 and 2 workers (this part
+//!   alone with BENCH_ONLY=atomic).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::Write;
@@ -121,9 +124,13 @@ fn manager(db: &TestDb, runtime: &Arc<Runtime>, processors: &Processors) -> Batc
 }
 
 async fn create(manager: &BatchManager, csv: &Path) -> uuid::Uuid {
+    create_with(manager, csv, false).await
+}
+
+async fn create_with(manager: &BatchManager, csv: &Path, atomic: bool) -> uuid::Uuid {
     let source = InputSource::from_arg(csv.to_str().unwrap(), None).unwrap();
     // Every measurement imports the same customers again.
-    let again = CreateOptions { allow_duplicate: true, ..CreateOptions::default() };
+    let again = CreateOptions { allow_duplicate: true, atomic, ..CreateOptions::default() };
     manager.create("customer_data", source, &again).await.unwrap()
 }
 
@@ -472,6 +479,51 @@ async fn creation_vs_psql(
     }
 }
 
+/// All-or-nothing batches (one transaction, a savepoint per item, one connection) against the
+/// normal mode on the same items, by size: whether the rate holds as the transaction grows.
+async fn atomic_vs_normal(
+    runtime: &Arc<Runtime>,
+    processors: &Processors,
+    dir: &Path,
+    large: bool,
+    results: &mut serde_json::Map<String, Value>,
+) {
+    println!(
+        "\n{:<34} {:>12} {:>12} {:>12} {:>8}",
+        "all-or-nothing (items/s)", "atomic", "normal, 1 w", "normal, 2 w", "ratio"
+    );
+    let sizes: &[usize] = if large { &[10_000, 100_000, 1_000_000] } else { &[10_000, 100_000] };
+    for &size in sizes {
+        let csv = dir.join(format!("atomic-{size}.csv"));
+        write_csv(&csv, size);
+        let mut rates = Vec::new();
+        for (atomic, workers) in [(true, 1), (false, 1), (false, 2)] {
+            let db = bench_db().await;
+            let manager = manager(&db, runtime, processors);
+            let batch = create_with(&manager, &csv, atomic).await;
+            settle(&db).await;
+            let seconds = ingot_run(&manager, batch, workers, Durability::Batch).await;
+            let customers: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM customers").fetch_one(&db.pool).await.unwrap();
+            assert_eq!(customers, size as i64);
+            rates.push(size as f64 / seconds);
+        }
+        println!(
+            "{:<34} {:>12.0} {:>12.0} {:>12.0} {:>7.0}%",
+            format!("{size} items"),
+            rates[0],
+            rates[1],
+            rates[2],
+            100.0 * rates[0] / rates[1]
+        );
+        results.insert(
+            format!("atomic_{size}"),
+            json!({"atomic": rates[0], "normal_1_worker": rates[1], "normal_2_workers": rates[2]}),
+        );
+        let _ = std::fs::remove_file(&csv);
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("BENCH_ITEMS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
@@ -503,6 +555,12 @@ async fn main() {
         println!("Ingot batch creation on {machine}");
         creation_vs_psql(&runtime, &processors, files.path(), &mut results).await;
         write_results(&results, "creation");
+        return;
+    }
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "atomic") {
+        println!("Ingot all-or-nothing batches on {machine}");
+        atomic_vs_normal(&runtime, &processors, files.path(), large, &mut results).await;
+        write_results(&results, "atomic");
         return;
     }
     results.insert("items".into(), json!(n));
@@ -688,6 +746,7 @@ async fn main() {
 
         creation_vs_psql(&runtime, &processors, files.path(), &mut results).await;
     }
+    atomic_vs_normal(&runtime, &processors, files.path(), large, &mut results).await;
     write_results(&results, "throughput");
 }
 

@@ -21,7 +21,7 @@ pub(crate) async fn create_in_tx(
 ) -> Result<SourceStats, BatchError> {
     batch.source_info = json!({ "file_name": source.name, "format": source.format });
     batches::insert(conn, &batch).await?;
-    let stats = copy_items(conn, batch.id, source).await?;
+    let stats = copy_items(conn, batch.id, source, batch.item_key.as_deref()).await?;
     if !allow_duplicate
         && let Some(earlier) =
             batches::find_duplicate(conn, &batch.batch_type, &stats.sha256, batch.id).await?
@@ -40,17 +40,22 @@ pub(crate) async fn create_in_tx(
     Ok(stats)
 }
 
-/// Streams parsed items into `import_batch_items` with COPY, in index order.
+/// Streams parsed items into `import_batch_items` with COPY, in index order; with `key`, each with
+/// the hash of its value of that field (see [`key_hash`]).
 async fn copy_items(
     conn: &mut PgConnection,
     batch_id: Uuid,
     source: InputSource,
+    key: Option<&str>,
 ) -> Result<SourceStats, BatchError> {
     let source_name = source.name.clone();
     let mut reader = input::read(source);
-    let mut copy = conn
-        .copy_in_raw("COPY import_batch_items (id, batch_id, item_index, source_data) FROM STDIN")
-        .await?;
+    let columns = if key.is_some() {
+        "id, batch_id, item_index, key_hash, source_data"
+    } else {
+        "id, batch_id, item_index, source_data"
+    };
+    let mut copy = conn.copy_in_raw(&format!("COPY import_batch_items ({columns}) FROM STDIN")).await?;
     let name = source_name.clone();
     let mut index: u64 = 0;
     let mut buffer = Vec::with_capacity(1 << 20);
@@ -63,6 +68,14 @@ async fn copy_items(
             // text is as written, so it may hold tabs and line breaks (as whitespace between
             // tokens; JSON strings cannot hold them raw).
             let _ = write!(buffer, "{}\t{batch_id}\t{index}\t", Uuid::now_v7());
+            if let Some(key) = key {
+                match key_hash(&item.json, key) {
+                    Some(hash) => {
+                        let _ = write!(buffer, "{hash}\t");
+                    }
+                    None => buffer.extend_from_slice(b"\\N\t"),
+                }
+            }
             for &b in item.json.as_bytes() {
                 match b {
                     b'\\' => buffer.extend_from_slice(b"\\\\"),
@@ -90,6 +103,43 @@ async fn copy_items(
             Err(e.into())
         }
     }
+}
+
+/// The hash an item's value of the key field `key` is ordered by, or `None` when the item has no
+/// such value (it is then ordered by nothing). The field is found as the validation kits find
+/// columns — its exact name, else the one name that is the same ignoring case, spaces and
+/// punctuation ("Order ID" = "order_id") — and text values count as equal ignoring case and
+/// surrounding spaces, since processors normalise them so: treating two keys as one costs only
+/// parallelism, treating one as two would cost the order.
+pub(crate) fn key_hash(json: &str, key: &str) -> Option<i64> {
+    use sha2::Digest as _;
+    let serde_json::Value::Object(row) = serde_json::from_str(json).ok()? else { return None };
+    let value = match row.get(key) {
+        Some(value) => value,
+        None => {
+            let loose = |name: &str| {
+                name.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect::<String>()
+            };
+            let wanted = loose(key);
+            let mut found = row.iter().filter(|(name, _)| loose(name) == wanted).map(|(_, v)| v);
+            let first = found.next()?;
+            // Two columns for one key: none of them decides.
+            if found.next().is_some() {
+                return None;
+            }
+            first
+        }
+    };
+    let text = match value {
+        serde_json::Value::Null => return None,
+        serde_json::Value::String(s) if s.trim().is_empty() => return None,
+        serde_json::Value::String(s) => s.trim().to_lowercase(),
+        other => other.to_string(),
+    };
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let mut bytes = [0_u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    Some(i64::from_le_bytes(bytes))
 }
 
 /// The file lines of the items most recently sent to COPY: an item PostgreSQL refuses (a value
@@ -128,5 +178,25 @@ impl RecentLines {
         let detail = pg.detail().map(|d| format!(" ({d})")).unwrap_or_default();
         let message = format!("item {index}: PostgreSQL cannot store it: {}{detail}", pg.message());
         BatchError::Input(InputError::Malformed { name: name.to_owned(), line: line.unwrap_or(0), message })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_hash;
+
+    #[test]
+    fn a_key_is_found_as_the_kits_find_columns_and_its_text_ignores_case_and_spaces() {
+        let a = key_hash(r#"{"Order ID": "ORD-1", "x": 1}"#, "Order ID");
+        assert!(a.is_some());
+        assert_eq!(key_hash(r#"{"order_id": " ord-1 "}"#, "Order ID"), a);
+        assert_eq!(key_hash(r#"{"ORDER-ID": "Ord-1"}"#, "Order ID"), a);
+        assert_ne!(key_hash(r#"{"Order ID": "ORD-2"}"#, "Order ID"), a);
+        assert_eq!(key_hash(r#"{"Order ID": 7}"#, "Order ID"), key_hash(r#"{"Order ID": "7"}"#, "Order ID"));
+        assert_eq!(key_hash(r#"{"Order ID": null}"#, "Order ID"), None);
+        assert_eq!(key_hash(r#"{"Order ID": "  "}"#, "Order ID"), None);
+        assert_eq!(key_hash(r#"{"other": "x"}"#, "Order ID"), None);
+        assert_eq!(key_hash(r#"{"order id": "a", "order_id": "b"}"#, "Order ID"), None, "ambiguous");
+        assert_eq!(key_hash("[1, 2]", "Order ID"), None);
     }
 }

@@ -165,6 +165,19 @@ async fn finish_once(
     Ok(true)
 }
 
+/// Completes the batch in the transaction the host holds open (an atomic batch's, with every
+/// item's writes in it), runs on-batch-complete(true) there and commits, waiting for the disk.
+/// `false`, with the transaction still open, when the batch is no longer processing (it was
+/// cancelled meanwhile).
+pub(crate) async fn complete_open(worker: &mut Worker, batch: &BatchScope) -> Result<bool, BatchError> {
+    if !transition(worker, batch, Transition::Complete).await? {
+        return Ok(false);
+    }
+    run_on_batch_complete(worker, batch, true).await?;
+    worker.commit(true).await?;
+    Ok(true)
+}
+
 /// on-batch-complete for a batch whose final status is already written in the open transaction.
 pub(crate) async fn run_on_batch_complete(
     worker: &mut Worker,

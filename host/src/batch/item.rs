@@ -19,7 +19,7 @@ use std::time::Instant;
 use chrono::Utc;
 
 use super::BatchError;
-use super::worker::{BatchScope, Worker};
+use super::worker::{BatchScope, TxMode, Worker};
 use crate::context::caps::{Caps, ERROR_CODE_BYTES, ERROR_FIELD_BYTES, clip};
 use crate::context::jsonb;
 use crate::context::logs::LogLevel;
@@ -36,6 +36,8 @@ pub(crate) struct ItemResult {
     pub(crate) status: ItemStatus,
     pub(crate) error: Option<String>,
     pub(crate) duration: std::time::Duration,
+    /// Left pending for another attempt: when it may be claimed again.
+    pub(crate) retry_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// The item's fate, before it is written.
@@ -123,8 +125,14 @@ pub(crate) async fn run_item(
         }
         _ => None,
     };
-    if let Verdict::Failed { error, message, code, .. } = &verdict {
-        let details = serde_json::json!({ "attempt": item.attempt, "code": code, "retry_at": retry_at });
+    if let Verdict::Failed { error, message, code, field, .. } = &verdict {
+        let mut details = serde_json::json!({ "attempt": item.attempt, "code": code, "field": field, "retry_at": retry_at });
+        if let (TxMode::Atomic { run }, None) = (batch.tx, retry_at) {
+            // What records the failure if the batch's one transaction is rolled back (see
+            // `items::record_atomic_failures`).
+            details["atomic_run"] = run.to_string().into();
+            details["message"] = message.clone().into();
+        }
         if let Some(at) = retry_at {
             let wait = (at - Utc::now()).num_milliseconds().max(0) as f64 / 1000.0;
             let line = format!(
@@ -148,7 +156,14 @@ pub(crate) async fn run_item(
     };
     worker.ctx.metadata.discard();
 
-    let logs = worker.ctx.logs.take();
+    let mut logs = worker.ctx.logs.take();
+    if batch.tx.is_atomic() && retry_at.is_none() && matches!(verdict, Verdict::Failed { .. }) {
+        // An atomic batch's failed item: its lines must outlive a rollback of the batch's one
+        // transaction, so they are written now, outside it, and not again with the item.
+        let mut conn = worker.host.acquire().await?;
+        crate::store::items::record_lines_now(&mut conn, batch.id, claimed.id, &logs).await?;
+        logs.clear();
+    }
     let caps = worker.ctx.caps;
     let fuel_used =
         worker.runner.fuel_metering().then(|| i64::try_from(worker.ctx.fuel_used).unwrap_or(i64::MAX));
@@ -209,6 +224,7 @@ pub(crate) async fn run_item(
         status,
         error: message.map(|m| m.into_owned()),
         duration: clock.elapsed(),
+        retry_at,
     })
 }
 

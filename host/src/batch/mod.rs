@@ -1,6 +1,7 @@
 //! Batches: create, process, reprocess, dry-run. "How is an item processed?" is answered in
 //! [`item`]; the hooks around a batch in [`hooks`]; concurrency in [`worker`].
 
+mod atomic;
 mod create;
 mod hooks;
 mod item;
@@ -64,6 +65,12 @@ pub enum BatchError {
     /// The batch to wait for does not exist.
     #[error("batch {0}, given with --after, does not exist (see `ingot batch list`)")]
     NoSuchDependency(Uuid),
+    /// An atomic batch is running on another host: its one transaction cannot be shared.
+    #[error(
+        "batch {0} is all-or-nothing (atomic) and another host is processing it now; one transaction cannot be \
+         shared: wait for it to end (`ingot batch show {0}`)"
+    )]
+    AtomicElsewhere(Uuid),
     /// The batch completed: there is nothing left to cancel.
     #[error("batch {0} has completed; there is nothing left to cancel")]
     AlreadyCompleted(Uuid),
@@ -199,6 +206,9 @@ pub struct CreateOptions {
     /// Fail the batch once more than this share of its finished items failed (default: the
     /// manifest's).
     pub max_failure_rate: Option<f64>,
+    /// All or nothing: keep the items' writes only if the thresholds hold (also set by the
+    /// manifest).
+    pub atomic: bool,
     /// Initial batch metadata (a JSON object).
     pub metadata: Option<Value>,
 }
@@ -436,6 +446,8 @@ impl BatchManager {
             framework: sandbox.settings.framework.clone(),
             pipeline: false,
             prefetched: None,
+            run_counts: batches::Counts::default(),
+            retries: Vec::new(),
         };
         worker.adopt(session);
         worker
@@ -521,6 +533,22 @@ impl BatchManager {
         {
             return self.summary(id).await;
         }
+        // From here until the summary, this connection says that this host works on the batch.
+        batches::hold_live(&mut conn, id).await?;
+        let batch = if batch.atomic {
+            if !batches::try_hold_atomic(&mut conn, id).await? {
+                return Err(BatchError::AtomicElsewhere(id));
+            }
+            // Read again under the lock: another host may have ended it meanwhile.
+            let batch = batches::get(&mut conn, id).await?.ok_or(BatchError::NotFound(id))?;
+            match batch.status {
+                BatchStatus::Completed | BatchStatus::Cancelled => return self.summary(id).await,
+                _ => items::reset_atomic(&mut conn, id).await?,
+            }
+            batch
+        } else {
+            batch
+        };
         let ready = self.get_ready(&mut conn, &batch, options).await;
         let (processor, sandbox, session, replaced) = match ready {
             Ok(ready) => ready,
@@ -538,7 +566,6 @@ impl BatchManager {
             }
             Err(e) => return Err(e),
         };
-        drop(conn);
         let durability = options.durability.unwrap_or(processor.manifest.durability);
         let scope = BatchScope {
             metrics: options.metrics.clone(),
@@ -578,15 +605,23 @@ impl BatchManager {
         };
         coordinator.ctx.metadata.load(&metadata);
         let shared = progress.map_or_else(|| Arc::new(Shared::default()), |p| Arc::clone(&p.0));
-        let mut workers = Vec::with_capacity(options.workers.max(1));
-        for i in 0..options.workers.max(1) {
-            let slot = (base_slot + 1 + i16::try_from(i).unwrap_or(0)) % 64;
-            workers.push(self.worker(&processor, &sandbox, slot, &metadata).await?);
-        }
-        let outcome = worker::run_all(workers, &scope, &shared).await;
+        let (outcome, failure) = if batch.atomic {
+            // One transaction, so one connection: the coordinator's.
+            match atomic::process(&mut coordinator, &scope, &shared).await {
+                Ok(failure) => (Ok(()), failure),
+                Err(e) => (Err(e), None),
+            }
+        } else {
+            let mut workers = Vec::with_capacity(options.workers.max(1));
+            for i in 0..options.workers.max(1) {
+                let slot = (base_slot + 1 + i16::try_from(i).unwrap_or(0)) % 64;
+                workers.push(self.worker(&processor, &sandbox, slot, &metadata).await?);
+            }
+            (worker::run_all(workers, &scope, &shared).await, shared.failure())
+        };
         let failure = match &outcome {
             Err(e) => Some(format!("processing stopped: {e}")),
-            Ok(()) => shared.failure(),
+            Ok(()) => failure,
         };
         let stopped = shared.stop.load(Ordering::SeqCst) && failure.is_none();
         match (failure, outcome) {
@@ -600,6 +635,8 @@ impl BatchManager {
             }
             // Stopped from outside (a signal): the rest stays pending for the next run.
             (None, _) if stopped => {}
+            // An atomic batch that did not fail has ended already (completed, or cancelled).
+            (None, _) if batch.atomic => {}
             (None, _) => finish_batch(&mut coordinator, &scope, None).await?,
         }
         // The batch hooks ran on the coordinator's connection.
@@ -609,6 +646,8 @@ impl BatchManager {
             // commit already waited; an interrupted or shared batch's items wait here.
             batches::flush(&self.pool).await?;
         }
+        // This host no longer works on the batch: the summary says whether anyone still does.
+        drop(conn);
         self.summary(id).await
     }
 
@@ -634,7 +673,7 @@ impl BatchManager {
                     move_batch(conn, id, batches::Transition::Fail { reason: &reason }).await?;
                     return Ok(false);
                 }
-                Some(BatchStatus::Pending | BatchStatus::Processing) => {
+                Some(BatchStatus::Pending | BatchStatus::Processing | BatchStatus::Interrupted) => {
                     if progress.is_some_and(Progress::stopped) {
                         return Ok(false);
                     }
@@ -827,6 +866,8 @@ impl BatchManager {
                     stop_on_error: parent.stop_on_error,
                     max_failures: parent.max_failures,
                     max_failure_rate: parent.max_failure_rate,
+                    atomic: parent.atomic,
+                    item_key: parent.item_key.clone(),
                     after_batch_id: None,
                     parent_batch_id: Some(parent_id),
                     retry_count: parent.retry_count + 1,
@@ -874,6 +915,8 @@ fn new_batch(batch_type: &str, manifest: &Manifest, options: &CreateOptions) -> 
             .or(manifest.max_failures)
             .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         max_failure_rate: options.max_failure_rate.or(manifest.max_failure_rate),
+        atomic: options.atomic || manifest.atomic,
+        item_key: manifest.key.clone(),
         parent_batch_id: None,
         after_batch_id: options.after,
         retry_count: 0,

@@ -19,7 +19,8 @@ use crate::context::login::ProcessorLogin;
 use crate::context::sql::DbSession;
 use crate::runtime::bindings::BatchInfo;
 use crate::store::items::{
-    self, ClaimedItem, DRY_RUN_SAVEPOINT, FinishedItem, Interruption, NextClaim, ScopeEnd, ScopeSettings,
+    self, ClaimAt, ClaimedItem, DRY_RUN_SAVEPOINT, Ending, FinishedItem, Interruption, NextClaim, ScopeEnd,
+    ScopeSettings,
 };
 use crate::store::{ItemStatus, StoreError, batches};
 
@@ -33,6 +34,20 @@ pub(crate) enum TxMode {
     /// savepoint per item; the processor's scopes run in throwaway transactions on its
     /// connection, so its writes are always rolled back.
     DryRun,
+    /// All or nothing: every item in one transaction on the processor's connection, each in the
+    /// processor's savepoint, committed once at the end (see `batch::atomic`). `run` names this
+    /// pass over the batch in the log lines of its failed items.
+    Atomic {
+        /// This pass.
+        run: Uuid,
+    },
+}
+
+impl TxMode {
+    /// Whether items run in one transaction that the host keeps open between them.
+    pub(crate) fn is_atomic(self) -> bool {
+        matches!(self, TxMode::Atomic { .. })
+    }
 }
 
 /// What a worker knows about the batch it works on.
@@ -68,12 +83,12 @@ impl Thresholds {
     /// is not a rate.
     const RATE_SAMPLE: i64 = 100;
 
-    fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.max_failures.is_some() || self.max_failure_rate.is_some()
     }
 
     /// Why the batch must stop, given its failed and finished items.
-    fn exceeded(&self, failed: i64, finished: i64) -> Option<String> {
+    pub(crate) fn exceeded(&self, failed: i64, finished: i64) -> Option<String> {
         if let Some(max) = self.max_failures
             && failed > max
         {
@@ -160,6 +175,12 @@ pub(crate) struct Worker {
     pub(crate) pipeline: bool,
     /// What that round trip claimed, for the next step.
     pub(crate) prefetched: Option<NextClaim>,
+    /// In an atomic batch: what this pass's items came to so far (uncommitted, so only this
+    /// worker can count them).
+    pub(crate) run_counts: batches::Counts,
+    /// In an atomic batch: when items this pass left pending for a retry may be claimed again
+    /// (their state is uncommitted, so only this worker can see it).
+    pub(crate) retries: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Worker {
@@ -288,7 +309,9 @@ impl Worker {
     pub(crate) async fn open_scope(&mut self, batch: &BatchScope) -> Result<(), BatchError> {
         let session = self.session()?;
         match batch.tx {
-            TxMode::PerItem => session.host(|c| Box::pin(items::open_scope(c, &batch.settings))).await?,
+            TxMode::PerItem | TxMode::Atomic { .. } => {
+                session.host(|c| Box::pin(items::open_scope(c, &batch.settings))).await?
+            }
             TxMode::DryRun => {
                 session.host(|c| Box::pin(items::open_discarded_scope(c, batch.id, &batch.settings))).await?
             }
@@ -301,8 +324,8 @@ impl Worker {
     pub(crate) async fn close_scope(&mut self, batch: &BatchScope, keep: bool) -> Result<(), BatchError> {
         let end = match (batch.tx, keep) {
             (TxMode::DryRun, _) => ScopeEnd::DiscardTransaction,
-            (TxMode::PerItem, true) => ScopeEnd::Keep,
-            (TxMode::PerItem, false) => ScopeEnd::Discard,
+            (TxMode::PerItem | TxMode::Atomic { .. }, true) => ScopeEnd::Keep,
+            (TxMode::PerItem | TxMode::Atomic { .. }, false) => ScopeEnd::Discard,
         };
         self.session()?
             .host(|c| Box::pin(items::close_scope(c, &batch.settings, end)))
@@ -323,7 +346,8 @@ impl Worker {
         let written = if self.outer.is_none() {
             let end = if keep { ScopeEnd::Keep } else { ScopeEnd::Discard };
             let token = self.token;
-            let then_claim = self.pipeline.then_some((batch.id, self.floor));
+            let then_claim = self.pipeline.then_some(self.claim_at(batch));
+            let ending = if batch.tx.is_atomic() { Ending::KeepOpen } else { Ending::Commit };
             let finished = self
                 .session()?
                 .host(|c| {
@@ -333,7 +357,7 @@ impl Worker {
                         Some(end),
                         token,
                         item,
-                        None,
+                        ending,
                         then_claim,
                     ))
                 })
@@ -348,7 +372,7 @@ impl Worker {
                     None,
                     None,
                     item,
-                    Some(DRY_RUN_SAVEPOINT),
+                    Ending::Release(DRY_RUN_SAVEPOINT),
                     None,
                 )
                 .await
@@ -356,8 +380,21 @@ impl Worker {
                 None => return Err(BatchError::Host("no dry-run transaction".into())),
             }
         };
-        self.token = None;
+        self.release_token(batch);
         written.map_err(|e| BatchError::after_processor(e, "completing the item"))
+    }
+
+    /// Where the next claim is made: a new transaction, or the atomic batch's open one.
+    fn claim_at(&self, batch: &BatchScope) -> ClaimAt {
+        ClaimAt { batch_id: batch.id, floor: self.floor, within: self.token.filter(|_| batch.tx.is_atomic()) }
+    }
+
+    /// Forgets the token of an item's transaction once it ended (an atomic batch's lasts until
+    /// the batch's end).
+    fn release_token(&mut self, batch: &BatchScope) {
+        if !batch.tx.is_atomic() {
+            self.token = None;
+        }
     }
 
     /// Builds what the processor may know about the batch, with its current counts.
@@ -410,7 +447,7 @@ impl Worker {
         result
     }
 
-    async fn run_items(&mut self, batch: &BatchScope, shared: &Shared) -> Result<(), BatchError> {
+    pub(crate) async fn run_items(&mut self, batch: &BatchScope, shared: &Shared) -> Result<(), BatchError> {
         let result = self.run_steps(batch, shared).await;
         if self.prefetched.take().is_some() {
             // Stopped with the next item claimed: let it go (it stays pending).
@@ -428,6 +465,7 @@ impl Worker {
                     let wait = (until - chrono::Utc::now()).to_std().unwrap_or_default().min(RETRY_POLL);
                     tokio::time::sleep(wait).await;
                 }
+                // (An atomic batch's transaction is gone with it: the caller starts over.)
                 Err(e) if e.is_transient() && batch.tx == TxMode::PerItem => {
                     self.recover(batch.tx, &e).await?
                 }
@@ -445,7 +483,7 @@ impl Worker {
     async fn claim(&mut self, batch: &BatchScope) -> Result<Option<ClaimedItem>, BatchError> {
         match self.prefetched.take() {
             Some(NextClaim::Claimed(claimed)) => {
-                self.token = claimed.token;
+                self.token = claimed.token.or(self.token);
                 return Ok(Some(claimed));
             }
             Some(NextClaim::Nothing) => return Ok(None),
@@ -456,22 +494,22 @@ impl Worker {
             }
             None => {}
         }
-        let floor = self.floor;
+        let at = self.claim_at(batch);
         let claimed = match self.outer.as_mut() {
             None => {
-                self.session()?
-                    .host(|c| Box::pin(items::begin_and_claim(c, batch.id, floor, &batch.settings)))
-                    .await?
+                self.session()?.host(|c| Box::pin(items::begin_and_claim(c, at, &batch.settings))).await?
             }
             Some(outer) => {
-                let claimed = items::claim_nested(outer, batch.id, floor, &batch.settings).await?;
+                let claimed = items::claim_nested(outer, batch.id, at.floor, &batch.settings).await?;
                 if claimed.is_some() {
                     self.open_scope(batch).await?;
                 }
                 claimed
             }
         };
-        self.token = claimed.as_ref().and_then(|c| c.token);
+        if !batch.tx.is_atomic() {
+            self.token = claimed.as_ref().and_then(|c| c.token);
+        }
         Ok(claimed)
     }
 
@@ -479,12 +517,19 @@ impl Worker {
     async fn step(&mut self, batch: &BatchScope, shared: &Shared) -> Result<Step, BatchError> {
         let floor = self.floor;
         let Some(claimed) = self.claim(batch).await? else {
-            // Nothing was done: end the transaction the claim opened.
+            // Nothing was done: end the transaction the claim opened (in an atomic batch's: the
+            // processor scope the claim opened).
             match self.outer.as_mut() {
                 Some(outer) => items::rollback(outer, Some(DRY_RUN_SAVEPOINT)).await?,
+                None if batch.tx.is_atomic() => {
+                    let settings = &batch.settings;
+                    self.session()?
+                        .host(|c| Box::pin(items::close_scope(c, settings, ScopeEnd::Discard)))
+                        .await?
+                }
                 None => self.session()?.host(|c| Box::pin(items::rollback(c, None))).await?,
             }
-            self.token = None;
+            self.release_token(batch);
             if floor > 0 {
                 // Look once more from the start: items skipped while locked by others may have
                 // been rolled back, and retries wait below the floor.
@@ -493,6 +538,12 @@ impl Worker {
             }
             let next = match self.outer.as_mut() {
                 Some(outer) => items::next_retry_at(outer, batch.id).await?,
+                None if batch.tx.is_atomic() => {
+                    // Every retry due by now was claimed again: the others still wait.
+                    let now = chrono::Utc::now();
+                    self.retries.retain(|at| *at > now);
+                    self.retries.iter().min().copied()
+                }
                 None => items::next_retry_at(&mut *self.host.acquire().await?, batch.id).await?,
             };
             return Ok(next.map_or(Step::Finished, Step::Wait));
@@ -501,7 +552,7 @@ impl Worker {
         let (id, index) = (claimed.id, claimed.index);
         let started = std::time::Instant::now();
         // The item's last round trip claims the next one, unless the run is ending.
-        self.pipeline = batch.tx == TxMode::PerItem && !shared.should_stop();
+        self.pipeline = batch.tx != TxMode::DryRun && !shared.should_stop();
         let result: ItemResult = match run_item(self, batch, claimed).await {
             Ok(result) => result,
             Err(e) if e.is_connection_lost() && batch.tx == TxMode::PerItem => {
@@ -510,12 +561,30 @@ impl Worker {
                 self.count_interruption(batch, id, &e).await;
                 return Err(e);
             }
+            Err(BatchError::ItemLost { code, message }) if batch.tx.is_atomic() => {
+                // The batch's one transaction cannot go on: it is rolled back (nothing of the
+                // batch is kept), this item's failure is recorded, and the batch fails.
+                let result = self.fail_alone(batch, id, index, code, message, started).await?;
+                shared.fail(format!(
+                    "item {index} could not be completed: {}",
+                    result.error.as_deref().unwrap_or("its transaction failed")
+                ));
+                return Ok(Step::Finished);
+            }
             Err(BatchError::ItemLost { code, message }) => {
                 self.fail_alone(batch, id, index, code, message, started).await?
             }
             Err(e) => return Err(e),
         };
-        self.token = None;
+        self.release_token(batch);
+        if batch.tx.is_atomic() {
+            match result.status {
+                ItemStatus::Completed => self.run_counts.completed += 1,
+                ItemStatus::Failed => self.run_counts.failed += 1,
+                ItemStatus::Skipped => self.run_counts.skipped += 1,
+                ItemStatus::Pending | ItemStatus::Processing => self.retries.extend(result.retry_at),
+            }
+        }
         if result.status != ItemStatus::Pending {
             shared.done.fetch_add(1, Ordering::Relaxed);
         }
@@ -531,16 +600,24 @@ impl Worker {
             ));
         }
         if result.status == ItemStatus::Failed && batch.thresholds.is_set() {
-            // The batch's counts over every worker and host (committed: this item's included).
+            // The batch's counts over every worker and host (committed: this item's included);
+            // an atomic batch's are this worker's own, uncommitted.
             let counts = match self.outer.as_mut() {
+                _ if batch.tx.is_atomic() => self.run_counts,
                 Some(outer) => batches::counts(outer, batch.id).await?,
                 None => batches::counts(&mut *self.host.acquire().await?, batch.id).await?,
             };
             if let Some(reason) = batch.thresholds.exceeded(counts.failed, counts.finished()) {
-                shared.fail(format!(
-                    "stopped after item {}: {reason}; the other items stay pending (fix the cause, then `ingot batch process {}`)",
-                    result.index, batch.id
-                ));
+                // (An atomic batch says what stopping means for it when it ends.)
+                let rest = if batch.tx.is_atomic() {
+                    String::new()
+                } else {
+                    format!(
+                        "; the other items stay pending (fix the cause, then `ingot batch process {}`)",
+                        batch.id
+                    )
+                };
+                shared.fail(format!("stopped after item {}: {reason}{rest}", result.index));
             }
         }
         Ok(Step::Processed)
@@ -610,7 +687,7 @@ impl Worker {
             }
         };
         let status = if failed { ItemStatus::Failed } else { ItemStatus::Pending };
-        Ok(ItemResult { index, status, error: Some(message), duration: started.elapsed() })
+        Ok(ItemResult { index, status, error: Some(message), duration: started.elapsed(), retry_at: None })
     }
 }
 

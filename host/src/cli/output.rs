@@ -41,7 +41,8 @@ pub(crate) fn summary(summary: &Summary) {
         BatchStatus::Completed if summary.failed > 0 => "completed with failures",
         BatchStatus::Completed => "completed",
         BatchStatus::Failed => "FAILED",
-        BatchStatus::Processing => "is still processing (other workers hold items)",
+        BatchStatus::Processing => "is being processed by another worker or host",
+        BatchStatus::Interrupted => "was interrupted: no worker is processing it",
         BatchStatus::Pending => "is pending",
         BatchStatus::Cancelled => "was cancelled",
     };
@@ -98,11 +99,27 @@ pub(crate) fn summary(summary: &Summary) {
             ));
         }
     }
+    let id = summary.batch_id;
+    let mut next = Vec::new();
+    if summary.status == BatchStatus::Interrupted {
+        next.push(format!("ingot batch process {id}   (resumes it)"));
+    }
     if !summary.dry_run && (summary.failed > 0 || summary.status == BatchStatus::Failed) {
-        out.push_str(&format!("  next: ingot logs {} --level error\n", summary.batch_id));
-        if summary.failed > 0 {
-            out.push_str(&format!("        ingot reprocess {} --failed-only\n", summary.batch_id));
+        next.push(format!("ingot logs {id} --level error"));
+        // A reprocess is the next step once the batch has ended; an atomic batch kept nothing,
+        // so it runs again as a whole instead.
+        let ended =
+            matches!(summary.status, BatchStatus::Completed | BatchStatus::Failed | BatchStatus::Cancelled);
+        if summary.atomic && summary.status == BatchStatus::Failed {
+            next.push(format!("ingot batch process {id}   (runs every item again, once fixed)"));
+        } else if summary.failed > 0 && ended {
+            next.push(format!("ingot reprocess {id} --failed-only"));
         }
+    }
+    for (i, line) in next.iter().enumerate() {
+        out.push_str(if i == 0 { "  next: " } else { "        " });
+        out.push_str(line);
+        out.push('\n');
     }
     print!("{out}");
 }

@@ -64,6 +64,10 @@ pub(crate) struct InputArgs {
     /// ones once 100 have finished, or of the whole batch).
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     max_failure_rate: Option<f64>,
+    /// All or nothing: every item in one transaction, kept only if no item failed (or the
+    /// thresholds above held); otherwise nothing is kept and the batch fails (exit 4).
+    #[arg(long)]
+    atomic: bool,
     /// Initial batch metadata, a JSON object.
     #[arg(long, value_parser = parse_metadata)]
     metadata: Option<serde_json::Value>,
@@ -87,6 +91,7 @@ impl InputArgs {
             after: self.after,
             max_failures: self.max_failures,
             max_failure_rate: self.max_failure_rate,
+            atomic: self.atomic,
             metadata: self.metadata.clone(),
         }
     }

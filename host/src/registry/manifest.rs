@@ -18,6 +18,8 @@
 //! max_failure_rate = 0.05        # optional: ... or once more than this share of them did
 //! max_attempts = 3               # attempts for retryable failures
 //! durability = "batch"           # or "item": a WAL flush per item (see README, Guarantees)
+//! atomic = false                 # all or nothing: keep the items' writes only if none failed
+//! key = "Order ID"               # items with the same value run one at a time, in file order
 //! ```
 //!
 //! The processor does not own it and cannot change it. Unknown keys are errors, so a typo never
@@ -101,6 +103,8 @@ struct RawBatch {
     max_failure_rate: Option<f64>,
     max_attempts: Option<u32>,
     durability: Option<Durability>,
+    atomic: Option<bool>,
+    key: Option<String>,
 }
 
 /// When an item's commit waits for the write-ahead log to reach disk.
@@ -140,6 +144,10 @@ pub struct Manifest {
     pub max_attempts: u32,
     /// When item commits wait for the WAL flush.
     pub durability: Durability,
+    /// All or nothing: every item in one transaction, kept only if the thresholds hold.
+    pub atomic: bool,
+    /// The item field whose equal values run one at a time, in file order.
+    pub key: Option<String>,
 }
 
 impl Default for Manifest {
@@ -156,6 +164,8 @@ impl Default for Manifest {
             max_failure_rate: None,
             max_attempts: 3,
             durability: Durability::Batch,
+            atomic: false,
+            key: None,
         }
     }
 }
@@ -233,6 +243,12 @@ impl Manifest {
         {
             return Err(fail(format!("[batch] max_failure_rate {message}")));
         }
+        let key = match raw.batch.key {
+            Some(key) if key.trim().is_empty() => {
+                return Err(fail("[batch] key names no field; name the item field (e.g. key = \"Order ID\") or remove the line".into()));
+            }
+            other => other,
+        };
         let grants = raw
             .grants
             .into_iter()
@@ -253,6 +269,8 @@ impl Manifest {
             max_failure_rate: raw.batch.max_failure_rate,
             max_attempts,
             durability: raw.batch.durability.unwrap_or_default(),
+            atomic: raw.batch.atomic.unwrap_or(false),
+            key,
         })
     }
 }
@@ -363,6 +381,17 @@ mod tests {
         assert_eq!(m.durability, Durability::Batch);
         assert_eq!(parse("[batch]\ndurability = \"item\"\n").expect("parses").durability, Durability::Item);
         assert!(parse("[batch]\ndurability = \"never\"\n").is_err());
+    }
+
+    #[test]
+    fn atomic_and_key_are_read_and_an_empty_key_is_refused() {
+        let m = parse("[batch]\natomic = true\nkey = \"Order ID\"\n").expect("parses");
+        assert!(m.atomic);
+        assert_eq!(m.key.as_deref(), Some("Order ID"));
+        let defaults = parse("").expect("parses");
+        assert!(!defaults.atomic && defaults.key.is_none());
+        let error = parse("[batch]\nkey = \" \"\n").expect_err("an empty key").to_string();
+        assert!(error.contains("key names no field"), "{error}");
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub struct Batch {
     pub max_failures: Option<i64>,
     /// Fail once more than this share of the finished items failed.
     pub max_failure_rate: Option<f64>,
+    /// All or nothing: every item in one transaction, kept only if the thresholds hold.
+    pub atomic: bool,
+    /// The item field whose equal values run one at a time, in file order.
+    pub item_key: Option<String>,
     /// sha256 of the processor that ran it.
     pub processor_digest: Option<String>,
     /// Items in the batch.
@@ -47,7 +51,7 @@ pub struct Batch {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-const BATCH_COLUMNS: &str = "id, batch_type, status, source_info, metadata, stop_on_error, max_failures, max_failure_rate, processor_digest, \
+const BATCH_COLUMNS: &str = "id, batch_type, status, source_info, metadata, stop_on_error, max_failures, max_failure_rate, atomic, item_key, processor_digest, \
      total_items, error_message, retry_count, parent_batch_id, after_batch_id, created_at, started_at, completed_at";
 
 /// A row's `status` column, which only Ingot writes.
@@ -66,6 +70,8 @@ fn batch_from_row(row: &sqlx::postgres::PgRow) -> Result<Batch, StoreError> {
         stop_on_error: row.try_get("stop_on_error")?,
         max_failures: row.try_get("max_failures")?,
         max_failure_rate: row.try_get("max_failure_rate")?,
+        atomic: row.try_get("atomic")?,
+        item_key: row.try_get("item_key")?,
         processor_digest: row.try_get("processor_digest")?,
         total_items: row.try_get("total_items")?,
         error_message: row.try_get("error_message")?,
@@ -95,6 +101,10 @@ pub struct NewBatch {
     pub max_failures: Option<i64>,
     /// Fail once more than this share of the finished items failed.
     pub max_failure_rate: Option<f64>,
+    /// All or nothing (see [`Batch::atomic`]).
+    pub atomic: bool,
+    /// The key field (see [`Batch::item_key`]).
+    pub item_key: Option<String>,
     /// The batch it reprocesses.
     pub parent_batch_id: Option<Uuid>,
     /// The batch it waits for.
@@ -107,8 +117,8 @@ pub struct NewBatch {
 pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO import_batches (id, batch_type, source_info, metadata, stop_on_error, parent_batch_id, retry_count,
-                                     max_failures, max_failure_rate, after_batch_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                     max_failures, max_failure_rate, after_batch_id, atomic, item_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(batch.id)
     .bind(&batch.batch_type)
@@ -120,6 +130,8 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch) -> Result<(), Sto
     .bind(batch.max_failures)
     .bind(batch.max_failure_rate)
     .bind(batch.after_batch_id)
+    .bind(batch.atomic)
+    .bind(&batch.item_key)
     .execute(conn)
     .await?;
     Ok(())
@@ -268,6 +280,7 @@ pub async fn hook_view(
             completed: row.try_get("completed")?,
             failed: row.try_get("failed")?,
             skipped: row.try_get("skipped")?,
+            last_at: None,
         },
         metadata: row.try_get("metadata")?,
         source_info: row.try_get("source_info")?,
@@ -339,6 +352,53 @@ pub async fn find_duplicate(
     row.as_ref().map(batch_from_row).transpose()
 }
 
+/// The first key of the advisory locks that say a host is working on a batch (the second is a
+/// hash of the batch id): every `process` call holds one, shared, on a connection of its own for
+/// as long as it works on the batch, so it is gone the moment the host stops or dies — no
+/// heartbeat to miss, no lease to expire.
+const LIVE_LOCKS: i32 = 0x696e_676f;
+/// The first key of the lock an atomic batch's one runner holds: its one transaction cannot be
+/// shared with another host.
+const ATOMIC_LOCKS: i32 = 0x696e_6761;
+
+/// `pg_locks` rows of the live lock of batch `import_batches.id` (PostgreSQL shows an advisory
+/// lock on two int4 keys as classid, objid and objsubid 2; the lock space is the database's).
+const LIVE_LOCK_OF_ID: &str = "l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+     AND l.classid = 1768843119::oid AND l.objid = hashtext(import_batches.id::text)::oid";
+
+/// Says, until `conn` closes, that this host works on batch `id`.
+pub async fn hold_live(conn: &mut PgConnection, id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_lock_shared($1, hashtext($2::text))")
+        .bind(LIVE_LOCKS)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes, until `conn` closes, the right to run atomic batch `id`; `false` when another host
+/// holds it.
+pub async fn try_hold_atomic(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
+    let held = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2::text))")
+        .bind(ATOMIC_LOCKS)
+        .bind(id)
+        .fetch_one(conn)
+        .await?;
+    Ok(held)
+}
+
+/// Whether some host is working on batch `id` now (see [`hold_live`]).
+pub async fn is_live(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
+    let live = sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM import_batches, pg_locks l WHERE import_batches.id = $1 AND {LIVE_LOCK_OF_ID})"
+    ))
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    Ok(live)
+}
+
 /// Whether any item of the batch is still pending (committed state: items in flight on other
 /// connections count as pending).
 pub async fn has_pending(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
@@ -360,6 +420,9 @@ pub struct Counts {
     pub failed: i64,
     /// Items skipped.
     pub skipped: i64,
+    /// When the last of them finished.
+    #[serde(skip)]
+    pub last_at: Option<DateTime<Utc>>,
 }
 
 impl Counts {
@@ -373,7 +436,7 @@ impl Counts {
 pub async fn counts(conn: &mut PgConnection, id: Uuid) -> Result<Counts, StoreError> {
     let row = sqlx::query(
         "SELECT coalesce(sum(completed), 0)::bigint AS completed, coalesce(sum(failed), 0)::bigint AS failed,
-                coalesce(sum(skipped), 0)::bigint AS skipped
+                coalesce(sum(skipped), 0)::bigint AS skipped, max(updated_at) AS last_at
          FROM import_batch_counters WHERE batch_id = $1",
     )
     .bind(id)
@@ -383,6 +446,7 @@ pub async fn counts(conn: &mut PgConnection, id: Uuid) -> Result<Counts, StoreEr
         completed: row.try_get("completed")?,
         failed: row.try_get("failed")?,
         skipped: row.try_get("skipped")?,
+        last_at: row.try_get("last_at")?,
     })
 }
 
@@ -459,6 +523,8 @@ pub struct Summary {
     pub skipped: i64,
     /// Items not yet final.
     pub pending: i64,
+    /// All or nothing: its items' writes are kept only if its thresholds held.
+    pub atomic: bool,
     /// The batch it reprocesses.
     pub parent_batch_id: Option<Uuid>,
     /// The batch it waits for (`--after`).
@@ -495,9 +561,21 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Builds a summary from a batch row, its counts and its top errors.
-    pub fn new(batch: Batch, counts: Counts, (top_errors, top_errors_more): (Vec<TopError>, i64)) -> Self {
-        let end = batch.completed_at.unwrap_or_else(Utc::now);
+    /// Builds a summary from a batch row, its counts and its top errors; `live`: whether some
+    /// host is working on it now (a `processing` batch nobody works on reads `interrupted`, and
+    /// its time stops at its last finished item).
+    pub fn new(
+        batch: Batch,
+        counts: Counts,
+        (top_errors, top_errors_more): (Vec<TopError>, i64),
+        live: bool,
+    ) -> Self {
+        let interrupted = batch.status == BatchStatus::Processing && !live;
+        let end = match batch.completed_at {
+            Some(at) => at,
+            None if interrupted => counts.last_at.or(batch.started_at).unwrap_or_else(Utc::now),
+            None => Utc::now(),
+        };
         let duration_ms = batch.started_at.map(|start| (end - start).num_milliseconds().max(0));
         #[allow(clippy::cast_precision_loss)]
         let items_per_second =
@@ -505,12 +583,13 @@ impl Summary {
         Summary {
             batch_id: batch.id,
             batch_type: batch.batch_type,
-            status: batch.status,
+            status: if interrupted { BatchStatus::Interrupted } else { batch.status },
             total: batch.total_items,
             completed: counts.completed,
             failed: counts.failed,
             skipped: counts.skipped,
             pending: (batch.total_items - counts.finished()).max(0),
+            atomic: batch.atomic,
             parent_batch_id: batch.parent_batch_id,
             after_batch_id: batch.after_batch_id,
             retry_count: batch.retry_count,
@@ -538,7 +617,8 @@ pub async fn summary(conn: &mut PgConnection, id: Uuid) -> Result<Option<Summary
     };
     let counts = counts(conn, id).await?;
     let top = top_errors(conn, id, TOP_ERROR_CODES).await?;
-    let mut summary = Summary::new(batch, counts, top);
+    let live = batch.status == BatchStatus::Processing && is_live(conn, id).await?;
+    let mut summary = Summary::new(batch, counts, top, live);
     summary.reprocessed_by = reprocessed_by(conn, id).await?;
     if !summary.reprocessed_by.is_empty() && summary.failed > 0 {
         summary.failures_fixed = failures_fixed(conn, id).await?;
@@ -622,23 +702,34 @@ pub async fn list(conn: &mut PgConnection, filter: &ListFilter) -> Result<Vec<Su
     let rows = sqlx::query(&format!(
         "SELECT {BATCH_COLUMNS} FROM import_batches
          WHERE ($1::text IS NULL OR batch_type = $1) AND ($2::text IS NULL OR status = $2)
+           AND ($4::boolean IS NULL OR $4 = EXISTS (SELECT 1 FROM pg_locks l WHERE {LIVE_LOCK_OF_ID}))
          ORDER BY created_at DESC, id DESC
          LIMIT $3"
     ))
     .bind(&filter.batch_type)
-    .bind(filter.status.map(BatchStatus::as_str))
+    .bind(filter.status.map(|s| match s {
+        // Derived from processing: the live ones, or the others.
+        BatchStatus::Interrupted => BatchStatus::Processing.as_str(),
+        other => other.as_str(),
+    }))
     .bind(filter.limit)
+    .bind(match filter.status {
+        Some(BatchStatus::Processing) => Some(true),
+        Some(BatchStatus::Interrupted) => Some(false),
+        _ => None,
+    })
     .fetch_all(&mut *conn)
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let batch = batch_from_row(row)?;
+        let live = batch.status == BatchStatus::Processing && is_live(conn, batch.id).await?;
         let counts = counts(conn, batch.id).await?;
         let top = match counts.failed {
             0 => (Vec::new(), 0),
             _ => top_errors(conn, batch.id, TOP_ERROR_CODES).await?,
         };
-        out.push(Summary::new(batch, counts, top));
+        out.push(Summary::new(batch, counts, top, live));
     }
     Ok(out)
 }
@@ -652,8 +743,8 @@ pub async fn copy_items_from(
     failed_only: bool,
 ) -> Result<i64, StoreError> {
     let done = sqlx::query(
-        "INSERT INTO import_batch_items (id, batch_id, item_index, source_data)
-         SELECT gen_random_uuid(), $2, item_index, source_data
+        "INSERT INTO import_batch_items (id, batch_id, item_index, key_hash, source_data)
+         SELECT gen_random_uuid(), $2, item_index, key_hash, source_data
          FROM import_batch_items
          WHERE batch_id = $1 AND (NOT $3 OR status = 'failed') AND source_purged_at IS NULL
          ORDER BY item_index",

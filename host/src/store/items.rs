@@ -120,18 +120,48 @@ fn claim_call(settings: &ScopeSettings, batch_id: Uuid, floor: i64) -> String {
     )
 }
 
+/// Where the next claim is made: in a new transaction, or (`within`: its token) in the one the
+/// host holds open for an atomic batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimAt {
+    /// The batch.
+    pub batch_id: Uuid,
+    /// The lowest index to look at.
+    pub floor: i64,
+    /// The token of the open transaction to claim in, if any.
+    pub within: Option<Uuid>,
+}
+
+impl ClaimAt {
+    /// The statements that claim and open the processor's scope.
+    fn statements(&self, settings: &ScopeSettings) -> Vec<String> {
+        match self.within {
+            None => {
+                vec!["BEGIN".to_owned(), claim_call(settings, self.batch_id, self.floor), scope_sql(settings)]
+            }
+            Some(token) => vec![
+                format!(
+                    "SELECT token, id, item_index, data, attempts FROM {}.ingot_claim_in('{token}', '{}', {})",
+                    settings.framework, self.batch_id, self.floor
+                ),
+                scope_sql(settings),
+            ],
+        }
+    }
+}
+
 /// Opens the item's transaction on the processor's connection, claims an item, and opens the
 /// processor's scope — in one round trip, because this runs once per item. The statement is
 /// built from host values only (a UUID, the batch type, a number), never from anything a
 /// processor or an input file controls. Without an item, the caller rolls back.
 pub async fn begin_and_claim(
     conn: &mut PgConnection,
-    batch_id: Uuid,
-    floor: i64,
+    at: ClaimAt,
     settings: &ScopeSettings,
 ) -> Result<Option<ClaimedItem>, StoreError> {
-    let sql = format!("BEGIN; {}; {}", claim_call(settings, batch_id, floor), scope_sql(settings));
-    claimed(conn.fetch_all(sql.as_str()).await?)
+    // Inside an atomic batch's transaction, the scope is opened even when nothing is claimed:
+    // the caller then discards it.
+    claimed(conn.fetch_all(at.statements(settings).join("; ").as_str()).await?)
 }
 
 /// A dry run's claim, on the framework owner's connection inside the dry run's transaction: the
@@ -397,28 +427,41 @@ pub(crate) fn logs_payload(logs: &[LogEntry]) -> String {
 /// What the round trip that finished an item found when it went on to claim the next one.
 #[derive(Debug)]
 pub enum NextClaim {
-    /// The next item, claimed in a new transaction with the processor's scope open.
+    /// The next item, claimed in a new transaction (or the atomic batch's) with the processor's
+    /// scope open.
     Claimed(ClaimedItem),
-    /// Nothing to claim: the new transaction is open, and the caller rolls it back.
+    /// Nothing to claim: the new transaction is open, and the caller rolls it back (in an atomic
+    /// batch's transaction: the scope is open, and the caller discards it).
     Nothing,
     /// The item committed, but the claim after it failed: the caller rolls back and tries again.
     Failed(StoreError),
 }
 
-/// Writes an item's final state and commits (`nested`: releases that savepoint), in one round
-/// trip, presenting `token`, the token of the transaction the claim opened (`None` on the
-/// framework owner's connection). With `end`, the processor's scope is ended and its session reset
-/// first, in the same round trip (see the module docs for why that is safe). With `then_claim`
-/// (the batch and the floor), the same round trip goes on to open the next item's transaction and
-/// claim it, as [`begin_and_claim`] does: one round trip per item fewer.
+/// How the round trip that writes an item's final state ends its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending<'a> {
+    /// COMMIT.
+    Commit,
+    /// Release this savepoint of the caller's transaction (a dry run's item).
+    Release(&'a str),
+    /// Leave the transaction open: an atomic batch commits once, at its end.
+    KeepOpen,
+}
+
+/// Writes an item's final state and ends its transaction as `ending` says, in one round trip,
+/// presenting `token`, the token of the transaction the claim opened (`None` on the framework
+/// owner's connection). With `end`, the processor's scope is ended and its session reset first,
+/// in the same round trip (see the module docs for why that is safe). With `then_claim`, the same
+/// round trip goes on to claim the next item, as [`begin_and_claim`] does: one round trip per
+/// item fewer.
 pub async fn finish_and_commit(
     conn: &mut PgConnection,
     settings: &ScopeSettings,
     end: Option<ScopeEnd>,
     token: Option<Uuid>,
     item: &FinishedItem<'_>,
-    nested: Option<&str>,
-    then_claim: Option<(Uuid, i64)>,
+    ending: Ending<'_>,
+    then_claim: Option<ClaimAt>,
 ) -> Result<Option<NextClaim>, StoreError> {
     let token = token.map_or_else(|| "NULL".to_owned(), |t| format!("'{t}'::pg_catalog.uuid"));
     let mut statements = Vec::new();
@@ -435,16 +478,20 @@ pub async fn finish_and_commit(
         item.slot,
         base64::engine::general_purpose::STANDARD.encode(finish_payload(item)),
     ));
-    statements.push(commit_sql(nested));
-    let Some((batch_id, floor)) = then_claim else {
+    match ending {
+        Ending::Commit => statements.push(commit_sql(None)),
+        Ending::Release(name) => statements.push(commit_sql(Some(name))),
+        Ending::KeepOpen => {}
+    }
+    let Some(at) = then_claim else {
         conn.execute(statements.join("; ").as_str()).await?;
         return Ok(None);
     };
-    // Statements up to the COMMIT decide the item; what follows is the next claim's.
-    let committed_after = statements.len();
-    statements.push("BEGIN".to_owned());
-    statements.push(claim_call(settings, batch_id, floor));
-    statements.push(scope_sql(settings));
+    // Statements up to the COMMIT decide the item; what follows is the next claim's. (Kept open,
+    // the claim is part of the item's transaction, and its failure is the item's.)
+    let item_statements = statements.len();
+    let committed = ending != Ending::KeepOpen;
+    statements.extend(at.statements(settings));
     let sql = statements.join("; ");
     let mut results = conn.fetch_many(sql.as_str());
     let mut done = 0;
@@ -453,12 +500,12 @@ pub async fn finish_and_commit(
         match results.try_next().await {
             Ok(Some(sqlx::Either::Left(_))) => done += 1,
             Ok(Some(sqlx::Either::Right(row))) => {
-                if done > committed_after {
+                if done >= item_statements {
                     rows.push(row);
                 }
             }
             Ok(None) => break,
-            Err(e) if done >= committed_after => return Ok(Some(NextClaim::Failed(e.into()))),
+            Err(e) if committed && done >= item_statements => return Ok(Some(NextClaim::Failed(e.into()))),
             Err(e) => return Err(e.into()),
         }
     }
@@ -605,6 +652,94 @@ async fn fail_locked(
         .bind(finish_payload(&item))
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Writes an item's log lines at once, on the framework owner's connection, outside the item's
+/// transaction: an atomic batch's failed item, whose lines must outlive a rollback of the
+/// batch's one transaction.
+pub async fn record_lines_now(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    item_id: Uuid,
+    logs: &[LogEntry],
+) -> Result<(), StoreError> {
+    if logs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO import_logs (batch_id, item_id, item_index, log_level, source, message, details, created_at)
+         SELECT $1, $2, i.item_index, l.level, l.source, l.message, l.details, l.at
+         FROM import_batch_items i,
+              jsonb_to_recordset($3::jsonb) AS l(level text, source text, message text, details jsonb, at timestamptz)
+         WHERE i.id = $2",
+    )
+    .bind(batch_id)
+    .bind(item_id)
+    .bind(logs_payload(logs))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// After an atomic batch's one transaction was rolled back, marks failed, with their errors, the
+/// items whose failure pass `run` recorded in their log lines (see [`record_lines_now`]), and
+/// counts them in `slot`; one transaction. Returns how many.
+pub async fn record_atomic_failures(
+    conn: &mut PgConnection,
+    batch_id: Uuid,
+    run: Uuid,
+    slot: i16,
+) -> Result<i64, StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let failed = sqlx::query(
+        "UPDATE import_batch_items i
+         SET status = 'failed', error_message = l.details->>'message', error_code = l.details->>'code',
+             error_field = l.details->>'field', attempts = i.attempts + 1, finished_at = l.created_at
+         FROM import_logs l
+         WHERE l.batch_id = $1 AND l.source = 'host' AND l.details->>'atomic_run' = $2::text
+           AND i.id = l.item_id AND i.batch_id = $1 AND i.status = 'pending'",
+    )
+    .bind(batch_id)
+    .bind(run)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let failed = i64::try_from(failed).unwrap_or(i64::MAX);
+    if failed > 0 {
+        sqlx::query(
+            "INSERT INTO import_batch_counters AS c (batch_id, slot, failed, updated_at) VALUES ($1, $2, $3, now())
+             ON CONFLICT (batch_id, slot) DO UPDATE SET failed = c.failed + EXCLUDED.failed, updated_at = now()",
+        )
+        .bind(batch_id)
+        .bind(slot)
+        .bind(failed)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(failed)
+}
+
+/// Gets an atomic batch ready to run every item again: nothing of an unfinished atomic batch was
+/// kept, so the failures an earlier run recorded (to explain itself) go back to pending, and their
+/// count to 0. Only under the atomic batch's lock (see `batches::try_hold_atomic`).
+pub async fn reset_atomic(conn: &mut PgConnection, batch_id: Uuid) -> Result<(), StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query(
+        "UPDATE import_batch_items
+         SET status = 'pending', error_message = NULL, error_code = NULL, error_field = NULL, finished_at = NULL,
+             available_at = NULL
+         WHERE batch_id = $1 AND status = 'failed'",
+    )
+    .bind(batch_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE import_batch_counters SET failed = 0 WHERE batch_id = $1")
+        .bind(batch_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(())
 }
 

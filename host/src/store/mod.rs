@@ -159,6 +159,9 @@ string_enum! {
         Failed = "failed",
         /// Cancelled by an operator.
         Cancelled = "cancelled",
+        /// Never stored: a `processing` batch that no host is working on any more (its run was
+        /// stopped, or its host died), as summaries report it. `ingot batch process` resumes it.
+        Interrupted = "interrupted",
     }
 }
 

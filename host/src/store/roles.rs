@@ -24,6 +24,7 @@ pub const FRAMEWORK_RELATIONS: &[&str] = &[
 pub const WALL_FUNCTIONS: &[&str] = &[
     "ingot_open(uuid, text)",
     "ingot_claim(uuid, text, bigint)",
+    "ingot_claim_in(uuid, uuid, bigint)",
     "ingot_finish_item(uuid, uuid, uuid, smallint, jsonb)",
     "ingot_batch_info(uuid, uuid)",
     "ingot_batch_transition(uuid, uuid, text, text, text)",
