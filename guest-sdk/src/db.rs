@@ -462,3 +462,69 @@ pub fn query_scalar<T: FromSql>(sql: &str, params: &[SqlValue]) -> Result<T, Sql
             .map_err(|_| SqlError::invalid("the query returned no rows; expected one".to_owned())),
     }
 }
+
+/// Inserts `record` (a struct or map that serializes to a JSON object, one column per field)
+/// into `table`, or, when a row with the same `key` column exists, updates its other columns
+/// to the record's: `INSERT … ON CONFLICT (key) DO UPDATE SET … RETURNING *`. Returns the row as
+/// stored (its generated id, defaults). `key` needs a unique index or constraint. Values bind
+/// with the types PostgreSQL expects (text for dates and exact decimals, JSON for nested
+/// values); numbers keep their digits.
+///
+/// ```no_run
+/// # use ingot_guest::prelude::*;
+/// # fn f() -> Result<(), SqlError> {
+/// let customer = serde_json::json!({"email": "ada@example.com", "name": "Ada"});
+/// let id: i64 = db::upsert("customers", "email", &customer)?.get("id")?;
+/// # Ok(()) }
+/// ```
+pub fn upsert(table: &str, key: &str, record: &impl serde::Serialize) -> Result<Row, SqlError> {
+    let fields = match serde_json::to_value(record) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        Ok(_) => {
+            return Err(SqlError::invalid(format!(
+                "a record to upsert into {table} must be a struct or a map"
+            )));
+        }
+        Err(e) => {
+            return Err(SqlError::invalid(format!(
+                "the record to upsert into {table} cannot be written: {e}"
+            )));
+        }
+    };
+    if !fields.contains_key(key) {
+        return Err(SqlError::invalid(format!("the record to upsert into {table} has no {key:?} field")));
+    }
+    let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let table_sql: Vec<String> = table.split('.').map(quote).collect();
+    let columns: Vec<String> = fields.keys().map(|c| quote(c)).collect();
+    let placeholders: Vec<String> = (1..=fields.len()).map(|i| format!("${i}")).collect();
+    let updates: Vec<String> =
+        fields.keys().filter(|c| *c != key).map(|c| format!("{0} = EXCLUDED.{0}", quote(c))).collect();
+    let on_conflict = if updates.is_empty() {
+        // Nothing to change: still return the row that is there.
+        format!("DO UPDATE SET {0} = EXCLUDED.{0}", quote(key))
+    } else {
+        format!("DO UPDATE SET {}", updates.join(", "))
+    };
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {on_conflict} RETURNING *",
+        table_sql.join("."),
+        columns.join(", "),
+        placeholders.join(", "),
+        quote(key)
+    );
+    let params: Vec<SqlValue> = fields.into_iter().map(|(_, value)| json_param(value)).collect();
+    query_one(&sql, &params)
+}
+
+/// A JSON value as a statement parameter: numbers as written (an integer, or exact text).
+fn json_param(value: serde_json::Value) -> SqlValue {
+    use serde_json::Value;
+    match value {
+        Value::Null => SqlValue::Null,
+        Value::Bool(b) => SqlValue::Bool(b),
+        Value::Number(n) => n.as_i64().map_or_else(|| SqlValue::Text(n.to_string()), SqlValue::Int),
+        Value::String(s) => SqlValue::Text(s),
+        nested => SqlValue::Json(nested.to_string()),
+    }
+}

@@ -4,6 +4,7 @@ use std::cell::OnceCell;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::__private::wit;
 use crate::ItemError;
@@ -13,12 +14,36 @@ use crate::ItemError;
 pub struct Item {
     raw: wit::Item,
     json: OnceCell<Result<Value, String>>,
+    /// Its columns with their values as written, for the validation kit.
+    columns: OnceCell<Result<Vec<Column>, String>>,
 }
+
+/// A column's name and its value's JSON text as written.
+pub(crate) type Column = (String, Box<RawValue>);
 
 impl Item {
     /// Wraps the item the host passed in.
     pub(crate) fn from_wit(raw: wit::Item) -> Self {
-        Item { raw, json: OnceCell::new() }
+        Item { raw, json: OnceCell::new(), columns: OnceCell::new() }
+    }
+
+    /// An item holding `data`, as the host would pass it (index 0, first attempt): for unit tests
+    /// of a processor's rules, which run natively with `cargo test`.
+    pub fn from_json(data: &Value) -> Self {
+        Self::from_wit(wit::Item { id: String::new(), index: 0, data: data.to_string(), attempt: 1 })
+    }
+
+    /// The item's columns with their values as written (exact digits), in order.
+    pub(crate) fn columns(&self) -> Result<&[Column], ItemError> {
+        self.columns
+            .get_or_init(|| {
+                serde_json::from_str::<RawColumns>(&self.raw.data)
+                    .map(|c| c.0)
+                    .map_err(|e| format!("item data is not an object of named fields: {e}"))
+            })
+            .as_ref()
+            .map(Vec::as_slice)
+            .map_err(|e| ItemError::invalid(e.clone()).code("invalid_data"))
     }
 
     /// The item's id (a UUID), stable for its life in the batch.
@@ -138,5 +163,28 @@ impl Batch {
     /// True when nothing this run does will be committed.
     pub fn is_dry_run(&self) -> bool {
         self.raw.dry_run
+    }
+}
+
+/// An object's fields in order, each value's JSON text as written.
+struct RawColumns(Vec<Column>);
+
+impl<'de> serde::Deserialize<'de> for RawColumns {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = RawColumns;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of named fields")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawColumns, A::Error> {
+                let mut columns = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
+                    columns.push((key, value));
+                }
+                Ok(RawColumns(columns))
+            }
+        }
+        deserializer.deserialize_map(Visit)
     }
 }

@@ -27,6 +27,7 @@
 //! # Layout
 //! - [`Processor`]: the trait; every hook but `process_item` has a default.
 //! - [`Item`], [`Batch`]: what the host hands in. [`Outcome`], [`ItemError`]: what goes back.
+//! - [`fields`]: the validation kit, `item.get("Order ID").upper().text()?` and its readers.
 //! - [`db`]: SQL inside the item's transaction, typed values, [`params!`].
 //! - [`log`] and [`metadata`]: item logs and batch metadata.
 //!
@@ -40,6 +41,7 @@ extern crate self as ingot_guest;
 
 pub mod db;
 mod error;
+pub mod fields;
 mod item;
 pub mod log;
 pub mod metadata;
@@ -47,6 +49,7 @@ mod outcome;
 mod processor;
 
 pub use error::{ErrorKind, ItemError};
+pub use fields::{Date, Decimal, Field, Timestamp};
 pub use ingot_guest_macros::processor;
 pub use item::{Batch, Item};
 pub use outcome::Outcome;
@@ -61,7 +64,10 @@ pub mod prelude {
     pub use crate::log;
     pub use crate::metadata;
     pub use crate::params;
-    pub use crate::{Batch, Deserialize, ErrorKind, Item, ItemError, Outcome, Processor, Serialize};
+    pub use crate::{
+        Batch, Date, Decimal, Deserialize, ErrorKind, Item, ItemError, Outcome, Processor, Serialize,
+        Timestamp,
+    };
 }
 
 /// Plumbing for `#[processor]`; not part of the public API.

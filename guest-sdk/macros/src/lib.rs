@@ -59,6 +59,14 @@ fn expand(input: syn::Item) -> syn::Result<proc_macro2::TokenStream> {
                 }
             }
 
+            // Exported from components only: a native build (`cargo test` of a processor's rules)
+            // links without the component's symbols, whose names no native linker accepts, and
+            // keeps the processor alive for the compiler this way instead.
+            #[cfg(not(target_family = "wasm"))]
+            #[used]
+            static __INGOT_NATIVE_PROCESS_ITEM: fn(::ingot_guest::__private::wit::Item) -> ::core::result::Result<::ingot_guest::__private::wit::Outcome, ::ingot_guest::__private::wit::ItemError> =
+                <__IngotProcessorExport as ::ingot_guest::__private::Guest>::process_item;
+            #[cfg(target_family = "wasm")]
             ::ingot_guest::__export_import_processor_impl!(
                 __IngotProcessorExport with_types_in ::ingot_guest::__private::bindings
             );
