@@ -12,10 +12,13 @@
 //! - [`input`]: CSV, JSON and NDJSON, streamed.
 //! - [`database`]: `DATABASE_URL` or the embedded cluster.
 //! - [`daemon`], [`metrics`]: the long-running `ingot worker` and its Prometheus metrics.
-//! - [`scaffold`]: `ingot new`, processor projects in Rust, Python or JavaScript.
+//! - [`scaffold`]: `ingot init` and `ingot new`: project folders, processor projects in Rust,
+//!   Python or JavaScript.
+//! - [`cases`]: `ingot test`, a processor's test cases.
 //! - [`cli`]: the `ingot` command line, a thin layer over the rest.
 
 pub mod batch;
+pub mod cases;
 pub mod cli;
 pub mod context;
 pub mod daemon;

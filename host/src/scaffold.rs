@@ -1,7 +1,9 @@
-//! `ingot new`: a processor project that builds with one command (`./build.sh`) into
-//! `<dir>/<name>.wasm` and processes its sample item unchanged, in Rust, Python or JavaScript.
-//! Python and JavaScript projects carry their own copy of the contract (`wit/`) and, for Python,
-//! of the `ingot` helper module, so they build anywhere.
+//! `ingot init`: a project folder. `ingot new`: a processor project that builds with one command
+//! (`./build.sh`) into `<dir>/<name>.wasm`, with test cases that `ingot test` runs, in Rust,
+//! Python or JavaScript. Every project carries its own copy of what it builds against — the
+//! contract (`wit/`), the Python or JavaScript helper module, or the Rust SDK (the SDK is not
+//! published: this binary holds its sources) — so it builds anywhere, outside Ingot's repository
+//! too, against exactly the contract this `ingot` speaks.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,24 @@ pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 
 const WIT: &str = include_str!("../../wit/processor.wit");
 const PYTHON_SDK: &str = include_str!("../../guest-sdk/python/ingot.py");
+
+/// The Rust SDK's sources, as a project's `ingot-sdk/` holds them (the paths keep the SDK's
+/// `../wit` reference to the contract).
+const RUST_SDK: &[(&str, &str)] = &[
+    ("ingot-sdk/guest-sdk/Cargo.toml", include_str!("../templates/rust/sdk/Cargo.toml")),
+    ("ingot-sdk/guest-sdk/macros/Cargo.toml", include_str!("../templates/rust/sdk/macros.Cargo.toml")),
+    ("ingot-sdk/guest-sdk/macros/src/lib.rs", include_str!("../../guest-sdk/macros/src/lib.rs")),
+    ("ingot-sdk/guest-sdk/src/lib.rs", include_str!("../../guest-sdk/src/lib.rs")),
+    ("ingot-sdk/guest-sdk/src/db.rs", include_str!("../../guest-sdk/src/db.rs")),
+    ("ingot-sdk/guest-sdk/src/error.rs", include_str!("../../guest-sdk/src/error.rs")),
+    ("ingot-sdk/guest-sdk/src/fields.rs", include_str!("../../guest-sdk/src/fields.rs")),
+    ("ingot-sdk/guest-sdk/src/item.rs", include_str!("../../guest-sdk/src/item.rs")),
+    ("ingot-sdk/guest-sdk/src/log.rs", include_str!("../../guest-sdk/src/log.rs")),
+    ("ingot-sdk/guest-sdk/src/metadata.rs", include_str!("../../guest-sdk/src/metadata.rs")),
+    ("ingot-sdk/guest-sdk/src/outcome.rs", include_str!("../../guest-sdk/src/outcome.rs")),
+    ("ingot-sdk/guest-sdk/src/processor.rs", include_str!("../../guest-sdk/src/processor.rs")),
+    ("ingot-sdk/wit/processor.wit", WIT),
+];
 
 /// A processor language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,12 +63,6 @@ pub enum ScaffoldError {
     /// The project folder exists.
     #[error("{0} already exists; pick another name or remove it")]
     Exists(PathBuf),
-    /// The Rust SDK could not be found.
-    #[error(
-        "cannot find the ingot-guest SDK for a Rust processor; set INGOT_GUEST_SDK to the guest-sdk folder of \
-         Ingot's source"
-    )]
-    NoSdk,
     /// Filesystem trouble.
     #[error("{path}: {source}")]
     Io {
@@ -58,6 +72,17 @@ pub enum ScaffoldError {
         source: std::io::Error,
     },
 }
+
+/// The sample item every new project processes.
+const SAMPLE: &str = "{\"id\": 1, \"name\": \"Ada Lovelace\", \"email\": \"Ada@Example.com\"}\n";
+
+/// The test cases every new project passes: its sample, and an item its rules refuse.
+const TESTS: &str = concat!(
+    r#"{"name": "the sample is kept, normalised", "item": {"id": 1, "name": "Ada Lovelace", "email": "Ada@Example.com"}, "expect": {"status": "completed", "outcome": {"processed_data": {"name": "Ada Lovelace", "email": "ada@example.com"}}}}"#,
+    "\n",
+    r#"{"name": "an item without an email is refused", "item": {"id": 2, "name": "Grace Hopper"}, "expect": {"status": "failed", "code": "missing_email", "field": "email"}}"#,
+    "\n",
+);
 
 /// What was created.
 #[derive(Debug, Clone)]
@@ -91,16 +116,6 @@ fn make_executable(path: &Path) -> Result<(), ScaffoldError> {
         .map_err(|source| ScaffoldError::Io { path: path.to_owned(), source })
 }
 
-/// The guest SDK a Rust project depends on: `INGOT_GUEST_SDK`, else the one this binary was
-/// built from.
-fn guest_sdk() -> Result<PathBuf, ScaffoldError> {
-    let candidate = std::env::var_os("INGOT_GUEST_SDK")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk"));
-    let sdk = std::fs::canonicalize(&candidate).map_err(|_| ScaffoldError::NoSdk)?;
-    if sdk.join("Cargo.toml").is_file() { Ok(sdk) } else { Err(ScaffoldError::NoSdk) }
-}
-
 /// Creates `dir/<name>/` with a processor project in `language`, and `dir/<name>.toml`.
 pub fn create(name: &str, language: Language, dir: &Path) -> Result<Scaffold, ScaffoldError> {
     let batch_type = batch_type_from_stem(name).ok_or_else(|| ScaffoldError::BadName(name.to_owned()))?;
@@ -113,18 +128,15 @@ pub fn create(name: &str, language: Language, dir: &Path) -> Result<Scaffold, Sc
     }
     let files: Vec<(&str, String)> = match language {
         Language::Rust => {
-            let sdk = guest_sdk()?;
-            vec![
-                (
-                    "Cargo.toml",
-                    render(include_str!("../templates/rust/Cargo.toml"), &batch_type)
-                        .replace("{{sdk}}", &sdk.to_string_lossy()),
-                ),
+            let mut files = vec![
+                ("Cargo.toml", render(include_str!("../templates/rust/Cargo.toml"), &batch_type)),
                 ("src/lib.rs", render(include_str!("../templates/rust/lib.rs"), &batch_type)),
-                (".cargo/config.toml", "[build]\ntarget = \"wasm32-wasip2\"\n".to_owned()),
+                ("tests/rules.rs", render(include_str!("../templates/rust/rules.rs"), &batch_type)),
                 ("build.sh", render(include_str!("../templates/rust/build.sh"), &batch_type)),
                 (".gitignore", "/target\n".to_owned()),
-            ]
+            ];
+            files.extend(RUST_SDK.iter().map(|(path, text)| (*path, (*text).to_owned())));
+            files
         }
         Language::Python => vec![
             ("app.py", render(include_str!("../templates/python/app.py"), &batch_type)),
@@ -145,10 +157,8 @@ pub fn create(name: &str, language: Language, dir: &Path) -> Result<Scaffold, Sc
         write(&project.join(file), contents)?;
     }
     make_executable(&project.join("build.sh"))?;
-    write(
-        &project.join("sample.ndjson"),
-        "{\"id\": 1, \"name\": \"Ada Lovelace\", \"email\": \"ada@example.com\"}\n",
-    )?;
+    write(&project.join("sample.ndjson"), SAMPLE)?;
+    write(&project.join("tests.ndjson"), TESTS)?;
     let manifest = Registry::new(dir).manifest_path(&batch_type);
     if !manifest.exists() {
         let memory = if language == Language::Rust { 64 } else { 256 };
@@ -162,4 +172,50 @@ pub fn create(name: &str, language: Language, dir: &Path) -> Result<Scaffold, Sc
         )?;
     }
     Ok(Scaffold { batch_type, project, manifest })
+}
+
+/// What `ingot init` made.
+#[derive(Debug, Clone, Default)]
+pub struct Initialized {
+    /// Files and folders it created (what was there already is left as it was).
+    pub created: Vec<PathBuf>,
+}
+
+/// Makes `dir` an Ingot project folder: `processors/`, a `.gitignore` that keeps `.ingot/` (the
+/// embedded database and the compile cache) out of version control, and a README that says how
+/// to go on. Never overwrites: what is there already stays.
+pub fn init(dir: &Path) -> Result<Initialized, ScaffoldError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ScaffoldError::Io { path, source }
+    };
+    let mut done = Initialized::default();
+    let processors = dir.join("processors");
+    if !processors.is_dir() {
+        std::fs::create_dir_all(&processors).map_err(io(&processors))?;
+        done.created.push(processors);
+    }
+    let gitignore = dir.join(".gitignore");
+    let ignored = std::fs::read_to_string(&gitignore).unwrap_or_default();
+    if !ignored.lines().any(|l| matches!(l.trim(), ".ingot" | ".ingot/" | "/.ingot" | "/.ingot/")) {
+        let mut text = ignored.clone();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str("# Ingot's embedded database and compile cache\n/.ingot/\n# Built processors (each builds from its folder)\n/processors/*.wasm\n");
+        std::fs::write(&gitignore, text).map_err(io(&gitignore))?;
+        if ignored.is_empty() {
+            done.created.push(gitignore);
+        }
+    }
+    let readme = dir.join("README.md");
+    if !readme.exists() {
+        let name = std::fs::canonicalize(dir)
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "imports".to_owned());
+        write(&readme, &include_str!("../templates/project/README.md").replace("{{project}}", &name))?;
+        done.created.push(readme);
+    }
+    Ok(done)
 }

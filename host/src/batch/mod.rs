@@ -752,6 +752,17 @@ impl BatchManager {
         source: InputSource,
         options: &CreateOptions,
     ) -> Result<Summary, BatchError> {
+        self.dry_run_with_items(batch_type, source, options).await.map(|(summary, _)| summary)
+    }
+
+    /// A dry run that also tells how each item ended (before everything is rolled back): what
+    /// `ingot test` compares with its cases.
+    pub async fn dry_run_with_items(
+        &self,
+        batch_type: &str,
+        source: InputSource,
+        options: &CreateOptions,
+    ) -> Result<(Summary, Vec<items::ItemRecord>), BatchError> {
         let processor = self.processor(batch_type)?;
         let mut conn = self.connect().await?;
         // The processor must log in as a role that exists (is committed) and holds exactly its
@@ -766,7 +777,7 @@ impl BatchManager {
         if let Err(e) = grants::drop_role(&mut conn, &sandbox.credentials.role).await {
             tracing::warn!("a dry run could not drop its throwaway role {}: {e}", sandbox.credentials.role);
         }
-        result.map(|summary| Summary { dry_run: true, ..summary })
+        result.map(|(summary, records)| (Summary { dry_run: true, ..summary }, records))
     }
 
     /// A throwaway role for the processor of a dry run, with its manifest's grants.
@@ -798,7 +809,7 @@ impl BatchManager {
         processor: &Processor,
         options: &CreateOptions,
         source: InputSource,
-    ) -> Result<Summary, BatchError> {
+    ) -> Result<(Summary, Vec<items::ItemRecord>), BatchError> {
         let batch = new_batch(&processor.batch_type, &processor.manifest, options);
         let allow_duplicate = options.allow_duplicate;
         let id = batch.id;
@@ -817,13 +828,15 @@ impl BatchManager {
             dry_run_items(&mut worker, &scope, processor).await?;
             let outer =
                 worker.outer.as_mut().ok_or_else(|| BatchError::Host("no dry-run transaction".into()))?;
-            batches::summary(outer, id).await?.ok_or(BatchError::NotFound(id))
+            let summary = batches::summary(outer, id).await?.ok_or(BatchError::NotFound(id))?;
+            Ok((summary, items::records(outer, id).await?))
         }
         .await;
         if let Some(mut outer) = worker.outer.take() {
             let _ = items::rollback(&mut outer, None).await;
         }
-        if items_ran {
+        // Each item's throwaway transaction ended with it; one is left open only by a failure.
+        if items_ran && result.is_err() {
             worker.rollback_quietly(TxMode::PerItem).await;
         }
         if let Some(session) = worker.ctx.db.take() {

@@ -1,4 +1,4 @@
-//! `ingot db status|stop`: the embedded database under .ingot/.
+//! `ingot db status|url|psql|stop`: the database, and the embedded one under .ingot/.
 
 use std::process::ExitCode;
 
@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 
 use super::{exit, output};
-use crate::database::EmbeddedCluster;
+use crate::database::{self, EmbeddedCluster};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DbCommand {
@@ -15,6 +15,16 @@ pub(crate) enum DbCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the database's URL (DATABASE_URL, or the embedded database's, which starts if needed),
+    /// e.g. for `psql "$(ingot db url)"`.
+    Url,
+    /// Open psql on the database (DATABASE_URL, or the embedded one); ARGS go to psql, e.g.
+    /// `ingot db psql -- -c 'SELECT count(*) FROM orders'`.
+    Psql {
+        /// Arguments for psql.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Stop the embedded database (it starts again on the next command that needs it).
     Stop {
@@ -28,8 +38,17 @@ pub(crate) enum DbCommand {
 impl DbCommand {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         let project = std::env::current_dir().context("cannot read the current directory")?;
+        match self {
+            DbCommand::Url => {
+                println!("{}", database::url(&project)?);
+                return Ok(ExitCode::from(exit::OK));
+            }
+            DbCommand::Psql { args } => return psql(&database::url(&project)?, &args),
+            _ => {}
+        }
         let cluster = EmbeddedCluster::new(&project)?;
         match self {
+            DbCommand::Url | DbCommand::Psql { .. } => {}
             DbCommand::Status { json } => {
                 let status = cluster.status();
                 if json {
@@ -56,4 +75,16 @@ impl DbCommand {
         }
         Ok(ExitCode::from(exit::OK))
     }
+}
+
+/// Runs psql on `url` with `args`, as the user's own terminal program (its exit code is ours).
+fn psql(url: &str, args: &[String]) -> anyhow::Result<ExitCode> {
+    let status = match std::process::Command::new("psql").arg(url).args(args).status() {
+        Ok(status) => status,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "psql is not installed (it comes with PostgreSQL's client package); connect any client to {url}"
+        ),
+        Err(e) => return Err(e).context("cannot start psql"),
+    };
+    Ok(ExitCode::from(status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(exit::ERROR)))
 }

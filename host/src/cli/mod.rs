@@ -10,6 +10,7 @@ mod output;
 mod processors;
 mod run;
 mod terminal;
+mod test;
 mod worker;
 
 use std::path::PathBuf;
@@ -81,13 +82,19 @@ enum Command {
     Logs(logs::LogsArgs),
     /// List the processors in the processors directory and check each one.
     Processors(processors::ProcessorsArgs),
-    /// Apply Ingot's schema to the database (also done automatically on first use).
+    /// Apply Ingot's schema (also done automatically on first use), then each processor folder's
+    /// own SQL not applied yet: processors/<type>/schema.sql and processors/<type>/migrations/*.sql.
     Migrate,
     /// Create or update processors' database roles to match their manifests (run it once as an
     /// administrator when Ingot's own database user may not create roles).
     Grant(grant::GrantArgs),
+    /// Make a project folder: processors/, a .gitignore for .ingot/, a README with the next steps.
+    Init(new::InitArgs),
     /// Create a processor project in Rust, Python or JavaScript.
     New(new::NewArgs),
+    /// Run a processor against its test cases (processors/TYPE/tests.ndjson), each in a
+    /// transaction that is rolled back; exit 1 if any fails.
+    Test(test::TestArgs),
     /// Process batches as they appear, until stopped; run one per host, as many hosts as you like.
     Worker(worker::WorkerArgs),
     /// Status of, or stop, the embedded database under .ingot/.
@@ -110,19 +117,48 @@ impl Cli {
             Command::Reprocess(args) => args.run(&env).await,
             Command::Logs(args) => args.run(&env).await,
             Command::Processors(args) => args.run(&env),
-            Command::Migrate => {
-                let db = env.database(2).await?;
-                // Every migration, checksums checked, even when the newest is already applied.
-                crate::store::migrate(&db.pool).await?;
-                eprintln!("ingot: the schema is up to date ({})", db.target);
-                Ok(ExitCode::from(exit::OK))
-            }
+            Command::Migrate => migrate(&env).await,
             Command::Db(command) => command.run(),
             Command::Grant(args) => args.run(&env).await,
             Command::Worker(args) => args.run(&env).await,
+            Command::Init(args) => args.run(),
             Command::New(args) => args.run(),
+            Command::Test(args) => args.run(&env).await,
         }
     }
+}
+
+/// `ingot migrate`: Ingot's schema, then the processors' own SQL files, each once.
+async fn migrate(env: &Env) -> anyhow::Result<ExitCode> {
+    use crate::store::schemas::{self, Applied};
+    let db = env.database(2).await?;
+    // Every migration, checksums checked, even when the newest is already applied.
+    crate::store::migrate(&db.pool).await?;
+    eprintln!("ingot: Ingot's schema is up to date ({})", db.target);
+    let files = crate::registry::schema::schema_files(&env.processors)?;
+    let mut conn = db.pool.acquire().await?;
+    let mut applied = 0;
+    for file in &files {
+        let path = file.path.display();
+        match schemas::apply(&mut conn, file).await {
+            Ok(Applied::Now) => {
+                applied += 1;
+                eprintln!("ingot: applied {path}");
+            }
+            Ok(Applied::Before) => {}
+            Ok(Applied::Changed { at }) => anyhow::bail!(
+                "{path} changed since it was applied ({}); a schema file runs once: put the change in a new \
+                 file under {}/migrations/ (they run in name order), or apply it yourself (`ingot db psql`)",
+                at.format("%Y-%m-%d %H:%M UTC"),
+                file.path.parent().map_or_else(String::new, |p| p.display().to_string())
+            ),
+            Err(e) => anyhow::bail!("{path} failed, so none of it was applied: {e}"),
+        }
+    }
+    if applied == 0 && !files.is_empty() {
+        eprintln!("ingot: the processors' schema files were all applied before");
+    }
+    Ok(ExitCode::from(exit::OK))
 }
 
 /// What every command may need, built on demand.

@@ -77,8 +77,8 @@ pub enum GrantError {
     },
     /// The manifest grants a table that does not exist.
     #[error(
-        "{manifest} grants {table:?}, but there is no such table in the database; create it first (e.g. apply the \
-         processor's schema.sql) or remove it from [grants]"
+        "{manifest} grants {table:?}, but there is no such table in the database; create it first (`ingot \
+         migrate` applies the schema.sql or migrations/ a processor's folder holds) or remove it from [grants]"
     )]
     NoSuchTable {
         /// The manifest file.

@@ -134,6 +134,22 @@ impl EmbeddedCluster {
         PgConnectOptions::new().socket(self.socket_dir()).username(SUPERUSER).database(DATABASE)
     }
 
+    /// A libpq URL of the cluster's `ingot` database, for psql and other clients:
+    /// `postgresql://ingot@/ingot?host=<the socket folder>`.
+    pub fn url(&self) -> String {
+        let socket = self.socket_dir();
+        let mut host = String::new();
+        for b in socket.as_os_str().as_encoded_bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'_' | b'-' => {
+                    host.push(char::from(*b))
+                }
+                other => host.push_str(&format!("%{other:02X}")),
+            }
+        }
+        format!("postgresql://{SUPERUSER}@/{DATABASE}?host={host}")
+    }
+
     /// Whether the server is up.
     pub fn is_running(&self) -> bool {
         self.data_dir().join("PG_VERSION").exists()

@@ -61,6 +61,19 @@ pub fn resolve(project_dir: &Path) -> Result<(PgConnectOptions, String), Databas
     }
 }
 
+/// The URL a client such as psql connects with: `DATABASE_URL` when set, else the embedded
+/// cluster's (started if needed).
+pub fn url(project_dir: &Path) -> Result<String, DatabaseError> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Ok(url),
+        _ => {
+            let cluster = EmbeddedCluster::new(project_dir)?;
+            cluster.ensure_running()?;
+            Ok(cluster.url())
+        }
+    }
+}
+
 /// Connects (at most `max_connections` pooled) and applies Ingot's schema if it is not there yet.
 pub async fn open(
     options: PgConnectOptions,

@@ -8,6 +8,7 @@
 
 pub mod manifest;
 pub mod naming;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -655,6 +655,54 @@ async fn fail_locked(
     Ok(())
 }
 
+/// An item as it ended, as `ingot test` compares it with what a case expects.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ItemRecord {
+    /// Its index in the source.
+    pub index: i64,
+    /// Its status.
+    pub status: ItemStatus,
+    /// Its error's code, field and message.
+    pub error_code: Option<String>,
+    /// The field at fault.
+    pub error_field: Option<String>,
+    /// Why it failed or was skipped.
+    pub error_message: Option<String>,
+    /// Where it was written.
+    pub target_table: Option<String>,
+    /// The key of the written row.
+    pub target_id: Option<String>,
+    /// The normalised record.
+    pub processed_data: Option<serde_json::Value>,
+}
+
+/// Every item of batch `batch_id` as it ended, in index order.
+pub async fn records(conn: &mut PgConnection, batch_id: Uuid) -> Result<Vec<ItemRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT item_index, status, error_code, error_field, error_message, target_table, target_id, processed_data
+         FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index",
+    )
+    .bind(batch_id)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let status: String = row.try_get("status")?;
+            Ok(ItemRecord {
+                index: row.try_get("item_index")?,
+                status: ItemStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown item status {status:?}")))?,
+                error_code: row.try_get("error_code")?,
+                error_field: row.try_get("error_field")?,
+                error_message: row.try_get("error_message")?,
+                target_table: row.try_get("target_table")?,
+                target_id: row.try_get("target_id")?,
+                processed_data: row.try_get("processed_data")?,
+            })
+        })
+        .collect()
+}
+
 /// Writes an item's log lines at once, on the framework owner's connection, outside the item's
 /// transaction: an atomic batch's failed item, whose lines must outlive a rollback of the
 /// batch's one transaction.

@@ -7,11 +7,13 @@
 //! - [`items`]: the item transaction's statements: claim, processor scope, finish.
 //! - [`logs`]: reading log lines.
 //! - [`roles`]: the processor roles the framework knows, and what it never grants.
+//! - [`schemas`]: which of the processors' own SQL files were applied.
 
 pub mod batches;
 pub mod items;
 pub mod logs;
 pub mod roles;
+pub mod schemas;
 
 use std::borrow::Cow;
 

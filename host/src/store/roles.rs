@@ -16,6 +16,7 @@ pub const FRAMEWORK_RELATIONS: &[&str] = &[
     "import_failed_batches",
     "ingot_processor_roles",
     "ingot_secret",
+    "ingot_processor_schemas",
     "_sqlx_migrations",
 ];
 
