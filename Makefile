@@ -3,7 +3,7 @@
 WASM_TARGET := wasm32-wasip2
 WASM_OUT    := target/wasm/$(WASM_TARGET)/release
 # Example processors: processors/<name>/ builds processors/<name>.wasm.
-RUST_EXAMPLES := customer_data
+RUST_EXAMPLES := customer_data orders
 # Guest toolchains, pinned, installed under target/ (never system-wide).
 COMPONENTIZE_PY_VERSION := 0.25.1
 PY_TOOLS    := $(CURDIR)/target/toolchains/python
@@ -11,7 +11,7 @@ COMPONENTIZE_PY := $(PY_TOOLS)/bin/componentize-py
 INGOT       := target/release/ingot
 DEMO_DB     := $(CURDIR)/.ingot/pg/run
 
-.PHONY: setup processors processors-rust test-guests build release test lint demo bench clean
+.PHONY: setup processors processors-rust processor-unit-tests test-guests build release test lint demo bench clean
 
 ## Installs what a fresh machine needs: the wasm target for processors, and libclang, which the
 ## pg_query crate's bindgen needs to build PostgreSQL's parser into the host.
@@ -24,7 +24,7 @@ setup:
 	fi
 
 ## Builds every example processor (Rust, Python, JavaScript) into processors/<batch_type>.wasm.
-processors: processors-rust processors/transaction_feed.wasm processors/product_catalog.wasm
+processors: processors-rust processors/transaction_feed.wasm processors/orders_py.wasm processors/product_catalog.wasm
 
 processors-rust: setup
 	cargo build --release --target $(WASM_TARGET) --manifest-path processors/Cargo.toml --target-dir target/wasm
@@ -39,6 +39,11 @@ processors/transaction_feed.wasm: $(COMPONENTIZE_PY) wit/processor.wit guest-sdk
 	    -p . -p ../../guest-sdk/python -o ../transaction_feed.wasm
 	@echo processors/transaction_feed.wasm
 
+processors/orders_py.wasm: $(COMPONENTIZE_PY) wit/processor.wit guest-sdk/python/ingot.py processors/orders_py/app.py
+	cd processors/orders_py && $(COMPONENTIZE_PY) -d ../../wit -w import-processor componentize app \
+	    -p . -p ../../guest-sdk/python -o ../orders_py.wasm
+	@echo processors/orders_py.wasm
+
 # componentize-js's own command line: jco 1.35's `componentize` cannot read WIT files (os error 44).
 # npm ci (which empties node_modules first) runs only when the lock file changes, not on every edit.
 PRODUCT_CATALOG_DEPS := processors/product_catalog/node_modules/.package-lock.json
@@ -48,6 +53,11 @@ $(PRODUCT_CATALOG_DEPS): processors/product_catalog/package-lock.json
 processors/product_catalog.wasm: $(PRODUCT_CATALOG_DEPS) wit/processor.wit processors/product_catalog/app.js
 	cd processors/product_catalog && npm run --silent build
 	@echo processors/product_catalog.wasm
+
+## The example processors' own unit tests, natively: their rules, without a database (what
+## `cargo test` does in a processor project).
+processor-unit-tests: setup
+	cargo test --manifest-path processors/Cargo.toml --target-dir target/wasm
 
 ## Builds the guest programs the tests use.
 test-guests: setup
@@ -65,7 +75,7 @@ lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
 
 ## Everything CI checks: formatting, lints, and every test against the local PostgreSQL.
-test: processors test-guests lint
+test: processors test-guests lint processor-unit-tests
 	cargo test --workspace
 
 ## The main job on a fresh clone: embedded database, example schema, an import with failures,
