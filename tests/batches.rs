@@ -372,10 +372,15 @@ async fn traps_and_timeouts_fail_their_item_and_the_batch_goes_on() {
         }
         codes
     };
-    assert_eq!(codes, [Some("timeout".into()), Some("trap".into()), Some("memory_limit".into())]);
+    assert_eq!(codes, [Some("timeout".into()), Some("panic".into()), Some("memory_limit".into())]);
     assert!(
-        f.item(summary.batch_id, 1).await.get::<String, _>("error_message").contains("probe panic: kaboom")
+        f.item(summary.batch_id, 1)
+            .await
+            .get::<String, _>("error_message")
+            .starts_with("the processor panicked at ")
     );
+    let message: String = f.item(summary.batch_id, 1).await.get("error_message");
+    assert!(message.ends_with(": probe panic: kaboom") && !message.contains("wasm"), "{message}");
     assert_eq!(f.labels().await, ["survivor"]);
 }
 

@@ -411,6 +411,21 @@ async fn without_database_url_an_embedded_cluster_starts_on_demand() {
     let run = embedded(&["run", "probe", file.to_str().unwrap(), "--json"]);
     assert_eq!(code(&run), 0, "{}", stderr_of(&run));
     assert_eq!(json_of(&run)["completed"], 1);
+
+    // What a newcomer's psql or own tool connects with: the URL, and psql opened on it.
+    let url = embedded(&["db", "url"]);
+    assert_eq!(code(&url), 0, "{}", stderr_of(&url));
+    let url = String::from_utf8(url.stdout).unwrap().trim().to_owned();
+    assert!(url.starts_with("postgres"), "{url}");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let batches: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM import_batches").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(batches, 1, "the URL reaches the database the run wrote to");
+    let psql = embedded(&["db", "psql", "-Atc", "SELECT status FROM import_batches"]);
+    assert_eq!(code(&psql), 0, "{}", stderr_of(&psql));
+    assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "completed");
+    drop(conn);
+
     let stop = embedded(&["db", "stop"]);
     assert_eq!(code(&stop), 0, "{}", stderr_of(&stop));
     assert_eq!(json_of(&embedded(&["db", "status", "--json"]))["running"], false);

@@ -323,7 +323,7 @@ async fn hostile_memory_bomb_is_stopped_at_the_memory_cap() {
 async fn hostile_panic_is_contained() {
     for host in HOSTS {
         let reason = Arena::new(host).await.attack(json!({"mode": "panic", "message": "gotcha"})).await;
-        assert_reason(&reason, &["trapped", "probe panic: gotcha"]);
+        assert_reason(&reason, &["the processor panicked at ", "probe panic: gotcha"]);
     }
 }
 

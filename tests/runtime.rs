@@ -130,8 +130,13 @@ async fn a_panic_fails_only_that_call_and_reports_the_panic_message() {
     let mut ctx = ProcessorContext::default();
     let error =
         process(&mut instance, &mut ctx, json!({"mode": "panic", "message": "boom"})).await.unwrap_err();
-    assert_eq!(error.code(), "trap");
-    assert!(error.to_string().contains("probe panic: boom"), "{error}");
+    assert_eq!(error.code(), "panic");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("the processor panicked at ") && message.ends_with(": probe panic: boom"),
+        "{message}"
+    );
+    assert!(!message.contains("wasm") && !message.contains("thread '"), "{message}");
     assert_next_item_succeeds(&mut instance, &mut ctx).await;
 }
 

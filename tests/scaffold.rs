@@ -36,6 +36,18 @@ async fn scaffold_builds_and_runs(language: Language, name: &str) {
     assert_eq!(created.project, processors.join(name));
     build(&created.project);
     assert!(processors.join(format!("{name}.wasm")).exists());
+
+    // The tests file it ships passes: a kept sample and a refused item.
+    let tested = ingot(dir.path(), &db.url, &processors, &["test", name]);
+    assert_eq!(
+        tested.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&tested.stdout),
+        stderr_of(&tested)
+    );
+    assert!(String::from_utf8_lossy(&tested.stdout).contains("2 passed, 0 failed"));
+
     let sample = created.project.join("sample.ndjson");
     let output = ingot(dir.path(), &db.url, &processors, &["run", name, sample.to_str().unwrap(), "--json"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
@@ -45,16 +57,39 @@ async fn scaffold_builds_and_runs(language: Language, name: &str) {
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    let expected: Value = serde_json::from_str(std::fs::read_to_string(&sample).unwrap().trim()).unwrap();
-    assert_eq!(processed, expected, "the sample item comes through unchanged");
+    assert_eq!(
+        processed,
+        serde_json::json!({"name": "Ada Lovelace", "email": "ada@example.com"}),
+        "the kit normalises the sample"
+    );
     let logged =
-        db.scalar_i64("SELECT count(*) FROM import_logs WHERE message = 'item 0 has 3 fields'").await;
+        db.scalar_i64("SELECT count(*) FROM import_logs WHERE message = 'item 0 is ada@example.com'").await;
     assert_eq!(logged, 1);
 }
 
 #[tokio::test]
 async fn a_rust_scaffold_builds_and_processes_its_sample() {
     scaffold_builds_and_runs(Language::Rust, "hello_rust").await;
+}
+
+/// `cargo test` in a new Rust project, outside this repository: its rules' own tests pass
+/// against the SDK copy it carries (before: an absolute path to the SDK, and a wasm test binary
+/// the machine could not execute).
+#[test]
+fn a_rust_scaffold_tests_its_rules_with_cargo_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = create("rules_rust", Language::Rust, dir.path()).unwrap();
+    let manifest = std::fs::read_to_string(created.project.join("Cargo.toml")).unwrap();
+    assert!(!manifest.contains(root().to_str().unwrap()), "no path into this repository:\n{manifest}");
+    let output = std::process::Command::new("cargo")
+        .args(["test", "--quiet"])
+        .current_dir(&created.project)
+        .env("CARGO_TARGET_DIR", root().join("target/wasm"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "cargo test failed:\n{stdout}\n{}", stderr_of(&output));
+    assert!(stdout.contains("2 passed"), "{stdout}");
 }
 
 #[tokio::test]
@@ -83,4 +118,64 @@ fn names_are_checked_and_projects_are_never_overwritten() {
 fn the_python_template_pins_the_componentize_py_the_build_uses() {
     let makefile = std::fs::read_to_string(root().join("Makefile")).unwrap();
     assert!(makefile.contains(&format!("COMPONENTIZE_PY_VERSION := {COMPONENTIZE_PY_VERSION}")));
+}
+
+/// An exception the processor does not catch fails only its item, with code `exception` and
+/// `Class: message` in the processor's own language, its traceback in the item's log, and
+/// neither wasm trap wording nor a language runtime's Rust panic; the next item still runs.
+async fn an_exception_reads_as_the_processors_own(
+    language: Language,
+    name: &str,
+    app: (&str, &str),
+    class: &str,
+) {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let processors = dir.path().join("processors");
+    let created = create(name, language, &processors).unwrap();
+    std::fs::write(created.project.join(app.0), app.1).unwrap();
+    build(&created.project);
+    let items = dir.path().join("items.ndjson");
+    std::fs::write(&items, "{\"boom\": true}\n{\"boom\": false}\n").unwrap();
+    let output = ingot(
+        dir.path(),
+        &db.url,
+        &processors,
+        &["run", name, items.to_str().unwrap(), "--json", "--workers", "1"],
+    );
+    assert_eq!(output.status.code(), Some(3), "{}", stderr_of(&output));
+    let summary = json_of(&output);
+    assert_eq!((summary["completed"].as_i64(), summary["failed"].as_i64()), (Some(1), Some(1)));
+    let (code, message): (String, String) =
+        sqlx::query_as("SELECT error_code, error_message FROM import_batch_items WHERE item_index = 0")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(code, "exception");
+    assert_eq!(message, format!("{class}: the rules broke"));
+    let logs: Vec<String> = sqlx::query_scalar("SELECT message FROM import_logs WHERE item_index = 0")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    let logs = logs.join("\n");
+    assert!(
+        logs.contains("the rules broke") && logs.contains("explode"),
+        "the traceback names the function: {logs}"
+    );
+    for noise in ["wasm", "unreachable", "panicked", "Python function threw"] {
+        assert!(!logs.contains(noise) && !message.contains(noise), "{noise:?} in {message} / {logs}");
+    }
+}
+
+#[tokio::test]
+async fn a_python_exception_reads_as_python() {
+    let app = "import ingot\n\n\ndef explode():\n    raise ValueError(\"the rules broke\")\n\n\nclass Processor(ingot.Processor):\n    def process_item(self, item):\n        if ingot.data(item)[\"boom\"]:\n            explode()\n        return ingot.outcome(None)\n";
+    an_exception_reads_as_the_processors_own(Language::Python, "boom_py", ("app.py", app), "ValueError")
+        .await;
+}
+
+#[tokio::test]
+async fn a_javascript_exception_reads_as_javascript() {
+    let app = "import * as ingot from './ingot.js';\n\nfunction explode() {\n  throw new RangeError('the rules broke');\n}\n\nexport const processor = ingot.processor({\n  processItem(item) {\n    if (ingot.data(item).boom) explode();\n    return ingot.outcome();\n  },\n});\n";
+    an_exception_reads_as_the_processors_own(Language::Js, "boom_js", ("app.js", app), "RangeError").await;
 }

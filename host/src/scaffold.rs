@@ -17,6 +17,7 @@ pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 
 const WIT: &str = include_str!("../../wit/processor.wit");
 const PYTHON_SDK: &str = include_str!("../../guest-sdk/python/ingot.py");
+const JS_SDK: &str = include_str!("../../guest-sdk/js/ingot.js");
 
 /// The Rust SDK's sources, as a project's `ingot-sdk/` holds them (the paths keep the SDK's
 /// `../wit` reference to the contract).
@@ -147,6 +148,7 @@ pub fn create(name: &str, language: Language, dir: &Path) -> Result<Scaffold, Sc
         ],
         Language::Js => vec![
             ("app.js", render(include_str!("../templates/js/app.js"), &batch_type)),
+            ("ingot.js", JS_SDK.to_owned()),
             ("package.json", render(include_str!("../templates/js/package.json"), &batch_type)),
             ("wit/processor.wit", WIT.to_owned()),
             ("build.sh", render(include_str!("../templates/js/build.sh"), &batch_type)),

@@ -215,12 +215,19 @@ impl LogBuffer {
         });
     }
 
-    /// What the processor's last stderr output says went wrong, for trap messages: the first line
-    /// that is a message rather than runtime noise (a Rust panic's text, a Python exception, a
-    /// JavaScript error), with a Rust panic's location.
-    pub(crate) fn stderr_summary(&self) -> Option<String> {
-        let last = self.entries.iter().rev().find(|e| e.source == LogSource::Stderr)?;
-        summarize_stderr(&last.message)
+    /// What the processor said on stderr before it trapped, sorted by language; an uncaught
+    /// Python or JavaScript exception also has its stderr line cleaned of the language
+    /// runtime's own dying words (a Rust panic inside componentize-py, an abort), so the log
+    /// shows the guest's traceback and nothing else.
+    pub(crate) fn guest_failure(&mut self) -> Option<GuestFailure> {
+        let last = self.entries.iter_mut().rev().find(|e| e.source == LogSource::Stderr)?;
+        let failure = classify_stderr(&last.message)?;
+        if let GuestFailure::Exception(_) = failure {
+            let kept: Vec<&str> = last.message.lines().filter(|l| !is_runtime_noise(l.trim())).collect();
+            last.message = kept.join("\n").trim_end().to_owned();
+            last.level = LogLevel::Error;
+        }
+        Some(failure)
     }
 
     /// Takes the buffered lines.
@@ -237,6 +244,81 @@ impl LogBuffer {
     pub fn entries(&self) -> &[LogEntry] {
         &self.entries
     }
+}
+
+/// Why a guest trapped, as its stderr tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GuestFailure {
+    /// A Rust processor panicked: its message and where (`src/lib.rs:12:5`).
+    Panic {
+        /// The panic message.
+        message: Option<String>,
+        /// The file, line and column.
+        location: Option<String>,
+    },
+    /// An uncaught Python or JavaScript exception: `Class: message`.
+    Exception(String),
+    /// Anything else: its informative line.
+    Other(String),
+}
+
+/// Lines a language runtime prints when it gives up on a guest's exception.
+fn is_runtime_noise(line: &str) -> bool {
+    (line.starts_with("thread '") && line.contains(" panicked at "))
+        || line == "Python function threw an unexpected exception"
+        || line.starts_with("note: run with `RUST_BACKTRACE")
+        || line.starts_with("Redirecting call to abort()")
+}
+
+fn classify_stderr(text: &str) -> Option<GuestFailure> {
+    if let Some(traceback) = text.find("Traceback (most recent call last)") {
+        // The exception is the last unindented line of the traceback (the last one of a chain).
+        let exception = text[traceback..]
+            .lines()
+            .skip(1)
+            .take_while(|l| !is_runtime_noise(l.trim()))
+            .filter(|l| !l.trim().is_empty() && !l.starts_with(' ') && !l.starts_with('\t'))
+            .filter(|l| !l.starts_with("Traceback (") && !l.starts_with("During handling of"))
+            .filter(|l| !l.starts_with("The above exception was the direct cause"))
+            .last();
+        if let Some(exception) = exception {
+            return Some(GuestFailure::Exception(clip(exception.trim().to_owned())));
+        }
+    }
+    // componentize-js lowers a thrown error it cannot turn into the hook's result with
+    // "… (received `TypeError: row is null`)".
+    if let Some((_, rest)) = text.split_once("(received `")
+        && let Some((thrown, _)) = rest.split_once("`)")
+    {
+        return Some(GuestFailure::Exception(clip(thrown.trim().to_owned())));
+    }
+    let javascript =
+        text.lines().any(|l| l.trim() == "Stack:" || l.trim().starts_with("Redirecting call to abort()"));
+    let summary = summarize_stderr(text)?;
+    if javascript {
+        return Some(GuestFailure::Exception(summary));
+    }
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    if let Some(first) = lines.next()
+        && first.starts_with("thread '")
+        && let Some((_, location)) = first.split_once(" panicked at ")
+    {
+        let message = lines.find(|l| !is_runtime_noise(l)).map(|m| clip(m.to_owned()));
+        return Some(GuestFailure::Panic {
+            message,
+            location: Some(location.trim_end_matches(':').to_owned()),
+        });
+    }
+    Some(GuestFailure::Other(summary))
+}
+
+fn clip(mut text: String) -> String {
+    if text.len() > 300 {
+        let cut = (0..=300).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
 }
 
 /// Picks the informative line out of a guest's dying words.
@@ -265,23 +347,39 @@ fn summarize_stderr(text: &str) -> Option<String> {
             message = Some(line.to_owned());
         }
     }
-    let mut summary = match (message, location) {
+    let summary = match (message, location) {
         (Some(message), Some(location)) => format!("{message} (at {location})"),
         (Some(message), None) => message,
         (None, Some(location)) => format!("panicked at {location}"),
         (None, None) => return None,
     };
-    if summary.len() > 300 {
-        let cut = (0..=300).rev().find(|i| summary.is_char_boundary(*i)).unwrap_or(0);
-        summary.truncate(cut);
-        summary.push('…');
-    }
-    Some(summary)
+    Some(clip(summary))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::summarize_stderr;
+    use super::{GuestFailure, classify_stderr, summarize_stderr};
+
+    #[test]
+    fn a_trap_is_read_as_the_guest_languages_own_failure() {
+        let rust = "thread '<unnamed>' (1) panicked at src/lib.rs:12:5:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            classify_stderr(rust),
+            Some(GuestFailure::Panic {
+                message: Some("boom".into()),
+                location: Some("src/lib.rs:12:5".into())
+            })
+        );
+        let python = "Traceback (most recent call last):\n  File \"/0/app.py\", line 13, in process_item\n    return row.get(\"x\")\n           ^^^^^^^\nValueError: first\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File \"/0/app.py\", line 15, in process_item\nKeyError: 'x'\n\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\nPython function threw an unexpected exception\n";
+        assert_eq!(classify_stderr(python), Some(GuestFailure::Exception("KeyError: 'x'".into())));
+        let js = "invalid variant tag value `undefined` (received `TypeError: row is null`)\nStack:\n  f@/tmp/x/initializer.js:1040:17\n\nRedirecting call to abort() to mozalloc_abort";
+        assert_eq!(classify_stderr(js), Some(GuestFailure::Exception("TypeError: row is null".into())));
+        let js_other =
+            "Error: something\nStack:\n  f@app.js:3:9\nRedirecting call to abort() to mozalloc_abort";
+        assert_eq!(classify_stderr(js_other), Some(GuestFailure::Exception("Error: something".into())));
+        assert_eq!(classify_stderr("out of cheese\n"), Some(GuestFailure::Other("out of cheese".into())));
+        assert_eq!(classify_stderr(""), None);
+    }
 
     #[test]
     fn the_informative_line_is_picked_from_each_runtime() {

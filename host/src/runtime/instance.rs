@@ -14,6 +14,7 @@ use super::limits::Limits;
 use super::state::HostState;
 use super::{EPOCH_TICK, ProcessorCode};
 use crate::context::ProcessorContext;
+use crate::context::logs::GuestFailure;
 use crate::context::sql::ContextTrap;
 
 /// Why a call into a processor did not return. Each variant is a sentence a user can act on.
@@ -49,6 +50,21 @@ pub enum CallError {
         /// The trap, and what the guest last wrote to stderr.
         message: String,
     },
+    /// A Rust processor panicked.
+    #[error("the processor panicked{}{}", .location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default(), .message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Panic {
+        /// The panic message.
+        message: Option<String>,
+        /// Where, as `file:line:column`.
+        location: Option<String>,
+    },
+    /// A Python or JavaScript processor raised an exception it did not catch (`Class: message`;
+    /// the traceback is in the item's log).
+    #[error("{message}")]
+    Exception {
+        /// `Class: message`.
+        message: String,
+    },
     /// The database connection failed under the processor; the host, not the item, is at fault.
     #[error("{0}")]
     Connection(String),
@@ -67,6 +83,8 @@ impl CallError {
             CallError::Cap(_) => "cap_exceeded",
             CallError::InvalidLog(_) => "invalid_log",
             CallError::Trap { .. } => "trap",
+            CallError::Panic { .. } => "panic",
+            CallError::Exception { .. } => "exception",
             CallError::Connection(_) => "connection_lost",
             CallError::Instantiate(_) => "instantiate_failed",
         }
@@ -279,8 +297,12 @@ impl Instance {
             Err(_) => CallError::Timeout { limit: self.limits.timeout },
         };
         let error = match error {
-            CallError::Trap { message } => match ctx.logs.stderr_summary() {
-                Some(stderr) => CallError::Trap { message: format!("{message}; its stderr said: {stderr}") },
+            CallError::Trap { message } => match ctx.logs.guest_failure() {
+                Some(GuestFailure::Panic { message, location }) => CallError::Panic { message, location },
+                Some(GuestFailure::Exception(message)) => CallError::Exception { message },
+                Some(GuestFailure::Other(stderr)) => {
+                    CallError::Trap { message: format!("{message}; its stderr said: {stderr}") }
+                }
                 None => CallError::Trap { message },
             },
             other => other,

@@ -1,16 +1,18 @@
-// {{name}}: an Ingot processor. It logs each item and returns it unchanged; replace
-// processItem with your logic. Imports: execute, query, log, getMetadata, setMetadata.
-import { log } from 'ingot:processor/context@0.1.0';
+// {{name}}: an Ingot processor. It checks each item with the validation kit and keeps the
+// normalised record; replace the rules and add your database write (ingot.upsert, ingot.query).
+import * as ingot from './ingot.js';
 
-export const processor = {
-  validateBatch() {},
-  validateItem() {},
+// The record an item holds; throws the first rule it breaks (code missing_<field> or
+// invalid_<field>, with the field's name).
+export function record(item) {
+  const row = ingot.fields(item);
+  return { name: row.get('name').maxLen(200).text(), email: row.get('email').email() };
+}
+
+export const processor = ingot.processor({
   processItem(item) {
-    const row = JSON.parse(item.data);
-    log('info', `item ${item.index} has ${Object.keys(row ?? {}).length} fields`, undefined);
-    return { targetTable: undefined, targetId: undefined, processedData: item.data };
+    const rec = record(item);
+    ingot.info(`item ${item.index} is ${rec.email}`);
+    return ingot.outcome(undefined, undefined, rec);
   },
-  onBatchStart() {},
-  onBatchComplete() {},
-  onItemError() {},
-};
+});
