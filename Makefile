@@ -78,12 +78,11 @@ lint: setup
 test: processors test-guests lint processor-unit-tests
 	cargo test --workspace
 
-## The main job on a fresh clone: embedded database, example schema, an import with failures,
+## The main job on a fresh clone: embedded database, the processors' schemas (ingot migrate), an import with failures,
 ## one failure's logs, and a reprocess of the failed items.
 demo: processors release
 	@unset DATABASE_URL; set -e; \
 	$(INGOT) migrate; \
-	psql -q -h $(DEMO_DB) -U ingot -d ingot -f processors/customer_data/schema.sql; \
 	echo; echo "== ingot run customer_data processors/customer_data/sample.csv --allow-duplicate"; \
 	$(INGOT) run customer_data processors/customer_data/sample.csv --allow-duplicate || test $$? -eq 3; \
 	id=$$($(INGOT) batch list --limit 1 --json | sed -n 's/.*"batch_id": "\([^"]*\)".*/\1/p' | head -n1); \

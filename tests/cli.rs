@@ -417,7 +417,7 @@ async fn without_database_url_an_embedded_cluster_starts_on_demand() {
     assert_eq!(code(&url), 0, "{}", stderr_of(&url));
     let url = String::from_utf8(url.stdout).unwrap().trim().to_owned();
     assert!(url.starts_with("postgres"), "{url}");
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     let batches: i64 =
         sqlx::query_scalar("SELECT count(*) FROM import_batches").fetch_one(&mut conn).await.unwrap();
     assert_eq!(batches, 1, "the URL reaches the database the run wrote to");

@@ -217,6 +217,9 @@ async fn ingot_test_shows_each_wrong_expectation_and_exits_1() {
     assert!(stderr_of(&missing).contains("orders_py/tests.ndjson"), "{}", stderr_of(&missing));
 }
 
+/// An item's index, status, error code and field, and its normalised record.
+type ItemRow = (i64, String, Option<String>, Option<String>, Option<Value>);
+
 /// What the generator says each row must become.
 fn generated(dir: &Path, rows: u32) -> (std::path::PathBuf, Vec<Value>) {
     let csv = dir.join("orders.csv");
@@ -253,7 +256,7 @@ async fn the_generated_orders_import_alike_in_rust_and_python_under_four_workers
         let summary = json_of(&output);
         assert_eq!(summary["failed"].as_u64(), Some(failures as u64), "{processor}");
 
-        let rows: Vec<(i64, String, Option<String>, Option<String>, Option<Value>)> = sqlx::query_as(
+        let rows: Vec<ItemRow> = sqlx::query_as(
             "SELECT item_index, status::text, error_code, error_field, processed_data FROM import_batch_items ORDER BY item_index",
         )
         .fetch_all(&db.pool)
