@@ -42,10 +42,10 @@ pub struct Expect {
     /// completed, failed or skipped.
     pub status: String,
     /// The error code (`null`: none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "given", skip_serializing_if = "Option::is_none")]
     pub code: Option<Value>,
     /// The field at fault (`null`: none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "given", skip_serializing_if = "Option::is_none")]
     pub field: Option<Value>,
     /// A part of the error message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +53,12 @@ pub struct Expect {
     /// Where the item went and what it became.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<ExpectOutcome>,
+}
+
+/// A key that is there, `null` included: `"code": null` expects no code, a missing key expects
+/// nothing.
+fn given<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 /// The outcome a completed case expects; each part is compared when given.
