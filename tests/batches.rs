@@ -297,7 +297,10 @@ async fn a_trap_in_on_item_error_does_not_change_the_recorded_error() {
     assert_eq!(failed.get::<Option<String>, _>("error_code").as_deref(), Some("bad"));
     assert!(f.labels().await.is_empty(), "the trapped hook's write was rolled back");
     let lines = f.log_messages(summary.batch_id).await;
-    assert!(lines.iter().any(|l| l.starts_with("on-item-error failed: processor trapped")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("on-item-error failed: the processor panicked at ")),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test]

@@ -249,9 +249,13 @@ async fn an_18_mb_python_component_starts_from_the_cache_and_reuses_its_instance
         assert!(matches!(result, Err(ItemError::Invalid(_))));
     }
     assert_eq!(instance.instantiations(), 1, "one instance served every item");
-    let trapped = instance.process_item(&mut ctx, &item(20, json!([1, 2]))).await;
-    assert!(trapped.is_err());
+    // An exception the processor did not expect: the item's error, and the instance goes on.
+    let raised = instance.process_item(&mut ctx, &item(20, json!([1, 2]))).await.unwrap();
+    let Err(ItemError::Invalid(detail)) = raised else { panic!("an invalid item: {raised:?}") };
+    assert_eq!(detail.code.as_deref(), Some("exception"));
+    assert!(detail.message.starts_with("AttributeError: "), "{}", detail.message);
+    assert!(ctx.logs.entries().iter().any(|e| e.message.starts_with("Traceback (most recent call last)")));
     let after = instance.process_item(&mut ctx, &item(21, json!({"email": "a@b.co"}))).await.unwrap();
     assert!(after.is_err(), "a returned error again");
-    assert_eq!(instance.instantiations(), 2, "a trap costs exactly one new instance");
+    assert_eq!(instance.instantiations(), 1, "an exception costs no new instance");
 }
