@@ -38,9 +38,9 @@ const describe = (e) => (e instanceof Error ? (e.message ? `${e.name}: ${e.messa
 /** The processor export: your hooks, the others accepting, every exception reported as the item's. */
 export function processor(hooks) {
   if (typeof hooks?.processItem !== 'function') throw new Error('ingot.processor needs a processItem(item) hook');
-  const guard = (name, fallback) => (...args) => {
+  const guard = (name) => (...args) => {
     const hook = hooks[name];
-    if (typeof hook !== 'function') return fallback;
+    if (typeof hook !== 'function') return undefined;
     try {
       return hook.apply(hooks, args);
     } catch (e) {
@@ -56,7 +56,7 @@ export function processor(hooks) {
     }
   };
   return Object.fromEntries(
-    [...ITEM_HOOKS, ...BATCH_HOOKS, 'onItemError'].map((name) => [name, guard(name, undefined)]),
+    [...ITEM_HOOKS, ...BATCH_HOOKS, 'onItemError'].map((name) => [name, guard(name)]),
   );
 }
 

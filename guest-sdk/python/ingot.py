@@ -515,11 +515,12 @@ class Field:
                 parts, rest = _strptime(self._format, text), ""
             else:
                 match = _ISO_TIMESTAMP.fullmatch(text)
-                parts = match and {"Y": int(match[1]), "m": int(match[2]), "d": int(match[3]),
-                                   "H": int(match[4]), "M": int(match[5]), "S": int(match[6] or 0)}
-                rest = match and (match[7] or "") + ("Z" if match[8] in ("Z", "z") else (match[8] or ""))
-                if match and match[7] and match[6] is None:
-                    parts = None
+                # A fraction only after seconds.
+                if not match or (match[7] and match[6] is None):
+                    raise self._invalid(f"must be a timestamp as {form}")
+                parts = {"Y": int(match[1]), "m": int(match[2]), "d": int(match[3]),
+                         "H": int(match[4]), "M": int(match[5]), "S": int(match[6] or 0)}
+                rest = (match[7] or "") + ("Z" if match[8] in ("Z", "z") else (match[8] or ""))
             if parts is None or None in (parts.get("Y"), parts.get("m"), parts.get("d")):
                 raise self._invalid(f"must be a timestamp as {form}")
             hour, minute, second = parts.get("H") or 0, parts.get("M") or 0, parts.get("S") or 0

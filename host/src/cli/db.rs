@@ -39,18 +39,10 @@ impl DbCommand {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         let project = std::env::current_dir().context("cannot read the current directory")?;
         match self {
-            DbCommand::Url => {
-                println!("{}", database::url(&project)?);
-                return Ok(ExitCode::from(exit::OK));
-            }
+            DbCommand::Url => println!("{}", database::url(&project)?),
             DbCommand::Psql { args } => return psql(&database::url(&project)?, &args),
-            _ => {}
-        }
-        let cluster = EmbeddedCluster::new(&project)?;
-        match self {
-            DbCommand::Url | DbCommand::Psql { .. } => {}
             DbCommand::Status { json } => {
-                let status = cluster.status();
+                let status = EmbeddedCluster::new(&project)?.status();
                 if json {
                     output::json(&status)?;
                 } else {
@@ -66,6 +58,7 @@ impl DbCommand {
                 }
             }
             DbCommand::Stop { immediate } => {
+                let cluster = EmbeddedCluster::new(&project)?;
                 if cluster.stop(immediate)? {
                     println!("stopped the embedded database in {}", cluster.status().path.display());
                 } else {

@@ -294,22 +294,12 @@ fn classify_stderr(text: &str) -> Option<GuestFailure> {
     }
     let javascript =
         text.lines().any(|l| l.trim() == "Stack:" || l.trim().starts_with("Redirecting call to abort()"));
-    let summary = summarize_stderr(text)?;
-    if javascript {
-        return Some(GuestFailure::Exception(summary));
+    let (message, location) = dying_words(text);
+    if location.is_some() && !javascript {
+        return Some(GuestFailure::Panic { message: message.map(clip), location });
     }
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    if let Some(first) = lines.next()
-        && first.starts_with("thread '")
-        && let Some((_, location)) = first.split_once(" panicked at ")
-    {
-        let message = lines.find(|l| !is_runtime_noise(l)).map(|m| clip(m.to_owned()));
-        return Some(GuestFailure::Panic {
-            message,
-            location: Some(location.trim_end_matches(':').to_owned()),
-        });
-    }
-    Some(GuestFailure::Other(summary))
+    let summary = summarize(message, location)?;
+    Some(if javascript { GuestFailure::Exception(summary) } else { GuestFailure::Other(summary) })
 }
 
 fn clip(mut text: String) -> String {
@@ -321,8 +311,20 @@ fn clip(mut text: String) -> String {
     text
 }
 
-/// Picks the informative line out of a guest's dying words.
-fn summarize_stderr(text: &str) -> Option<String> {
+/// The informative line of a guest's dying words, with where a Rust guest panicked.
+fn summarize(message: Option<String>, location: Option<String>) -> Option<String> {
+    let summary = match (message, location) {
+        (Some(message), Some(location)) => format!("{message} (at {location})"),
+        (Some(message), None) => message,
+        (None, Some(location)) => format!("panicked at {location}"),
+        (None, None) => return None,
+    };
+    Some(clip(summary))
+}
+
+/// The first informative line of a guest's stderr, and where a Rust guest panicked if its
+/// panic came first.
+fn dying_words(text: &str) -> (Option<String>, Option<String>) {
     let mut location = None;
     let mut message = None;
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -335,30 +337,27 @@ fn summarize_stderr(text: &str) -> Option<String> {
             }
             continue;
         }
-        let noise = line.starts_with("note: run with `RUST_BACKTRACE")
-            || line.starts_with("Redirecting call to abort()")
+        let noise = is_runtime_noise(line)
             || line == "Stack:"
             || line.starts_with("Traceback (most recent call last)")
             || line.starts_with("File \"")
-            || line == "Python function threw an unexpected exception"
             // A JavaScript stack frame: "name@file.js:1040:17".
             || (line.contains('@') && line.rsplit(':').take(2).all(|p| p.parse::<u32>().is_ok()));
         if !noise && message.is_none() {
             message = Some(line.to_owned());
         }
     }
-    let summary = match (message, location) {
-        (Some(message), Some(location)) => format!("{message} (at {location})"),
-        (Some(message), None) => message,
-        (None, Some(location)) => format!("panicked at {location}"),
-        (None, None) => return None,
-    };
-    Some(clip(summary))
+    (message, location)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{GuestFailure, classify_stderr, summarize_stderr};
+    use super::{GuestFailure, classify_stderr, dying_words, summarize};
+
+    fn summarize_stderr(text: &str) -> Option<String> {
+        let (message, location) = dying_words(text);
+        summarize(message, location)
+    }
 
     #[test]
     fn a_trap_is_read_as_the_guest_languages_own_failure() {
