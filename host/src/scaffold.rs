@@ -198,7 +198,12 @@ pub fn init(dir: &Path) -> Result<Initialized, ScaffoldError> {
         done.created.push(processors);
     }
     let gitignore = dir.join(".gitignore");
-    let ignored = std::fs::read_to_string(&gitignore).unwrap_or_default();
+    // A .gitignore that cannot be read is never written over.
+    let ignored = match std::fs::read_to_string(&gitignore) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => return Err(ScaffoldError::Io { path: gitignore, source }),
+    };
     if !ignored.lines().any(|l| matches!(l.trim(), ".ingot" | ".ingot/" | "/.ingot" | "/.ingot/")) {
         let mut text = ignored.clone();
         if !text.is_empty() && !text.ends_with('\n') {
