@@ -290,3 +290,13 @@ async fn the_generated_orders_import_alike_in_rust_and_python_under_four_workers
         }
     }
 }
+
+/// The goal the kit was built for: the orders pipeline in at most 40 lines of Rust and 30 of
+/// Python, the same rules in both (the same cases pass above).
+#[test]
+fn the_orders_processors_stay_within_their_line_goals() {
+    for (file, most) in [("processors/orders/src/lib.rs", 40), ("processors/orders_py/app.py", 30)] {
+        let lines = std::fs::read_to_string(root().join(file)).unwrap().lines().count();
+        assert!(lines <= most, "{file} has {lines} lines; the goal is at most {most}");
+    }
+}
