@@ -29,3 +29,4 @@ pub mod registry;
 pub mod runtime;
 pub mod scaffold;
 pub mod store;
+pub mod toolchain;

@@ -11,6 +11,7 @@ mod processors;
 mod run;
 mod terminal;
 mod test;
+mod toolchain;
 mod worker;
 
 use std::path::PathBuf;
@@ -100,6 +101,10 @@ enum Command {
     /// Status of, or stop, the embedded database under .ingot/.
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Writes the contract's bindings for a language without its own component toolchain (C, Zig).
+    Bindings(toolchain::BindingsArgs),
+    /// Turns a WASI preview-1 reactor module (from zig cc, clang, …) into a processor component.
+    Componentize(toolchain::ComponentizeArgs),
 }
 
 impl Cli {
@@ -124,6 +129,8 @@ impl Cli {
             Command::Init(args) => args.run(),
             Command::New(args) => args.run(),
             Command::Test(args) => args.run(&env).await,
+            Command::Bindings(args) => args.run(),
+            Command::Componentize(args) => args.run(),
         }
     }
 }
