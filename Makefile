@@ -9,9 +9,17 @@ COMPONENTIZE_PY_VERSION := 0.25.1
 PY_TOOLS    := $(CURDIR)/target/toolchains/python
 COMPONENTIZE_PY := $(PY_TOOLS)/bin/componentize-py
 INGOT       := target/release/ingot
+# zig cc with wasi-libc compiles the C example and the C test guest; ziglang from PyPI, pinned.
+ZIG_VERSION := 0.15.2
+ZIG_TOOLS   := $(CURDIR)/target/toolchains/zig
+ZIG         := $(ZIG_TOOLS)/zig
+# The ingot that writes C bindings and componentizes C guests: the test build in `make test`, the
+# release build in `make demo` (one host build either way).
+GUEST_INGOT ?= target/debug/ingot
+C_PROBE     := $(WASM_OUT)/c_probe.wasm
 DEMO_DB     := $(CURDIR)/.ingot/pg/run
 
-.PHONY: setup processors processors-rust processor-unit-tests test-guests build release test lint demo bench clean
+.PHONY: FORCE setup processors processors-rust processor-unit-tests test-guests build release test lint demo bench clean
 
 ## Installs what a fresh machine needs: the wasm target for processors, and libclang, which the
 ## pg_query crate's bindgen needs to build PostgreSQL's parser into the host.
@@ -23,8 +31,9 @@ setup:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libclang-dev >/dev/null; \
 	fi
 
-## Builds every example processor (Rust, Python, JavaScript) into processors/<batch_type>.wasm.
-processors: processors-rust processors/transaction_feed.wasm processors/orders_py.wasm processors/product_catalog.wasm
+## Builds every example processor (Rust, Python, JavaScript, C) into processors/<batch_type>.wasm.
+processors: processors-rust processors/transaction_feed.wasm processors/orders_py.wasm processors/product_catalog.wasm \
+    processors/inventory.wasm
 
 processors-rust: setup
 	cargo build --release --target $(WASM_TARGET) --manifest-path processors/Cargo.toml --target-dir target/wasm
@@ -54,14 +63,36 @@ processors/product_catalog.wasm: $(PRODUCT_CATALOG_DEPS) wit/processor.wit proce
 	cd processors/product_catalog && npm run --silent build
 	@echo processors/product_catalog.wasm
 
+$(ZIG):
+	python3 -m venv $(ZIG_TOOLS)
+	$(ZIG_TOOLS)/bin/pip install --quiet ziglang==$(ZIG_VERSION)
+	ln -sf "$$($(ZIG_TOOLS)/bin/python -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')" $@
+
+# Cargo knows whether the host is up to date; make asks it every time.
+target/debug/ingot: FORCE setup
+	cargo test --workspace --no-run
+target/release/ingot: FORCE setup
+	cargo build --release -p ingot
+
+processors/inventory.wasm: $(ZIG) $(GUEST_INGOT) guest-sdk/c/ingot.h guest-sdk/c/ingot.c processors/inventory/inventory.c
+	ZIG=$(ZIG) INGOT=$(CURDIR)/$(GUEST_INGOT) processors/inventory/build.sh
+
 ## The example processors' own unit tests, natively: their rules, without a database (what
 ## `cargo test` does in a processor project).
 processor-unit-tests: setup
 	cargo test --manifest-path processors/Cargo.toml --target-dir target/wasm
 
 ## Builds the guest programs the tests use.
-test-guests: setup
+test-guests: setup $(C_PROBE)
 	cargo build --release --target $(WASM_TARGET) --manifest-path tests/guests/Cargo.toml --target-dir target/wasm
+
+$(C_PROBE): $(ZIG) $(GUEST_INGOT) guest-sdk/c/ingot.h guest-sdk/c/ingot.c tests/guests/c_probe/probe.c
+	mkdir -p target/c_probe $(WASM_OUT)
+	$(GUEST_INGOT) bindings --lang c --out target/c_probe/bindings >/dev/null
+	$(ZIG) cc --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror -Wl,--strip-debug -Wl,-z,stack-size=1048576 -I guest-sdk/c -I target/c_probe/bindings \
+	    tests/guests/c_probe/probe.c guest-sdk/c/ingot.c target/c_probe/bindings/import_processor.c \
+	    target/c_probe/bindings/import_processor_component_type.o -o target/c_probe/probe.core.wasm
+	$(GUEST_INGOT) componentize target/c_probe/probe.core.wasm -o $@
 
 ## Builds the host (test profile: dependencies optimised, our code with debug assertions).
 build: setup
@@ -80,7 +111,8 @@ test: processors test-guests lint processor-unit-tests
 
 ## The main job on a fresh clone: embedded database, the processors' schemas (ingot migrate), an import with failures,
 ## one failure's logs, and a reprocess of the failed items.
-demo: processors release
+demo: release
+	$(MAKE) --no-print-directory processors GUEST_INGOT=$(INGOT)
 	@unset DATABASE_URL; set -e; \
 	$(INGOT) migrate; \
 	echo; echo "== ingot run customer_data processors/customer_data/sample.csv --allow-duplicate"; \

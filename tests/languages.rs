@@ -1,5 +1,5 @@
-//! Processors in Python (transaction_feed, componentize-py) and JavaScript (product_catalog,
-//! componentize-js), end to end against PostgreSQL through the CLI, on realistic files whose every
+//! Processors in Python (transaction_feed, componentize-py), JavaScript (product_catalog,
+//! componentize-js) and C (inventory, zig cc and `ingot componentize`), end to end against PostgreSQL through the CLI, on realistic files whose every
 //! count is known in advance; plus the compile cache and instance reuse for an 18 MB component.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -226,6 +226,68 @@ async fn javascript_product_catalog_upserts_exactly_the_valid_products() {
         ("F-600-LONG-SKU-WITH-32-CHARS-XX".to_owned(), "Long".to_owned(), 5, vec![]),
     ];
     assert_eq!(rows, expected);
+}
+
+/// The C example on its sample: levels upserted per SKU and warehouse (the last row of a pair
+/// wins, with two workers: the batch key orders a SKU's rows), SKUs outside the catalogue and
+/// bad quantities refused with their codes and fields.
+#[tokio::test]
+async fn c_inventory_upserts_exactly_the_valid_stock_levels() {
+    let db = TestDb::new().await;
+    db.apply(&example_schema("product_catalog")).await;
+    db.apply(&example_schema("inventory")).await;
+    db.apply("INSERT INTO products (sku, title, price_cents) VALUES ('KB-101', 'Keyboard', 4900), ('MS-220', 'Mouse', 1900), ('CB-330', 'Cable', 500)").await;
+    let processors =
+        Processors::new(&[("inventory", &example("inventory"), Some(&example_manifest("inventory")))]);
+    let cwd = tempfile::tempdir().unwrap();
+    let sample = root().join("processors/inventory/sample.csv");
+    let output = ingot(
+        cwd.path(),
+        &db.url,
+        processors.path(),
+        &["run", "inventory", sample.to_str().unwrap(), "--json", "--workers", "2"],
+    );
+    assert_eq!(output.status.code(), Some(3), "{}", stderr_of(&output));
+    let summary = json_of(&output);
+    assert_eq!(
+        (summary["total"].as_i64(), summary["completed"].as_i64(), summary["failed"].as_i64()),
+        (Some(8), Some(5), Some(3))
+    );
+    let failures: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT item_index::bigint, error_code, error_field, error_message FROM import_batch_items
+         WHERE status = 'failed' ORDER BY item_index",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let expected = [
+        (5, "unknown_sku", "sku", "SKU XX-999 is not in the catalogue"),
+        (6, "invalid_quantity", "quantity", "quantity -3 is not a whole number of at least 0"),
+        (7, "missing_warehouse", "warehouse", "the row has no warehouse"),
+    ]
+    .map(|(i, c, f, m)| (i, c.to_owned(), f.to_owned(), m.to_owned()));
+    assert_eq!(failures, expected);
+
+    let levels: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT sku, warehouse, quantity FROM stock_levels ORDER BY sku, warehouse")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let expected =
+        [("CB-330", "AMS-1", 12), ("KB-101", "AMS-1", 38), ("KB-101", "LIS-2", 7), ("MS-220", "AMS-1", 0)]
+            .map(|(s, w, q)| (s.to_owned(), w.to_owned(), q));
+    assert_eq!(levels, expected);
+    let (table, target, data): (String, String, Value) = sqlx::query_as(
+        "SELECT target_table, target_id, processed_data FROM import_batch_items WHERE item_index = 2",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((table.as_str(), target.as_str()), ("stock_levels", "MS-220"));
+    assert_eq!(data, json!({"sku": "MS-220", "warehouse": "AMS-1", "quantity": 0}));
+    let logged =
+        db.scalar_i64("SELECT count(*) FROM import_logs WHERE message = 'KB-101 in AMS-1: 38'").await;
+    assert_eq!(logged, 1, "the C helper's log lines reach the item's log");
 }
 
 #[tokio::test]
