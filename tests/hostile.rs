@@ -128,13 +128,18 @@ async fn fingerprint(db: &TestDb, except: Option<Uuid>) -> Vec<Option<String>> {
 
 impl Arena {
     async fn new(host: Host) -> Arena {
-        println!("the host logs in as: {host:?}");
+        Arena::with_probe(host, &guest("probe")).await
+    }
+
+    /// The arena around another language's probe (same modes, same manifest).
+    async fn with_probe(host: Host, probe: &std::path::Path) -> Arena {
+        println!("the host logs in as: {host:?}, the probe is {}", probe.display());
         let db = match host {
             Host::Superuser => TestDb::new().await,
             Host::Owner => TestDb::with_owner().await,
         };
         db.apply(SCHEMA).await;
-        let processors = Processors::new(&[("probe", &guest("probe"), Some(MANIFEST))]);
+        let processors = Processors::new(&[("probe", probe, Some(MANIFEST))]);
         let manager = support::manager(&db, &processors, support::runtime());
         let wall = manager.clone().without_sql_gate();
         let host_login = db.login().await;
@@ -1559,5 +1564,58 @@ async fn hostile_items_keep_the_hosts_memory_within_its_budget() {
             None => assert_eq!(summary["completed"], 2, "{label}: {summary}"),
         }
         assert!(peak < budget, "{label}: peak RSS {} MiB, budget {} MiB", peak >> 20, budget >> 20);
+    }
+}
+
+// The same sandbox around a processor written in C (`make test-guests` builds it with zig cc and
+// `ingot componentize`): nothing about the wall depends on the language.
+
+async fn c_arena(host: Host) -> Arena {
+    Arena::with_probe(host, &guest("c_probe")).await
+}
+
+#[tokio::test]
+async fn hostile_c_infinite_loop_is_stopped_by_the_time_limit() {
+    for host in HOSTS {
+        let reason = c_arena(host).await.attack(json!({"mode": "loop"})).await;
+        assert_reason(&reason, &["500 ms time limit"]);
+    }
+}
+
+#[tokio::test]
+async fn hostile_c_memory_bomb_is_stopped_at_the_memory_cap() {
+    for host in HOSTS {
+        let reason = c_arena(host).await.attack(json!({"mode": "alloc"})).await;
+        assert_reason(&reason, &["32 MiB memory limit"]);
+    }
+}
+
+#[tokio::test]
+async fn hostile_c_forbidden_sql_is_refused_by_the_gate_and_by_postgresql() {
+    for host in HOSTS {
+        let arena = c_arena(host).await;
+        let escalation = format!(
+            "SELECT * FROM ts_stat($$SELECT set_config('role', '{}', true)::tsvector$$)",
+            arena.host_login
+        );
+        assert_reason(
+            &arena.attack(escalate(&[&escalation])).await,
+            &["refused by the SQL gate", "ts_stat()"],
+        );
+        assert_reason(
+            &arena.attack_wall(escalate(&[&escalation])).await,
+            &[&format!("permission denied to set role \"{}\"", arena.host_login)],
+        );
+        let read = query("SELECT source_data FROM import_batch_items");
+        assert_reason(&arena.attack(read.clone()).await, &["refused by the SQL gate", "Ingot's own tables"]);
+        assert_reason(&arena.attack_wall(read).await, &["permission denied for table import_batch_items"]);
+        assert_reason(
+            &arena.attack(sql("INSERT INTO secrets VALUES (2, 'planted')")).await,
+            &["permission denied for table secrets"],
+        );
+        assert_reason(
+            &arena.attack(sql("SELECT 1; DELETE FROM secrets")).await,
+            &["refused by the SQL gate"],
+        );
     }
 }
