@@ -6,7 +6,7 @@ mod support;
 
 use std::path::Path;
 
-use ingot::scaffold::{COMPONENTIZE_PY_VERSION, Language, ScaffoldError, create};
+use ingot::scaffold::{COMPONENTIZE_PY_VERSION, Language, ScaffoldError, ZIG_VERSION, create};
 use serde_json::Value;
 use support::{TestDb, ingot, json_of, root, stderr_of};
 
@@ -18,6 +18,8 @@ fn build(project: &Path) {
         .env("CARGO_TARGET_DIR", root().join("target/wasm"))
         .env("COMPONENTIZE_PY", root().join("target/toolchains/python/bin/componentize-py"))
         .env("COMPONENTIZE_JS", root().join("processors/product_catalog/node_modules/.bin/componentize-js"))
+        .env("ZIG", root().join("target/toolchains/zig/zig"))
+        .env("INGOT", env!("CARGO_BIN_EXE_ingot"))
         .output()
         .unwrap();
     assert!(
@@ -100,6 +102,71 @@ async fn a_python_scaffold_builds_and_processes_its_sample() {
 #[tokio::test]
 async fn a_javascript_scaffold_builds_and_processes_its_sample() {
     scaffold_builds_and_runs(Language::Js, "hello_js").await;
+}
+
+#[tokio::test]
+async fn a_c_scaffold_builds_and_processes_its_sample() {
+    scaffold_builds_and_runs(Language::C, "hello_c").await;
+}
+
+#[tokio::test]
+async fn a_zig_scaffold_builds_and_processes_its_sample() {
+    scaffold_builds_and_runs(Language::Zig, "hello_zig").await;
+}
+
+/// The C and Zig projects carry the helper they build against, and the compiler pin is the one
+/// `make processors` builds the C example with.
+#[test]
+fn the_c_and_zig_templates_carry_the_helper_and_pin_the_zig_the_build_uses() {
+    let makefile = std::fs::read_to_string(root().join("Makefile")).unwrap();
+    assert!(makefile.contains(&format!("ZIG_VERSION := {ZIG_VERSION}")));
+    let example = std::fs::read_to_string(root().join("processors/inventory/build.sh")).unwrap();
+    assert!(example.contains(&format!("ziglang=={ZIG_VERSION}")), "{example}");
+    let dir = tempfile::tempdir().unwrap();
+    for (language, name) in [(Language::C, "pinned_c"), (Language::Zig, "pinned_zig")] {
+        let created = create(name, language, dir.path()).unwrap();
+        let build = std::fs::read_to_string(created.project.join("build.sh")).unwrap();
+        assert!(build.contains(&format!("ziglang=={ZIG_VERSION}")), "{build}");
+        let header = std::fs::read_to_string(created.project.join("ingot.h")).unwrap();
+        assert_eq!(header, std::fs::read_to_string(root().join("guest-sdk/c/ingot.h")).unwrap());
+        assert!(created.project.join("ingot.c").exists());
+    }
+}
+
+/// `ingot bindings` writes what a C or Zig build links; `ingot componentize` refuses what cannot
+/// become a processor with one sentence naming the file and what to do, and writes nothing.
+#[test]
+fn bindings_are_written_and_componentize_refuses_what_is_no_processor_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ingot"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let written = run(&["bindings", "--lang", "c", "--out", "gen"]);
+    assert_eq!(written.status.code(), Some(0), "{}", stderr_of(&written));
+    for file in ["import_processor.h", "import_processor.c", "import_processor_component_type.o"] {
+        assert!(dir.path().join("gen").join(file).exists(), "{file}");
+    }
+
+    std::fs::write(dir.path().join("notes.wasm"), "not wasm at all").unwrap();
+    let component = root().join("processors/inventory.wasm");
+    let cases = [
+        ("notes.wasm", "notes.wasm is not a WebAssembly module"),
+        (component.to_str().unwrap(), "is already a component"),
+        ("missing.wasm", "missing.wasm: No such file"),
+    ];
+    for (input, expected) in cases {
+        let output = run(&["componentize", input, "-o", "out.wasm"]);
+        assert_eq!(output.status.code(), Some(1), "{input}");
+        let stderr = stderr_of(&output);
+        assert!(stderr.contains(expected), "{input}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one sentence: {stderr}");
+        assert!(!dir.path().join("out.wasm").exists(), "nothing written for {input}");
+    }
 }
 
 #[test]

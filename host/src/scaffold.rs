@@ -1,9 +1,10 @@
 //! `ingot init`: a project folder. `ingot new`: a processor project that builds with one command
 //! (`./build.sh`) into `<dir>/<name>.wasm`, with test cases that `ingot test` runs, in Rust,
-//! Python or JavaScript. Every project carries its own copy of what it builds against — the
-//! contract (`wit/`), the Python or JavaScript helper module, or the Rust SDK (the SDK is not
+//! Python, JavaScript, C or Zig. Every project carries its own copy of what it builds against —
+//! the contract (`wit/`), the Python, JavaScript or C helper, or the Rust SDK (the SDK is not
 //! published: this binary holds its sources) — so it builds anywhere, outside Ingot's repository
-//! too, against exactly the contract this `ingot` speaks.
+//! too, against exactly the contract this `ingot` speaks. C and Zig take the contract's bindings
+//! from `ingot bindings` at build time, for the same reason.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,12 @@ pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 const WIT: &str = include_str!("../../wit/processor.wit");
 const PYTHON_SDK: &str = include_str!("../../guest-sdk/python/ingot.py");
 const JS_SDK: &str = include_str!("../../guest-sdk/js/ingot.js");
+const C_HEADER: &str = include_str!("../../guest-sdk/c/ingot.h");
+const C_HELPER: &str = include_str!("../../guest-sdk/c/ingot.c");
+
+/// The ziglang (PyPI) version the C and Zig templates install: `zig cc` with wasi-libc, the
+/// compiler `make processors` builds the C example with.
+pub const ZIG_VERSION: &str = "0.15.2";
 
 /// The Rust SDK's sources, as a project's `ingot-sdk/` holds them (the paths keep the SDK's
 /// `../wit` reference to the contract).
@@ -46,6 +53,10 @@ pub enum Language {
     Python,
     /// JavaScript with componentize-js.
     Js,
+    /// C with the C helper, compiled by zig cc, componentized by `ingot componentize`.
+    C,
+    /// Zig over the C helper, componentized by `ingot componentize`.
+    Zig,
 }
 
 /// Why a project could not be created.
@@ -101,6 +112,7 @@ fn render(template: &str, name: &str) -> String {
         .replace("{{name}}", name)
         .replace("{{type_name}}", &name.to_upper_camel_case())
         .replace("{{componentize_py}}", COMPONENTIZE_PY_VERSION)
+        .replace("{{zig}}", ZIG_VERSION)
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), ScaffoldError> {
@@ -154,6 +166,20 @@ pub fn create(name: &str, language: Language, dir: &Path) -> Result<Scaffold, Sc
             ("build.sh", render(include_str!("../templates/js/build.sh"), &batch_type)),
             (".gitignore", "node_modules/\n".to_owned()),
         ],
+        Language::C => vec![
+            ("app.c", render(include_str!("../templates/c/app.c"), &batch_type)),
+            ("ingot.h", C_HEADER.to_owned()),
+            ("ingot.c", C_HELPER.to_owned()),
+            ("build.sh", render(include_str!("../templates/c/build.sh"), &batch_type)),
+            (".gitignore", ".venv/\n/target\n".to_owned()),
+        ],
+        Language::Zig => vec![
+            ("app.zig", render(include_str!("../templates/zig/app.zig"), &batch_type)),
+            ("ingot.h", C_HEADER.to_owned()),
+            ("ingot.c", C_HELPER.to_owned()),
+            ("build.sh", render(include_str!("../templates/zig/build.sh"), &batch_type)),
+            (".gitignore", ".venv/\n/target\n/.zig-cache\n".to_owned()),
+        ],
     };
     for (file, contents) in &files {
         write(&project.join(file), contents)?;
@@ -163,7 +189,13 @@ pub fn create(name: &str, language: Language, dir: &Path) -> Result<Scaffold, Sc
     write(&project.join("tests.ndjson"), TESTS)?;
     let manifest = Registry::new(dir).manifest_path(&batch_type);
     if !manifest.exists() {
-        let memory = if language == Language::Rust { 64 } else { 256 };
+        // What each language's runtime needs on top of the item: none in C and Zig, an
+        // interpreter's heap in Python and JavaScript.
+        let memory = match language {
+            Language::C | Language::Zig => 16,
+            Language::Rust => 64,
+            Language::Python | Language::Js => 256,
+        };
         write(
             &manifest,
             &format!(

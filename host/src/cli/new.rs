@@ -1,4 +1,4 @@
-//! `ingot new NAME --lang rust|python|js [--dir processors]` and `ingot init [DIR]`.
+//! `ingot new NAME --lang rust|python|js|c|zig [--dir processors]` and `ingot init [DIR]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,7 +61,7 @@ impl InitArgs {
         } else {
             format!("cd {} && ", self.dir.display())
         };
-        println!("next: {cd}ingot new my_import --lang python   (or rust, js)");
+        println!("next: {cd}ingot new my_import --lang python   (or rust, js, c, zig)");
         Ok(ExitCode::from(exit::OK))
     }
 }

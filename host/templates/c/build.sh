@@ -1,0 +1,22 @@
+#!/bin/sh
+# Builds ../{{name}}.wasm, where ingot finds it: zig cc (from $ZIG, or ziglang {{zig}} from PyPI,
+# installed in .venv the first time) compiles app.c, the C helper and the contract's bindings into
+# a WASI preview-1 reactor module, and `ingot componentize` (from $INGOT, or ingot on PATH) makes
+# it a processor component.
+set -e
+cd "$(dirname "$0")"
+if [ -z "$ZIG" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet ziglang=={{zig}}
+  fi
+  ZIG=$(.venv/bin/python -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')
+fi
+INGOT=${INGOT:-ingot}
+mkdir -p target
+# A 1 MiB stack: zig's default of 16 MiB alone would fill the manifest's memory limit.
+"$INGOT" bindings --lang c --out target/bindings >/dev/null
+"$ZIG" cc --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror -Wl,--strip-debug -Wl,-z,stack-size=1048576 \
+  -I . -I target/bindings app.c ingot.c target/bindings/import_processor.c \
+  target/bindings/import_processor_component_type.o -o target/{{name}}.core.wasm
+"$INGOT" componentize target/{{name}}.core.wasm -o ../{{name}}.wasm
