@@ -133,6 +133,27 @@ fn the_c_and_zig_templates_carry_the_helper_and_pin_the_zig_the_build_uses() {
     }
 }
 
+/// A C or Zig build needs `ingot` (bindings, componentize): without it, build.sh says so and
+/// how to point at one, instead of a shell's "not found" halfway through.
+#[test]
+fn a_c_build_without_ingot_on_path_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    for (language, name) in [(Language::C, "lost_c"), (Language::Zig, "lost_zig")] {
+        let created = create(name, language, dir.path()).unwrap();
+        let output = std::process::Command::new("sh")
+            .arg(created.project.join("build.sh"))
+            .env("PATH", "/usr/bin:/bin")
+            .env("ZIG", root().join("target/toolchains/zig/zig"))
+            .env_remove("INGOT")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = stderr_of(&output);
+        assert!(stderr.contains("ingot is not on PATH") && stderr.contains("INGOT="), "{stderr}");
+        assert!(!dir.path().join(format!("{name}.wasm")).exists());
+    }
+}
+
 /// `ingot bindings` writes what a C or Zig build links; `ingot componentize` refuses what cannot
 /// become a processor with one sentence naming the file and what to do, and writes nothing.
 #[test]
