@@ -86,13 +86,21 @@ processor-unit-tests: setup
 test-guests: setup $(C_PROBE)
 	cargo build --release --target $(WASM_TARGET) --manifest-path tests/guests/Cargo.toml --target-dir target/wasm
 
-$(C_PROBE): $(ZIG) $(GUEST_INGOT) guest-sdk/c/ingot.h guest-sdk/c/ingot.c tests/guests/c_probe/probe.c
-	mkdir -p target/c_probe $(WASM_OUT)
-	$(GUEST_INGOT) bindings --lang c --out target/c_probe/bindings >/dev/null
-	$(ZIG) cc --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror -Wl,--strip-debug -Wl,-z,stack-size=1048576 -I guest-sdk/c -I target/c_probe/bindings \
-	    tests/guests/c_probe/probe.c guest-sdk/c/ingot.c target/c_probe/bindings/import_processor.c \
-	    target/c_probe/bindings/import_processor_component_type.o -o target/c_probe/probe.core.wasm
-	$(GUEST_INGOT) componentize target/c_probe/probe.core.wasm -o $@
+# The C guests here share one copy of the bindings and one set of flags (those of build.sh in
+# an `ingot new --lang c` project).
+C_BINDINGS := target/c/bindings
+ZIG_CC      = $(ZIG) cc --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror -Wl,--strip-debug \
+              -Wl,-z,stack-size=1048576 -I guest-sdk/c -I $(C_BINDINGS)
+C_LINKED   := guest-sdk/c/ingot.c $(C_BINDINGS)/import_processor.c $(C_BINDINGS)/import_processor_component_type.o
+C_DEPS     := $(ZIG) $(GUEST_INGOT) $(C_BINDINGS)/import_processor.h guest-sdk/c/ingot.h guest-sdk/c/ingot.c
+
+$(C_BINDINGS)/import_processor.h: $(GUEST_INGOT)
+	$(GUEST_INGOT) bindings --lang c --out $(C_BINDINGS) >/dev/null
+
+$(C_PROBE): $(C_DEPS) tests/guests/c_probe/probe.c
+	mkdir -p $(WASM_OUT)
+	$(ZIG_CC) tests/guests/c_probe/probe.c $(C_LINKED) -o target/c/c_probe.core.wasm
+	$(GUEST_INGOT) componentize target/c/c_probe.core.wasm -o $@
 
 ## Builds the host (test profile: dependencies optimised, our code with debug assertions).
 build: setup
@@ -124,7 +132,7 @@ demo: release
 	echo; echo "== ingot reprocess $$id --failed-only"; \
 	$(INGOT) reprocess $$id --failed-only || test $$? -eq 3
 
-## customer_data's rules in Python and JavaScript, for the benchmark only (languages on equal work).
+## customer_data's rules in Python, JavaScript, C and Zig, for the benchmark only (languages on equal work).
 BENCH_PROCESSORS := target/bench/processors
 $(BENCH_PROCESSORS)/customer_data_py.wasm: $(COMPONENTIZE_PY) wit/processor.wit guest-sdk/python/ingot.py host/benches/processors/customer_data.py
 	mkdir -p $(BENCH_PROCESSORS)
@@ -136,10 +144,23 @@ $(BENCH_PROCESSORS)/customer_data_js.wasm: $(PRODUCT_CATALOG_DEPS) wit/processor
 	processors/product_catalog/node_modules/.bin/componentize-js host/benches/processors/customer_data.js \
 	    --wit wit --world-name import-processor --disable http fetch-event --out $@
 
+$(BENCH_PROCESSORS)/customer_data_c.wasm: $(C_DEPS) host/benches/processors/customer_data.c
+	mkdir -p $(BENCH_PROCESSORS)
+	$(ZIG_CC) host/benches/processors/customer_data.c $(C_LINKED) -o target/c/customer_data_c.core.wasm
+	$(GUEST_INGOT) componentize target/c/customer_data_c.core.wasm -o $@
+
+$(BENCH_PROCESSORS)/customer_data_zig.wasm: $(C_DEPS) host/benches/processors/customer_data.zig
+	mkdir -p $(BENCH_PROCESSORS)
+	$(ZIG) build-exe -target wasm32-wasi -fno-entry -mexec-model=reactor -O ReleaseFast -fstrip -lc --stack 1048576 \
+	    -I guest-sdk/c -I $(C_BINDINGS) host/benches/processors/customer_data.zig $(C_LINKED) \
+	    --cache-dir target/c/zig-cache -femit-bin=target/c/customer_data_zig.core.wasm
+	$(GUEST_INGOT) componentize target/c/customer_data_zig.core.wasm -o $@
+
 ## Throughput against raw PostgreSQL on this machine (not part of `make test`). BENCH_ITEMS sets the
 ## processing runs' size (default 20000), BENCH_REPEAT the rounds (default 3); BENCH_LARGE=0 skips
 ## the 100k/1M creation and 1M runs.
-bench: processors $(BENCH_PROCESSORS)/customer_data_py.wasm $(BENCH_PROCESSORS)/customer_data_js.wasm
+bench: processors $(BENCH_PROCESSORS)/customer_data_py.wasm $(BENCH_PROCESSORS)/customer_data_js.wasm \
+    $(BENCH_PROCESSORS)/customer_data_c.wasm $(BENCH_PROCESSORS)/customer_data_zig.wasm
 	cargo bench -p ingot --bench throughput
 
 clean:

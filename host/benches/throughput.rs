@@ -7,7 +7,9 @@
 //!   same index floor, upsert the customer, write the item's final state, add to the counter
 //!   slot, commit) with a WAL flush per item and with asynchronous commits; Ingot with
 //!   customer_data.wasm in both durabilities; the same logic compiled into the host (to isolate
-//!   the sandbox's cost); and the same logic in Python and JavaScript (bench-only processors);
+//!   the sandbox's cost); and the same logic in Python, JavaScript, C and Zig (bench-only
+//!   processors); with BENCH_ONLY=languages only Rust and those, plus each component's size and
+//!   its first and cached load time;
 //! - pgbench running the same statements (prepared), 1 and 2 clients, flushed and asynchronous;
 //! - creating batches of 100,000 and 1,000,000 items from CSV, against a raw COPY of the rows;
 //! - creating batches from a CSV file of BENCH_CREATE_MB megabytes (default 1,024) and from
@@ -402,10 +404,12 @@ enum Kind {
     Native,
     Python,
     JavaScript,
+    C,
+    Zig,
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
+    const ALL: [Kind; 9] = [
         Kind::RawFlushed,
         Kind::RawAsync,
         Kind::IngotItem,
@@ -413,7 +417,11 @@ impl Kind {
         Kind::Native,
         Kind::Python,
         Kind::JavaScript,
+        Kind::C,
+        Kind::Zig,
     ];
+    /// What BENCH_ONLY=languages runs: the Rust processor and the same logic in each language.
+    const LANGUAGES: [Kind; 5] = [Kind::IngotBatch, Kind::Python, Kind::JavaScript, Kind::C, Kind::Zig];
 
     fn label(self) -> &'static str {
         match self {
@@ -424,6 +432,8 @@ impl Kind {
             Kind::Native => "Ingot batch, same logic native",
             Kind::Python => "Ingot batch, same logic Python",
             Kind::JavaScript => "Ingot batch, same logic JS",
+            Kind::C => "Ingot batch, same logic C",
+            Kind::Zig => "Ingot batch, same logic Zig",
         }
     }
 }
@@ -531,16 +541,22 @@ async fn main() {
     let wasm = root().join("processors/customer_data.wasm");
     assert!(wasm.exists(), "run `make processors` first");
     let bench_processors = root().join("target/bench/processors");
-    let (python, javascript) =
-        (bench_processors.join("customer_data_py.wasm"), bench_processors.join("customer_data_js.wasm"));
+    let components = [
+        ("Rust", wasm.clone()),
+        ("Python", bench_processors.join("customer_data_py.wasm")),
+        ("JavaScript", bench_processors.join("customer_data_js.wasm")),
+        ("C", bench_processors.join("customer_data_c.wasm")),
+        ("Zig", bench_processors.join("customer_data_zig.wasm")),
+    ];
     assert!(
-        python.exists() && javascript.exists(),
-        "run `make bench` (it builds the Python and JS bench processors)"
+        components.iter().all(|(_, path)| path.exists()),
+        "run `make bench` (it builds the Python, JS, C and Zig bench processors)"
     );
     let manifest = support::example_manifest("customer_data");
-    let processors = Processors::new(&[("customer_data", &wasm, Some(&manifest))]);
-    let python = Processors::new(&[("customer_data", &python, Some(&manifest))]);
-    let javascript = Processors::new(&[("customer_data", &javascript, Some(&manifest))]);
+    let on = |path: &Path| Processors::new(&[("customer_data", path, Some(&manifest))]);
+    let processors = on(&wasm);
+    let [python, javascript, c, zig] = [1, 2, 3, 4].map(|i| on(&components[i].1));
+    let languages_only = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "languages");
     let cache = root().join("target/bench/cache");
     let runtime = Arc::new(
         Runtime::new(RuntimeConfig { cache_dir: Some(cache.clone()), fuel_metering: false }).unwrap(),
@@ -564,6 +580,9 @@ async fn main() {
         return;
     }
     results.insert("items".into(), json!(n));
+    if languages_only {
+        load_times(&components, &mut results);
+    }
     // Each measurement is repeated (BENCH_REPEAT, default 3) with the kinds interleaved, so that
     // background noise hits them alike; medians are reported, and ratios are the median of the
     // ratios within each round.
@@ -576,10 +595,15 @@ async fn main() {
     for _ in 0..repeat {
         for (w, workers) in [1, 2, 4].into_iter().enumerate() {
             for (k, kind) in Kind::ALL.into_iter().enumerate() {
+                if languages_only && !Kind::LANGUAGES.contains(&kind) {
+                    continue;
+                }
                 let db = bench_db().await;
                 let on = match kind {
                     Kind::Python => &python,
                     Kind::JavaScript => &javascript,
+                    Kind::C => &c,
+                    Kind::Zig => &zig,
                     _ => &processors,
                 };
                 let manager = manager(&db, &runtime, on);
@@ -612,6 +636,9 @@ async fn main() {
         }
     }
     for (k, kind) in Kind::ALL.into_iter().enumerate() {
+        if samples[k][0].is_empty() {
+            continue;
+        }
         let rates: Vec<f64> = samples[k].iter().map(|s| median(s)).collect();
         println!("{:<34} {:>10.0} {:>10.0} {:>10.0}", kind.label(), rates[0], rates[1], rates[2]);
         results.insert(
@@ -627,8 +654,13 @@ async fn main() {
         (Kind::IngotBatch, Kind::Native, "WebAssembly / native", "≥ 95 %"),
         (Kind::Python, Kind::IngotBatch, "Python / Rust", "≥ 80 %"),
         (Kind::JavaScript, Kind::IngotBatch, "JavaScript / Rust", "≥ 80 %"),
+        (Kind::C, Kind::IngotBatch, "C / Rust", ""),
+        (Kind::Zig, Kind::IngotBatch, "Zig / Rust", ""),
         (Kind::IngotBatch, Kind::IngotItem, "Ingot batch / Ingot item", ""),
     ] {
+        if samples[index(a)][0].is_empty() || samples[index(b)][0].is_empty() {
+            continue;
+        }
         let ratios: Vec<f64> =
             (0..3).map(|w| 100.0 * median_ratio(&samples[index(a)][w], &samples[index(b)][w])).collect();
         println!(
@@ -639,6 +671,11 @@ async fn main() {
             if target.is_empty() { String::new() } else { format!("(target {target})") }
         );
         results.insert(format!("ratio: {label}"), json!(ratios));
+    }
+
+    if languages_only {
+        write_results(&results, "languages");
+        return;
     }
 
     // pgbench: the raw loop's statements, prepared, repeated like the rest.
@@ -748,6 +785,41 @@ async fn main() {
     }
     atomic_vs_normal(&runtime, &processors, files.path(), large, &mut results).await;
     write_results(&results, "throughput");
+}
+
+/// Each language's component: its size, its first load (compiled, then written to the compile
+/// cache) and a later load in a new runtime (from that cache, as every later `ingot` process
+/// loads it); the median of 5 loads each.
+fn load_times(components: &[(&str, std::path::PathBuf)], results: &mut serde_json::Map<String, Value>) {
+    println!(
+        "{:<34} {:>10} {:>12} {:>12}",
+        "customer_data component", "size (KB)", "first load", "cached load"
+    );
+    for (language, path) in components {
+        let mut first = Vec::new();
+        let mut cached = Vec::new();
+        for _ in 0..5 {
+            let cache = tempfile::tempdir().unwrap();
+            for times in [&mut first, &mut cached] {
+                let runtime = Runtime::new(RuntimeConfig {
+                    cache_dir: Some(cache.path().to_owned()),
+                    fuel_metering: false,
+                })
+                .unwrap();
+                let started = Instant::now();
+                runtime.load(path).unwrap();
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        let size = std::fs::metadata(path).unwrap().len() as f64 / 1024.0;
+        let (first, cached) = (median(&first), median(&cached));
+        println!("{language:<34} {size:>10.0} {first:>10.0}ms {cached:>10.1}ms");
+        results.insert(
+            format!("component: {language}"),
+            json!({"size_kb": size, "first_load_ms": first, "cached_load_ms": cached}),
+        );
+    }
+    println!();
 }
 
 fn write_results(results: &serde_json::Map<String, Value>, name: &str) {
