@@ -120,22 +120,24 @@ fn componentize_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, ToolchainErr
     if bytes[6..8] != [0, 0] {
         return Err(ToolchainError::AlreadyComponent(path.to_owned()));
     }
-    let mut component_type = false;
-    let mut exports_start = false;
+    let invalid = |reason: String| ToolchainError::Encode { path: path.to_owned(), reason };
+    // One pass over the module: its contract section, whether it is a command, whether it needs
+    // the preview-1 adapter.
+    let (mut component_type, mut exports_start, mut preview1) = (false, false, false);
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        let payload =
-            payload.map_err(|e| ToolchainError::Encode { path: path.to_owned(), reason: e.to_string() })?;
-        match payload {
+        match payload.map_err(|e| invalid(e.to_string()))? {
             wasmparser::Payload::CustomSection(section) if section.name().starts_with("component-type") => {
                 component_type = true;
             }
             wasmparser::Payload::ExportSection(exports) => {
                 for export in exports {
-                    let export = export.map_err(|e| ToolchainError::Encode {
-                        path: path.to_owned(),
-                        reason: e.to_string(),
-                    })?;
-                    exports_start |= export.name == "_start";
+                    exports_start |= export.map_err(|e| invalid(e.to_string()))?.name == "_start";
+                }
+            }
+            wasmparser::Payload::ImportSection(imports) => {
+                for import in imports.into_imports() {
+                    preview1 |= import.map_err(|e| invalid(e.to_string()))?.module
+                        == wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME;
                 }
             }
             _ => {}
@@ -149,8 +151,8 @@ fn componentize_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, ToolchainErr
     }
     // decode merges every component-type section into one synthetic `root:root/root` world, so the
     // contract is recognised by the packages the sections brought in.
-    let (_, bindgen) = wit_component::metadata::decode(bytes)
-        .map_err(|e| ToolchainError::Encode { path: path.to_owned(), reason: format!("{e:#}") })?;
+    let encode = |e: anyhow::Error| invalid(format!("{e:#}"));
+    let (_, bindgen) = wit_component::metadata::decode(bytes).map_err(encode)?;
     let packages: Vec<String> = bindgen
         .resolve
         .packages
@@ -162,11 +164,9 @@ fn componentize_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, ToolchainErr
         let found = if packages.is_empty() { "no contract".to_owned() } else { packages.join(", ") };
         return Err(ToolchainError::WrongContract { path: path.to_owned(), found });
     }
-    let encode =
-        |e: anyhow::Error| ToolchainError::Encode { path: path.to_owned(), reason: format!("{e:#}") };
     let mut encoder = wit_component::ComponentEncoder::default();
     encoder.validate(true).module(bytes).map_err(encode)?;
-    if imports_preview1(bytes) {
+    if preview1 {
         encoder
             .adapter(
                 wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
@@ -175,17 +175,6 @@ fn componentize_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, ToolchainErr
             .map_err(encode)?;
     }
     encoder.encode().map_err(encode)
-}
-
-fn imports_preview1(bytes: &[u8]) -> bool {
-    wasmparser::Parser::new(0).parse_all(bytes).any(|payload| match payload {
-        Ok(wasmparser::Payload::ImportSection(imports)) => imports.into_imports().any(|i| {
-            i.is_ok_and(|i| {
-                i.module == wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME
-            })
-        }),
-        _ => false,
-    })
 }
 
 #[cfg(test)]
