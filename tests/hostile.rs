@@ -943,17 +943,23 @@ fn assert_denied(reason: &str) {
     );
 }
 
+/// The `ts_stat` escalation (its inner query runs as the caller's login under `SET LOCAL ROLE`):
+/// the gate refuses the function, and with the gate off PostgreSQL refuses the role.
+async fn ts_stat_is_refused_by_the_gate_and_by_postgresql(arena: &Arena) {
+    let attack = format!(
+        "SELECT * FROM ts_stat($$SELECT set_config('role', '{}', true)::tsvector$$)",
+        arena.host_login
+    );
+    assert_reason(&arena.attack(escalate(&[&attack])).await, &["refused by the SQL gate", "ts_stat()"]);
+    let reason = arena.attack_wall(escalate(&[&attack])).await;
+    assert_reason(&reason, &[&format!("permission denied to set role \"{}\"", arena.host_login)]);
+}
+
 #[tokio::test]
 async fn hostile_ts_stat_cannot_make_the_processor_the_hosts_login() {
     for host in HOSTS {
         let arena = Arena::new(host).await;
-        let attack = format!(
-            "SELECT * FROM ts_stat($$SELECT set_config('role', '{}', true)::tsvector$$)",
-            arena.host_login
-        );
-        assert_reason(&arena.attack(escalate(&[&attack])).await, &["refused by the SQL gate", "ts_stat()"]);
-        let reason = arena.attack_wall(escalate(&[&attack])).await;
-        assert_reason(&reason, &[&format!("permission denied to set role \"{}\"", arena.host_login)]);
+        ts_stat_is_refused_by_the_gate_and_by_postgresql(&arena).await;
     }
 }
 
@@ -1594,18 +1600,7 @@ async fn hostile_c_memory_bomb_is_stopped_at_the_memory_cap() {
 async fn hostile_c_forbidden_sql_is_refused_by_the_gate_and_by_postgresql() {
     for host in HOSTS {
         let arena = c_arena(host).await;
-        let escalation = format!(
-            "SELECT * FROM ts_stat($$SELECT set_config('role', '{}', true)::tsvector$$)",
-            arena.host_login
-        );
-        assert_reason(
-            &arena.attack(escalate(&[&escalation])).await,
-            &["refused by the SQL gate", "ts_stat()"],
-        );
-        assert_reason(
-            &arena.attack_wall(escalate(&[&escalation])).await,
-            &[&format!("permission denied to set role \"{}\"", arena.host_login)],
-        );
+        ts_stat_is_refused_by_the_gate_and_by_postgresql(&arena).await;
         let read = query("SELECT source_data FROM import_batch_items");
         assert_reason(&arena.attack(read.clone()).await, &["refused by the SQL gate", "Ingot's own tables"]);
         assert_reason(&arena.attack_wall(read).await, &["permission denied for table import_batch_items"]);
