@@ -25,6 +25,8 @@ const C_HELPER: &str = include_str!("../../guest-sdk/c/ingot.c");
 /// The ziglang (PyPI) version the C and Zig templates install: `zig cc` with wasi-libc, the
 /// compiler `make processors` builds the C example with.
 pub const ZIG_VERSION: &str = "0.15.2";
+/// What the C and Zig build.sh share: find or install zig, find ingot, write the bindings.
+const ZIG_TOOLCHAIN: &str = include_str!("../templates/zig-toolchain.sh");
 
 /// The Rust SDK's sources, as a project's `ingot-sdk/` holds them (the paths keep the SDK's
 /// `../wit` reference to the contract).
@@ -109,6 +111,7 @@ pub struct Scaffold {
 
 fn render(template: &str, name: &str) -> String {
     template
+        .replace("{{zig_toolchain}}", ZIG_TOOLCHAIN)
         .replace("{{name}}", name)
         .replace("{{type_name}}", &name.to_upper_camel_case())
         .replace("{{componentize_py}}", COMPONENTIZE_PY_VERSION)

@@ -18,8 +18,8 @@ if [ -z "$INGOT" ]; then
 fi
 SDK=../../guest-sdk/c
 mkdir -p target
-# A 1 MiB stack: zig's default of 16 MiB alone would fill the manifest's memory limit.
 "$INGOT" bindings --lang c --out target/bindings >/dev/null
+# A 1 MiB stack: zig's default of 16 MiB alone would fill the manifest's memory limit.
 "$ZIG" cc --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Werror -Wl,--strip-debug -Wl,-z,stack-size=1048576 -I "$SDK" -I target/bindings \
   inventory.c "$SDK/ingot.c" target/bindings/import_processor.c target/bindings/import_processor_component_type.o \
   -o target/inventory.core.wasm

@@ -5,21 +5,7 @@
 # makes it a processor component.
 set -e
 cd "$(dirname "$0")"
-if [ -z "$ZIG" ]; then
-  if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
-    .venv/bin/pip install --quiet ziglang=={{zig}}
-  fi
-  ZIG=$(.venv/bin/python -c 'import os, ziglang; print(os.path.join(os.path.dirname(ziglang.__file__), "zig"))')
-fi
-INGOT=${INGOT:-$(command -v ingot || true)}
-if [ -z "$INGOT" ]; then
-  echo "build.sh: ingot is not on PATH (it writes the bindings and makes the component): install it, or set INGOT=/path/to/ingot" >&2
-  exit 1
-fi
-mkdir -p target
-# A 1 MiB stack: zig's default of 16 MiB alone would fill the manifest's memory limit.
-"$INGOT" bindings --lang c --out target/bindings >/dev/null
+{{zig_toolchain}}# A 1 MiB stack: zig's default of 16 MiB alone would fill the manifest's memory limit.
 "$ZIG" build-exe -target wasm32-wasi -fno-entry -mexec-model=reactor -O ReleaseFast -fstrip -lc --stack 1048576 \
   -I . -I target/bindings app.zig ingot.c target/bindings/import_processor.c \
   target/bindings/import_processor_component_type.o \
