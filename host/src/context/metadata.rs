@@ -15,12 +15,22 @@ use super::jsonb;
 use crate::store::pg_text;
 
 /// The metadata view of one worker.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct MetadataView {
     /// Key → JSON text, as the batch row held it.
     snapshot: BTreeMap<String, String>,
     /// Changes of the current scope.
     pending: BTreeMap<String, String>,
+    /// Keys and bytes (keys and values) of the snapshot, and of the snapshot with the changes:
+    /// kept as they change, so that a processor setting many keys costs no more per key.
+    saved: Size,
+    current: Size,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Size {
+    keys: usize,
+    bytes: usize,
 }
 
 impl MetadataView {
@@ -31,6 +41,11 @@ impl MetadataView {
             .map(|map| map.into_iter().map(|(k, v)| (k, v.get().to_owned())).collect())
             .unwrap_or_default();
         self.pending.clear();
+        self.saved = Size {
+            keys: self.snapshot.len(),
+            bytes: self.snapshot.iter().map(|(k, v)| k.len() + v.len()).sum(),
+        };
+        self.current = self.saved;
     }
 
     /// One key as JSON text.
@@ -63,29 +78,22 @@ impl MetadataView {
             }
         };
         let key = pg_text(&key).into_owned();
-        let keys =
-            self.snapshot.len() + self.pending.keys().filter(|k| !self.snapshot.contains_key(*k)).count();
-        let new_key = !self.snapshot.contains_key(&key) && !self.pending.contains_key(&key);
-        if new_key && keys + 1 > caps.metadata_keys {
-            return Err(CapExceeded::count("metadata keys per batch", caps.metadata_keys, "keys"));
-        }
-        if self.size_with(&key, &value) > caps.metadata_bytes {
+        let old = self.pending.get(&key).or_else(|| self.snapshot.get(&key)).map(String::len);
+        let size = match old {
+            Some(old) => Size { keys: self.current.keys, bytes: self.current.bytes - old + value.len() },
+            None => {
+                if self.current.keys + 1 > caps.metadata_keys {
+                    return Err(CapExceeded::count("metadata keys per batch", caps.metadata_keys, "keys"));
+                }
+                Size { keys: self.current.keys + 1, bytes: self.current.bytes + key.len() + value.len() }
+            }
+        };
+        if size.bytes > caps.metadata_bytes {
             return Err(CapExceeded::bytes("metadata per batch", caps.metadata_bytes));
         }
+        self.current = size;
         self.pending.insert(key, value);
         Ok(Ok(()))
-    }
-
-    /// Bytes of keys and values of the metadata with `key` set to `value`.
-    fn size_with(&self, key: &str, value: &str) -> usize {
-        let current = |k: &String| self.pending.get(k).or_else(|| self.snapshot.get(k));
-        let mut size = key.len() + value.len();
-        for k in self.snapshot.keys().chain(self.pending.keys().filter(|k| !self.snapshot.contains_key(*k))) {
-            if k != key {
-                size += k.len() + current(k).map_or(0, String::len);
-            }
-        }
-        size
     }
 
     /// The changes of the current scope as a JSON object (text), to write, merged into the
@@ -106,12 +114,14 @@ impl MetadataView {
         }
         object.push('}');
         self.snapshot.extend(changes);
+        self.saved = self.current;
         Some(object)
     }
 
     /// Forgets the changes of a scope that failed.
     pub(crate) fn discard(&mut self) {
         self.pending.clear();
+        self.current = self.saved;
     }
 }
 
@@ -138,5 +148,21 @@ mod tests {
         assert_eq!(too_big.what, "metadata per batch");
         assert!(view.set(&caps, "c".into(), r#""\ud800""#).unwrap().unwrap_err().contains("surrogate"));
         assert!(view.set(&caps, "c".into(), "not json").unwrap().unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn a_discarded_scope_gives_its_keys_and_bytes_back() {
+        let caps = Caps { metadata_keys: 2, metadata_bytes: 1000, ..Caps::default() };
+        let mut view = MetadataView::default();
+        view.load(r#"{"a": 1}"#);
+        view.set(&caps, "b".into(), "2").unwrap().unwrap();
+        assert_eq!(view.set(&caps, "c".into(), "3").unwrap_err().what, "metadata keys per batch");
+        view.discard();
+        view.set(&caps, "c".into(), "3").unwrap().unwrap();
+        assert_eq!(view.commit().as_deref(), Some(r#"{"c":3}"#));
+        // Replacing a committed key's value counts its new size only.
+        let caps = Caps { metadata_bytes: 6, ..caps };
+        view.set(&caps, "c".into(), "333").unwrap().unwrap();
+        assert_eq!(view.set(&caps, "c".into(), "3333").unwrap_err().what, "metadata per batch");
     }
 }
