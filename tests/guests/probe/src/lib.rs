@@ -251,9 +251,12 @@ impl Processor for Probe {
                 json!({ "unix_seconds": now })
             }
             "print" => {
+                // `line` bytes per write (with its line break): a flood of many small writes, or of
+                // a few big ones.
                 let bytes = u64_field(&data, "bytes", 100) as usize;
-                let line = "x".repeat(99);
-                for _ in 0..bytes / 100 {
+                let size = (u64_field(&data, "line", 100) as usize).max(1);
+                let line = "x".repeat(size - 1);
+                for _ in 0..bytes / size {
                     println!("{line}");
                 }
                 json!({ "printed": bytes })
