@@ -538,6 +538,143 @@ async fn metadata_set_by_an_item_commits_with_it_and_vanishes_with_a_failed_one(
     assert_eq!(read["value"], 42, "a later item reads what an earlier one set");
 }
 
+/// Each item's transaction id (`xmin` of its row, written by the commit that ended it) with its
+/// index, in index order.
+async fn commits(f: &Fixture, batch: Uuid) -> Vec<(i64, String)> {
+    sqlx::query_as(
+        "SELECT item_index, xmin::text FROM import_batch_items WHERE batch_id = $1 ORDER BY item_index",
+    )
+    .bind(batch)
+    .fetch_all(&f.db.pool)
+    .await
+    .unwrap()
+}
+
+/// How many items each transaction committed, in the order the transactions ran.
+fn group_sizes(commits: &[(i64, String)]) -> Vec<usize> {
+    let mut sizes: Vec<(String, usize)> = Vec::new();
+    for (_, xid) in commits {
+        match sizes.last_mut() {
+            Some((last, n)) if last == xid => *n += 1,
+            _ => sizes.push((xid.clone(), 1)),
+        }
+    }
+    sizes.into_iter().map(|(_, n)| n).collect()
+}
+
+#[tokio::test]
+async fn under_batch_durability_items_commit_together_up_to_items_per_commit() {
+    let f = Fixture::new(None).await;
+    let items: Vec<Value> = (0..60).map(|i| insert(&format!("row {i:02}"))).collect();
+    let summary = f.run(&items, CreateOptions::default(), 1).await;
+    assert_eq!((summary.completed, summary.failed), (60, 0));
+    let commits = commits(&f, summary.batch_id).await;
+    let sizes = group_sizes(&commits);
+    // Claims start with one item and double while transactions commit whole, up to 16.
+    assert_eq!(&sizes[..5], &[1, 2, 4, 8, 16], "{sizes:?}");
+    assert!(sizes.iter().all(|n| *n <= 16), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 60);
+    assert_eq!(f.labels().await.len(), 60);
+    f.assert_counters_match_items(summary.batch_id).await;
+}
+
+#[tokio::test]
+async fn one_item_per_commit_under_item_durability_or_when_the_manifest_says_so() {
+    let items: Vec<Value> = (0..40).map(|i| insert(&format!("row {i:02}"))).collect();
+    let f = Fixture::new(None).await;
+    let options = ProcessOptions::workers(1).with_durability(Some(ingot::batch::Durability::Item));
+    let create = CreateOptions { allow_duplicate: true, ..CreateOptions::default() };
+    let summary = f.manager.run("probe", f.ndjson(&items), &create, &options, None).await.unwrap();
+    assert_eq!(summary.completed, 40);
+    assert!(group_sizes(&commits(&f, summary.batch_id).await).iter().all(|n| *n == 1));
+
+    let f = Fixture::new(Some("[batch]\nitems_per_commit = 1\n")).await;
+    let summary = f.run(&items, CreateOptions::default(), 2).await;
+    assert_eq!(summary.completed, 40);
+    assert!(group_sizes(&commits(&f, summary.batch_id).await).iter().all(|n| *n == 1));
+}
+
+#[tokio::test]
+async fn a_failed_item_commits_at_once_with_the_items_before_it_and_alone_loses_its_writes() {
+    let f = Fixture::new(None).await;
+    let mut items: Vec<Value> = (0..30).map(|i| insert(&format!("row {i:02}"))).collect();
+    items[20]["mode"] = json!("sql_then_invalid");
+    let summary = f.run(&items, CreateOptions::default(), 1).await;
+    assert_eq!((summary.completed, summary.failed), (29, 1));
+    let labels = f.labels().await;
+    assert_eq!(labels.len(), 29);
+    assert!(!labels.contains(&"row 20".to_owned()), "the failed item's write was kept");
+    let commits = commits(&f, summary.batch_id).await;
+    // The failure ends its transaction: the next item starts a new one.
+    assert_ne!(commits[20].1, commits[21].1);
+    // ... and the items run before it in that transaction committed with it.
+    assert_eq!(commits[19].1, commits[20].1);
+    let attempts: i64 =
+        f.db.scalar_i64(&format!(
+            "SELECT count(*) FROM import_batch_items WHERE batch_id = '{}' AND attempts <> 1",
+            summary.batch_id
+        ))
+        .await;
+    assert_eq!(attempts, 0);
+    f.assert_counters_match_items(summary.batch_id).await;
+}
+
+/// A deferred constraint stays deferred for every item of a transaction, and one item's
+/// violation fails that item alone.
+#[tokio::test]
+async fn deferred_constraints_are_deferred_for_each_item_and_checked_with_it() {
+    let f = Fixture::new(Some("parents = [\"insert\"]\nchildren = [\"insert\"]\n")).await;
+    f.db.apply(
+        "CREATE TABLE parents (id int PRIMARY KEY);
+         CREATE TABLE children (id int PRIMARY KEY, parent int REFERENCES parents DEFERRABLE INITIALLY DEFERRED)",
+    )
+    .await;
+    let family = |i: i64, with_parent: bool| {
+        let mut statements = vec![format!("INSERT INTO children VALUES ({i}, {i})")];
+        if with_parent {
+            statements.push(format!("INSERT INTO parents VALUES ({i})"));
+        }
+        json!({"mode": "sql_sequence", "statements": statements})
+    };
+    let items: Vec<Value> = (0..40).map(|i| family(i, i != 25)).collect();
+    let summary = f.run(&items, CreateOptions::default(), 1).await;
+    assert_eq!((summary.completed, summary.failed), (39, 1), "{:?}", summary.top_errors);
+    let failed = f.item(summary.batch_id, 25).await;
+    assert_eq!(failed.get::<String, _>("status"), "failed");
+    let message: String = failed.get("error_message");
+    assert!(message.contains("children_parent_fkey") && message.contains("deferred"), "{message}");
+    let children = f.db.scalar_i64("SELECT count(*) FROM children").await;
+    assert_eq!(children, 39, "the violating item's child was kept, or another item's was lost");
+    let sizes = group_sizes(&commits(&f, summary.batch_id).await);
+    assert!(sizes.iter().any(|n| *n > 1), "the items did not share transactions: {sizes:?}");
+    f.assert_counters_match_items(summary.batch_id).await;
+}
+
+/// Metadata changes of the items of one transaction are merged in the order they ran, and each
+/// item sees those of the items before it.
+#[tokio::test]
+async fn metadata_changes_within_a_transaction_merge_in_order() {
+    let f = Fixture::new(None).await;
+    let mut items: Vec<Value> =
+        (0..20).map(|i| json!({"mode": "metadata_set", "key": "last", "value": i})).collect();
+    items.push(json!({"mode": "metadata_get", "key": "last"}));
+    let summary = f.run(&items, CreateOptions::default(), 1).await;
+    assert_eq!(summary.completed, 21);
+    let commits = commits(&f, summary.batch_id).await;
+    assert_eq!(
+        commits[19].1, commits[20].1,
+        "the reading item ran in the same transaction as the last writer"
+    );
+    let read = f.item(summary.batch_id, 20).await.get::<Option<Value>, _>("processed_data").unwrap();
+    assert_eq!(read["value"], 19, "an item reads what an earlier one of its transaction set");
+    let last: Value = sqlx::query_scalar("SELECT metadata->'last' FROM import_batches WHERE id = $1")
+        .bind(summary.batch_id)
+        .fetch_one(&f.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(last, json!(19));
+}
+
 #[tokio::test]
 async fn sql_values_round_trip_through_the_context() {
     let f = Fixture::new(Some("typed = [\"select\", \"insert\"]\n")).await;
@@ -899,7 +1036,7 @@ async fn catalog(db: &TestDb) -> Vec<Option<String>> {
          JOIN pg_roles r ON r.oid = s.setrole WHERE starts_with(r.rolname, $1)",
         "SELECT string_agg(c.relname || ':' || coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::\"char\", c.relowner))::text, ',' ORDER BY c.relname)
          FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND $1 IS NOT NULL",
-        "SELECT string_agg(p.proname || ':' || coalesce(p.proacl, acldefault('f'::\"char\", p.proowner))::text, ',' ORDER BY p.proname)
+        "SELECT string_agg(p.oid::regprocedure::text || ':' || coalesce(p.proacl, acldefault('f'::\"char\", p.proowner))::text, ',' ORDER BY p.oid::regprocedure::text)
          FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace AND $1 IS NOT NULL",
         "SELECT coalesce(d.datacl, acldefault('d'::\"char\", d.datdba))::text
                 || (SELECT coalesce(nspacl, acldefault('n'::\"char\", nspowner))::text FROM pg_namespace WHERE nspname = 'public')

@@ -1052,6 +1052,8 @@ async fn hostile_calls_to_the_frameworks_own_functions_change_nothing() {
         let arena = Arena::new(host).await;
         let b = arena.innocent;
         let attacks = [
+            format!("SELECT * FROM ingot_claim('{b}', 'probe', 0, 16)"),
+            // The one-item claim of earlier hosts, which a role may still be granted.
             format!("SELECT * FROM ingot_claim('{b}', 'probe', 0)"),
             format!("SELECT ingot_open('{b}', 'probe')::text"),
             format!(
@@ -1060,6 +1062,12 @@ async fn hostile_calls_to_the_frameworks_own_functions_change_nothing() {
             format!(
                 "SELECT ingot_finish_item(gen_random_uuid(), '{b}', id, 0::smallint, '{{\"status\": \"skipped\"}}')::text \
                  FROM (SELECT gen_random_uuid() AS id) g"
+            ),
+            format!(
+                "SELECT ingot_finish_items(NULL, '{b}', 0::smallint, '[{{\"id\": \"<ITEM_ID>\", \"status\": \"skipped\"}}]')::text"
+            ),
+            format!(
+                "SELECT ingot_finish_items(gen_random_uuid(), '{b}', 0::smallint, '[{{\"status\": \"completed\"}}]')::text"
             ),
             format!("SELECT ingot_batch_transition(NULL, '{b}', 'failed', NULL, 'forged')"),
             format!("SELECT * FROM ingot_batch_info(NULL, '{b}')"),
@@ -1078,6 +1086,8 @@ async fn hostile_calls_to_the_frameworks_own_functions_change_nothing() {
                 reason.contains("only the host")
                     || reason.contains("already open")
                     || reason.contains("permission denied for function ingot_check")
+                    || reason.contains("permission denied for function ingot_claim")
+                    || reason.contains("permission denied for function ingot_finish_item ")
                     || reason.contains("permission denied for table ingot_"),
                 "{attack}: the wall's refusal should say why, not {reason:?}"
             );

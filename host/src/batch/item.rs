@@ -38,6 +38,9 @@ pub(crate) struct ItemResult {
     pub(crate) duration: std::time::Duration,
     /// Left pending for another attempt: when it may be claimed again.
     pub(crate) retry_at: Option<chrono::DateTime<Utc>>,
+    /// Whether its transaction committed with it; otherwise it commits with a later item of the
+    /// same transaction.
+    pub(crate) committed: bool,
 }
 
 /// The item's fate, before it is written.
@@ -212,19 +215,23 @@ pub(crate) async fn run_item(
             },
         )
         .await;
-    if let Err(e) = written {
-        // The item fails alone on another connection; its logs go with the failure.
-        if matches!(e, BatchError::ItemLost { .. }) {
-            worker.ctx.logs.restore(logs);
+    let committed = match written {
+        Ok(committed) => committed,
+        Err(e) => {
+            // The item fails alone on another connection; its logs go with the failure.
+            if matches!(e, BatchError::ItemLost { .. }) {
+                worker.ctx.logs.restore(logs);
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     Ok(ItemResult {
         index: claimed.index,
         status,
         error: message.map(|m| m.into_owned()),
         duration: clock.elapsed(),
         retry_at,
+        committed,
     })
 }
 

@@ -103,6 +103,11 @@ pub enum BatchError {
         /// Why.
         message: String,
     },
+    /// The final state of items that ran in one transaction could not be written, and it is
+    /// not known which item is at fault: the transaction was rolled back, and the worker runs its
+    /// items again, one per transaction, where the one at fault fails alone.
+    #[error("the items of one transaction could not be completed: {0}")]
+    GroupLost(String),
     /// Anything else the host could not do.
     #[error("{0}")]
     Host(String),
@@ -446,6 +451,9 @@ impl BatchManager {
             framework: sandbox.settings.framework.clone(),
             pipeline: false,
             prefetched: None,
+            queue: std::collections::VecDeque::new(),
+            group: worker::Group::default(),
+            claim_size: 1,
             run_counts: batches::Counts::default(),
             retries: Vec::new(),
         };
@@ -471,6 +479,7 @@ impl BatchManager {
             batch_type: processor.batch_type.clone(),
             metrics: None,
             thresholds: worker::Thresholds::default(),
+            items_per_commit: 1,
         }
     }
 
@@ -569,6 +578,11 @@ impl BatchManager {
         let durability = options.durability.unwrap_or(processor.manifest.durability);
         let scope = BatchScope {
             metrics: options.metrics.clone(),
+            // A flush per item means a commit per item.
+            items_per_commit: match durability {
+                Durability::Batch => processor.manifest.items_per_commit,
+                Durability::Item => 1,
+            },
             thresholds: worker::Thresholds {
                 max_failures: batch.max_failures,
                 max_failure_rate: batch.max_failure_rate,

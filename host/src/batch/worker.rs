@@ -2,10 +2,10 @@
 //! counter slot. It claims items one at a time and runs each in its own transaction until none is
 //! left or it is told to stop.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 use sqlx::postgres::PgPool;
@@ -16,11 +16,12 @@ use super::item::{ItemResult, run_item};
 use super::native::Runner;
 use crate::context::ProcessorContext;
 use crate::context::login::ProcessorLogin;
+use crate::context::metadata::MetadataView;
 use crate::context::sql::DbSession;
 use crate::runtime::bindings::BatchInfo;
 use crate::store::items::{
-    self, ClaimAt, ClaimedItem, DRY_RUN_SAVEPOINT, Ending, FinishedItem, Interruption, NextClaim, ScopeEnd,
-    ScopeSettings,
+    self, ClaimAt, ClaimedItem, DRY_RUN_SAVEPOINT, EndFailed, Ending, Finish, FinishedItem, Interruption,
+    NextClaim, ScopeEnd, ScopeSettings,
 };
 use crate::store::{ItemStatus, StoreError, batches};
 
@@ -65,6 +66,8 @@ pub(crate) struct BatchScope {
     pub(crate) metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The batch's error thresholds.
     pub(crate) thresholds: Thresholds,
+    /// Most items one transaction runs (1: each item commits on its own).
+    pub(crate) items_per_commit: u32,
 }
 
 /// When failed items fail the batch: more than `max_failures` of them, or more than
@@ -145,6 +148,32 @@ impl Shared {
 const RECONNECT_FOR: Duration = Duration::from_secs(30);
 /// The longest a worker sleeps waiting for an item's retry backoff before looking again.
 const RETRY_POLL: Duration = Duration::from_secs(1);
+/// How long a transaction that runs several items takes more: past it, the item that ends commits
+/// (the rows its items wrote stay locked until then, and a crash of the server would take them all).
+const GROUP_TIME: Duration = Duration::from_millis(50);
+/// How many bytes of source data one claim brings at most, once the items' size is known.
+const GROUP_BYTES: usize = 1 << 20;
+
+/// The items that ran in the current transaction and commit with it.
+#[derive(Debug, Default)]
+pub(crate) struct Group {
+    /// Each item's final state ([`FinishedItem::payload`]), in the order they ran.
+    payloads: Vec<String>,
+    /// How each ended: reported once they are committed.
+    pub(crate) results: Vec<ItemResult>,
+    /// When the first began.
+    started: Option<Instant>,
+    /// The lowest index claimed with the transaction: where the next claim looks again when it
+    /// is lost.
+    lowest: Option<i64>,
+    /// The batch metadata as the transaction found it (its items' changes are in the worker's
+    /// view before they commit).
+    metadata: Option<MetadataView>,
+    /// Bytes of the source data claimed with the transaction.
+    bytes: usize,
+    /// Items claimed with the transaction.
+    claimed: usize,
+}
 
 /// One processor connection, one processor instance, one counter slot.
 pub(crate) struct Worker {
@@ -173,8 +202,16 @@ pub(crate) struct Worker {
     pub(crate) framework: String,
     /// Whether the round trip that finishes the current item also claims the next.
     pub(crate) pipeline: bool,
-    /// What that round trip claimed, for the next step.
+    /// What that round trip found when it claimed nothing, for the next step.
     pub(crate) prefetched: Option<NextClaim>,
+    /// Items claimed with the current transaction and not yet run, lowest index first; the
+    /// processor's scope is open for the first of them.
+    pub(crate) queue: VecDeque<ClaimedItem>,
+    /// The items that ran in the current transaction.
+    pub(crate) group: Group,
+    /// How many items the next claim takes: it doubles up to the batch's `items_per_commit`
+    /// while transactions commit whole, and falls back to 1 when one fails or meets a conflict.
+    pub(crate) claim_size: u32,
     /// In an atomic batch: what this pass's items came to so far (uncommitted, so only this
     /// worker can count them).
     pub(crate) run_counts: batches::Counts,
@@ -194,6 +231,24 @@ impl Worker {
         self.ctx.db = Some(session);
         self.token = None;
         self.prefetched = None;
+        self.abandon_group();
+    }
+
+    /// Forgets the items of a transaction that will not commit: they are pending again (the
+    /// next claim looks from the lowest of them), their metadata changes are undone, and the next
+    /// transactions take one item each until one commits.
+    fn abandon_group(&mut self) {
+        let group = std::mem::take(&mut self.group);
+        self.queue.clear();
+        if let Some(lowest) = group.lowest {
+            self.floor = self.floor.min(lowest);
+        }
+        if let Some(metadata) = group.metadata {
+            self.ctx.metadata = metadata;
+        }
+        if group.claimed > 1 {
+            self.claim_size = 1;
+        }
     }
 
     /// Replaces a lost connection, trying with growing pauses for up to [`RECONNECT_FOR`]. The
@@ -207,7 +262,7 @@ impl Worker {
     /// Drops the processor's connection and logs in afresh.
     async fn connect_again(&mut self, cause: &BatchError) -> Result<(), BatchError> {
         self.ctx.db = None;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut pause = Duration::from_millis(100);
         loop {
             match self.login.connect().await {
@@ -294,6 +349,7 @@ impl Worker {
     pub(crate) async fn rollback_quietly(&mut self, tx: TxMode) {
         self.token = None;
         self.prefetched = None;
+        self.abandon_group();
         if tx == TxMode::DryRun
             && let Some(outer) = self.outer.as_mut()
         {
@@ -333,60 +389,153 @@ impl Worker {
             .map_err(|e| BatchError::after_processor(e, "ending the processor's scope"))
     }
 
-    /// Ends the processor's scope (keeping its writes or not), resets its session and writes the
-    /// item's final state, committing it: one round trip on the processor's connection. A dry run
+    /// Ends the processor's scope (keeping its writes or not), resets its session, and either
+    /// opens the scope of the next item claimed with the same transaction, or writes the final
+    /// state of the transaction's items and commits them (and claims the next ones): one round
+    /// trip on the processor's connection either way. `true` when the item committed. A dry run
     /// ends its throwaway transaction there and writes the item in the dry run's transaction. The
-    /// processor ran just before: a failure here is the item's.
+    /// processor ran just before: a failure here is the item's, or, when it comes from writing
+    /// several items, [`BatchError::GroupLost`].
     pub(crate) async fn finish_item(
         &mut self,
         batch: &BatchScope,
         keep: bool,
         item: &FinishedItem<'_>,
-    ) -> Result<(), BatchError> {
-        let written = if self.outer.is_none() {
-            let end = if keep { ScopeEnd::Keep } else { ScopeEnd::Discard };
-            let token = self.token;
-            let then_claim = self.pipeline.then_some(self.claim_at(batch));
-            let ending = if batch.tx.is_atomic() { Ending::KeepOpen } else { Ending::Commit };
-            let finished = self
-                .session()?
-                .host(|c| {
-                    Box::pin(items::finish_and_commit(
-                        c,
-                        &batch.settings,
-                        Some(end),
-                        token,
-                        item,
-                        ending,
-                        then_claim,
-                    ))
-                })
-                .await;
-            finished.map(|next| self.prefetched = next)
-        } else {
+    ) -> Result<bool, BatchError> {
+        let end = if keep { ScopeEnd::Keep } else { ScopeEnd::Discard };
+        if self.outer.is_some() {
             self.close_scope(batch, false).await?;
-            match self.outer.as_mut() {
-                Some(outer) => items::finish_and_commit(
-                    outer,
-                    &batch.settings,
-                    None,
-                    None,
-                    item,
-                    Ending::Release(DRY_RUN_SAVEPOINT),
-                    None,
-                )
+            let Some(outer) = self.outer.as_mut() else {
+                return Err(BatchError::Host("no dry-run transaction".into()));
+            };
+            let payload = [item.payload()];
+            let finish = Finish { batch_id: batch.id, slot: self.slot, token: None, items: &payload };
+            items::finish_and_commit(
+                outer,
+                &batch.settings,
+                None,
+                finish,
+                Ending::Release(DRY_RUN_SAVEPOINT),
+                None,
+            )
+            .await
+            .map_err(|e| BatchError::after_processor(e.error, "completing the item"))?;
+            return Ok(true);
+        }
+        // The next item claimed with this transaction runs in it too, unless this one failed (a
+        // failure is committed at once, for the thresholds and stop_on_error to see), the run is
+        // ending, or the transaction has held its rows long enough.
+        let goes_on = batch.tx == TxMode::PerItem
+            && !self.queue.is_empty()
+            && matches!(item.status, ItemStatus::Completed | ItemStatus::Skipped)
+            && self.pipeline
+            && self.group.started.is_some_and(|t| t.elapsed() < GROUP_TIME);
+        if goes_on {
+            self.session()?
+                .host(|c| Box::pin(items::next_scope(c, &batch.settings, end)))
                 .await
-                .map(drop),
-                None => return Err(BatchError::Host("no dry-run transaction".into())),
-            }
+                .map_err(|e| BatchError::after_processor(e, "ending the processor's scope"))?;
+            self.group.payloads.push(item.payload());
+            return Ok(false);
+        }
+        let mut payloads = std::mem::take(&mut self.group.payloads);
+        payloads.push(item.payload());
+        let finish = Finish { batch_id: batch.id, slot: self.slot, token: self.token, items: &payloads };
+        // Items claimed with the transaction that did not run are let go by its commit.
+        let released = self.queue.front().map(|c| c.index);
+        let claim_size = self.next_claim_size(batch, payloads.len(), item.status == ItemStatus::Pending);
+        let then_claim = self.pipeline.then(|| ClaimAt {
+            floor: released.unwrap_or(self.floor),
+            limit: if batch.tx == TxMode::PerItem { claim_size } else { 1 },
+            ..self.claim_at(batch)
+        });
+        let (ending, end) = match (batch.tx.is_atomic(), end) {
+            (true, end) => (Ending::KeepOpen, end),
+            (false, ScopeEnd::Keep) => (Ending::Commit, ScopeEnd::KeepThenCommit),
+            (false, end) => (Ending::Commit, end),
         };
+        let finished = self
+            .session()?
+            .host(|c| {
+                Box::pin(items::finish_and_commit(c, &batch.settings, Some(end), finish, ending, then_claim))
+            })
+            .await;
         self.release_token(batch);
-        written.map_err(|e| BatchError::after_processor(e, "completing the item"))
+        match finished {
+            Ok(next) => {
+                if let Some(index) = released {
+                    self.floor = self.floor.min(index);
+                }
+                self.queue.clear();
+                let results = std::mem::take(&mut self.group.results);
+                self.group = Group { results, ..Group::default() };
+                self.claim_size = claim_size;
+                match next {
+                    Some(NextClaim::Claimed(claims)) => self.take_claims(claims),
+                    other => self.prefetched = other,
+                }
+                Ok(true)
+            }
+            Err(EndFailed { error, scope_ended }) if payloads.len() > 1 && scope_ended => {
+                let lost = BatchError::after_processor(error, "completing the items");
+                if lost.is_transient() {
+                    return Err(lost);
+                }
+                // Writing the items failed, not this item's scope: which item's state could not
+                // be written is not known. They all run again, one per transaction, where the
+                // one at fault fails alone.
+                self.rollback_quietly(batch.tx).await;
+                Err(BatchError::GroupLost(lost.to_string()))
+            }
+            Err(EndFailed { error, .. }) => Err(BatchError::after_processor(error, "completing the item")),
+        }
+    }
+
+    /// How many items the claim after a transaction that ran `ran` items takes: twice as many
+    /// when it ran all it claimed, twice what it ran when it ended early (its time was up), one
+    /// after a transient failure (a conflict is likelier in a larger transaction); and, once the
+    /// items' size is known, no more than [`GROUP_BYTES`] of them.
+    fn next_claim_size(&self, batch: &BatchScope, ran: usize, transient: bool) -> u32 {
+        if transient {
+            return 1;
+        }
+        let ran = u32::try_from(ran).unwrap_or(u32::MAX);
+        let mut size = if ran >= u32::try_from(self.group.claimed).unwrap_or(0) {
+            self.claim_size.max(ran)
+        } else {
+            ran
+        };
+        size = size.saturating_mul(2);
+        if let Some(average) = self.group.bytes.checked_div(self.group.claimed).filter(|a| *a > 0) {
+            size = size.min(u32::try_from(GROUP_BYTES / average).unwrap_or(u32::MAX));
+        }
+        size.clamp(1, batch.items_per_commit.max(1))
+    }
+
+    /// Starts a transaction with the items its claim took.
+    fn take_claims(&mut self, claims: Vec<ClaimedItem>) {
+        self.group.started = Some(Instant::now());
+        self.group.lowest = claims.first().map(|c| c.index);
+        self.group.bytes = claims.iter().map(|c| c.data.len()).sum();
+        self.group.claimed = claims.len();
+        self.group.metadata = (claims.len() > 1).then(|| self.ctx.metadata.clone());
+        self.queue = claims.into();
     }
 
     /// Where the next claim is made: a new transaction, or the atomic batch's open one.
     fn claim_at(&self, batch: &BatchScope) -> ClaimAt {
-        ClaimAt { batch_id: batch.id, floor: self.floor, within: self.token.filter(|_| batch.tx.is_atomic()) }
+        let limit = if batch.tx == TxMode::PerItem {
+            self.claim_size.clamp(1, batch.items_per_commit.max(1))
+        } else {
+            1
+        };
+        // (An atomic batch claims in its one transaction, one item at a time.)
+        ClaimAt {
+            batch_id: batch.id,
+            floor: self.floor,
+            within: self.token.filter(|_| batch.tx.is_atomic()),
+            limit,
+        }
     }
 
     /// Forgets the token of an item's transaction once it ended (an atomic batch's lasts until
@@ -449,11 +598,52 @@ impl Worker {
 
     pub(crate) async fn run_items(&mut self, batch: &BatchScope, shared: &Shared) -> Result<(), BatchError> {
         let result = self.run_steps(batch, shared).await;
-        if self.prefetched.take().is_some() {
-            // Stopped with the next item claimed: let it go (it stays pending).
+        if result.is_ok() && !self.group.payloads.is_empty() {
+            // Stopped between two items of one transaction: the ones that ran commit.
+            return self.commit_group(batch, shared).await;
+        }
+        if self.prefetched.take().is_some() || !self.queue.is_empty() {
+            // Stopped with the next items claimed: let them go (they stay pending).
             self.rollback_quietly(batch.tx).await;
         }
         result
+    }
+
+    /// Commits the items that ran in the current transaction when the run ends before the next
+    /// one claimed with them (whose scope is open, and discarded): one round trip.
+    async fn commit_group(&mut self, batch: &BatchScope, shared: &Shared) -> Result<(), BatchError> {
+        let payloads = std::mem::take(&mut self.group.payloads);
+        let finish = Finish { batch_id: batch.id, slot: self.slot, token: self.token, items: &payloads };
+        let finished = self
+            .session()?
+            .host(|c| {
+                Box::pin(items::finish_and_commit(
+                    c,
+                    &batch.settings,
+                    Some(ScopeEnd::Discard),
+                    finish,
+                    Ending::Commit,
+                    None,
+                ))
+            })
+            .await;
+        if let Err(EndFailed { error, .. }) = finished {
+            // Nothing of them was kept: they are pending, for the next run.
+            self.rollback_quietly(batch.tx).await;
+            tracing::warn!(slot = self.slot, "the last items of this run could not be committed: {error}");
+            return Ok(());
+        }
+        self.release_token(batch);
+        if let Some(first) = self.queue.front() {
+            self.floor = self.floor.min(first.index);
+        }
+        self.queue.clear();
+        let results = std::mem::take(&mut self.group.results);
+        self.group = Group::default();
+        for result in results {
+            self.report(batch, shared, result).await?;
+        }
+        Ok(())
     }
 
     async fn run_steps(&mut self, batch: &BatchScope, shared: &Shared) -> Result<(), BatchError> {
@@ -478,24 +668,33 @@ impl Worker {
         Ok(())
     }
 
-    /// Claims an item, opening its transaction and the processor's scope (or takes the one the
-    /// last item's round trip claimed).
+    /// The next item: one claimed with the current transaction, whose scope is open; or a claim
+    /// of new ones, which opens their transaction and the first one's scope (made by the last
+    /// item's round trip, or now).
     async fn claim(&mut self, batch: &BatchScope) -> Result<Option<ClaimedItem>, BatchError> {
-        match self.prefetched.take() {
-            Some(NextClaim::Claimed(claimed)) => {
-                self.token = claimed.token.or(self.token);
-                return Ok(Some(claimed));
+        if self.queue.is_empty() {
+            match self.prefetched.take() {
+                Some(NextClaim::Claimed(claims)) => self.take_claims(claims),
+                Some(NextClaim::Nothing) => return Ok(None),
+                Some(NextClaim::Failed(e)) => {
+                    // The last items committed; the claim after them did not: start clean.
+                    self.rollback_quietly(batch.tx).await;
+                    return Err(e.into());
+                }
+                None => self.claim_now(batch).await?,
             }
-            Some(NextClaim::Nothing) => return Ok(None),
-            Some(NextClaim::Failed(e)) => {
-                // The last item committed; its follow-up claim did not: start clean.
-                self.rollback_quietly(batch.tx).await;
-                return Err(e.into());
-            }
-            None => {}
         }
+        let claimed = self.queue.pop_front();
+        if let Some(claimed) = &claimed {
+            self.token = claimed.token.or(self.token);
+        }
+        Ok(claimed)
+    }
+
+    /// Claims new items into the queue.
+    async fn claim_now(&mut self, batch: &BatchScope) -> Result<(), BatchError> {
         let at = self.claim_at(batch);
-        let claimed = match self.outer.as_mut() {
+        let claims = match self.outer.as_mut() {
             None => {
                 self.session()?.host(|c| Box::pin(items::begin_and_claim(c, at, &batch.settings))).await?
             }
@@ -504,13 +703,14 @@ impl Worker {
                 if claimed.is_some() {
                     self.open_scope(batch).await?;
                 }
-                claimed
+                claimed.into_iter().collect()
             }
         };
         if !batch.tx.is_atomic() {
-            self.token = claimed.as_ref().and_then(|c| c.token);
+            self.token = claims.first().and_then(|c| c.token);
         }
-        Ok(claimed)
+        self.take_claims(claims);
+        Ok(())
     }
 
     /// One item's transaction, or the news that there is nothing (yet) to claim.
@@ -550,7 +750,7 @@ impl Worker {
         };
         self.floor = claimed.index + 1;
         let (id, index) = (claimed.id, claimed.index);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         // The item's last round trip claims the next one, unless the run is ending.
         self.pipeline = batch.tx != TxMode::DryRun && !shared.should_stop();
         let result: ItemResult = match run_item(self, batch, claimed).await {
@@ -574,9 +774,37 @@ impl Worker {
             Err(BatchError::ItemLost { code, message }) => {
                 self.fail_alone(batch, id, index, code, message, started).await?
             }
+            Err(BatchError::GroupLost(why)) => {
+                // Rolled back: the items run again, one per transaction.
+                tracing::debug!(
+                    slot = self.slot,
+                    "the items of a transaction could not be written ({why}); running them again"
+                );
+                return Ok(Step::Processed);
+            }
             Err(e) => return Err(e),
         };
-        self.release_token(batch);
+        if result.committed {
+            self.release_token(batch);
+        }
+        // Reported once committed, with the items that ran before it in the same transaction.
+        let committed = result.committed;
+        self.group.results.push(result);
+        if committed {
+            for result in std::mem::take(&mut self.group.results) {
+                self.report(batch, shared, result).await?;
+            }
+        }
+        Ok(Step::Processed)
+    }
+
+    /// Counts a committed item's outcome, and stops the run when the batch's rules say so.
+    async fn report(
+        &mut self,
+        batch: &BatchScope,
+        shared: &Shared,
+        result: ItemResult,
+    ) -> Result<(), BatchError> {
         if batch.tx.is_atomic() {
             match result.status {
                 ItemStatus::Completed => self.run_counts.completed += 1,
@@ -620,7 +848,7 @@ impl Worker {
                 shared.fail(format!("stopped after item {}: {reason}{rest}", result.index));
             }
         }
-        Ok(Step::Processed)
+        Ok(())
     }
 
     /// Records, on the host's own connection, an attempt of item `id` that ended with its
@@ -659,7 +887,7 @@ impl Worker {
         index: i64,
         code: &'static str,
         message: String,
-        started: std::time::Instant,
+        started: Instant,
     ) -> Result<ItemResult, BatchError> {
         self.rollback_quietly(batch.tx).await;
         tracing::debug!(item = %id, "the item's transaction could not be completed ({message}); failing it alone");
@@ -687,7 +915,14 @@ impl Worker {
             }
         };
         let status = if failed { ItemStatus::Failed } else { ItemStatus::Pending };
-        Ok(ItemResult { index, status, error: Some(message), duration: started.elapsed(), retry_at: None })
+        Ok(ItemResult {
+            index,
+            status,
+            error: Some(message),
+            duration: started.elapsed(),
+            retry_at: None,
+            committed: true,
+        })
     }
 }
 

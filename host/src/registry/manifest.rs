@@ -18,6 +18,7 @@
 //! max_failure_rate = 0.05        # optional: ... or once more than this share of them did
 //! max_attempts = 3               # attempts for retryable failures
 //! durability = "batch"           # or "item": a WAL flush per item (see README, Guarantees)
+//! items_per_commit = 16          # under batch durability: most items one transaction runs
 //! atomic = false                 # all or nothing: keep the items' writes only if none failed
 //! key = "Order ID"               # items with the same value run one at a time, in file order
 //! ```
@@ -103,6 +104,7 @@ struct RawBatch {
     max_failure_rate: Option<f64>,
     max_attempts: Option<u32>,
     durability: Option<Durability>,
+    items_per_commit: Option<u32>,
     atomic: Option<bool>,
     key: Option<String>,
 }
@@ -119,6 +121,12 @@ pub enum Durability {
     /// Every item's commit waits for its flush.
     Item,
 }
+
+/// Under batch durability, the most items one transaction runs unless the manifest says.
+pub const DEFAULT_ITEMS_PER_COMMIT: u32 = 16;
+/// The most a manifest may ask for: each item is a subtransaction, and a transaction with more
+/// than 64 of them slows every other session's snapshots.
+pub const MAX_ITEMS_PER_COMMIT: u32 = 32;
 
 /// A processor's manifest, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +152,8 @@ pub struct Manifest {
     pub max_attempts: u32,
     /// When item commits wait for the WAL flush.
     pub durability: Durability,
+    /// Under batch durability, the most items one transaction runs, each in its own savepoint.
+    pub items_per_commit: u32,
     /// All or nothing: every item in one transaction, kept only if the thresholds hold.
     pub atomic: bool,
     /// The item field whose equal values run one at a time, in file order.
@@ -164,6 +174,7 @@ impl Default for Manifest {
             max_failure_rate: None,
             max_attempts: 3,
             durability: Durability::Batch,
+            items_per_commit: DEFAULT_ITEMS_PER_COMMIT,
             atomic: false,
             key: None,
         }
@@ -243,6 +254,14 @@ impl Manifest {
         {
             return Err(fail(format!("[batch] max_failure_rate {message}")));
         }
+        let items_per_commit = match raw.batch.items_per_commit {
+            Some(n) if !(1..=MAX_ITEMS_PER_COMMIT).contains(&n) => {
+                return Err(fail(format!(
+                    "[batch] items_per_commit must be from 1 (each item commits on its own) to {MAX_ITEMS_PER_COMMIT}, not {n}"
+                )));
+            }
+            other => other.unwrap_or(defaults.items_per_commit),
+        };
         let key = match raw.batch.key {
             Some(key) if key.trim().is_empty() => {
                 return Err(fail("[batch] key names no field; name the item field (e.g. key = \"Order ID\") or remove the line".into()));
@@ -269,6 +288,7 @@ impl Manifest {
             max_failure_rate: raw.batch.max_failure_rate,
             max_attempts,
             durability: raw.batch.durability.unwrap_or_default(),
+            items_per_commit,
             atomic: raw.batch.atomic.unwrap_or(false),
             key,
         })
@@ -381,6 +401,15 @@ mod tests {
         assert_eq!(m.durability, Durability::Batch);
         assert_eq!(parse("[batch]\ndurability = \"item\"\n").expect("parses").durability, Durability::Item);
         assert!(parse("[batch]\ndurability = \"never\"\n").is_err());
+        assert_eq!(m.items_per_commit, DEFAULT_ITEMS_PER_COMMIT);
+        assert_eq!(parse("[batch]\nitems_per_commit = 1\n").expect("parses").items_per_commit, 1);
+        assert_eq!(parse("[batch]\nitems_per_commit = 32\n").expect("parses").items_per_commit, 32);
+        for refused in ["0", "33", "-1"] {
+            let e = parse(&format!("[batch]\nitems_per_commit = {refused}\n")).expect_err(refused);
+            assert!(e.to_string().starts_with("processors/x.toml: "), "{e}");
+        }
+        let e = parse("[batch]\nitems_per_commit = 33\n").expect_err("33");
+        assert!(e.to_string().contains("from 1 (each item commits on its own) to 32, not 33"), "{e}");
     }
 
     #[test]

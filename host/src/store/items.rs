@@ -3,17 +3,22 @@
 //!
 //! ```text
 //! BEGIN          ┐
-//! ingot_claim    │ opens the transaction for the host,     one round trip; the processor's
-//!                │ claims an item (FOR UPDATE SKIP LOCKED)  SQL runs in the savepoint
+//! ingot_claim    │ opens the transaction for the host,     one round trip per transaction;
+//!                │ claims up to N items (FOR UPDATE         each item's SQL runs in its own
+//!                │ SKIP LOCKED)                             savepoint
 //! open_scope     ┘ SAVEPOINT; SET LOCAL statement_timeout
-//! RELEASE        ┐ (or ROLLBACK TO) the savepoint          one round trip: the success path
-//! reset          │ undo what the processor left in its     costs two in all; a failure that
-//!                │ session (RESET ALL, locks, …)            runs on-item-error costs one more
-//! finish         │ ingot_finish_item: status, logs,
-//! COMMIT         ┘ counter slot, metadata
+//! RELEASE        ┐ (or ROLLBACK TO) the savepoint          one round trip between two items
+//! reset          │ undo what the processor left in its     of the transaction
+//!                │ session (RESET ALL, locks, …)
+//! open_scope     ┘ the next item's savepoint
+//! RELEASE        ┐ the last item's savepoint                one round trip that ends the
+//! reset          │                                          transaction (and claims the next
+//! finish         │ ingot_finish_items: every item's         items); a failure that runs
+//!                │ status, logs, counter slot, metadata     on-item-error costs one more
+//! COMMIT         ┘
 //! ```
 //!
-//! `ingot_claim` returns a token that only the host knows; `ingot_finish_item` refuses a caller
+//! `ingot_claim` returns a token that only the host knows; `ingot_finish_items` refuses a caller
 //! without it, so the processor, which runs on the same connection, cannot write the framework
 //! tables by calling the functions itself. An item held by a crashed worker needs no recovery: its
 //! lock dies with the connection and the uncommitted row is simply pending again.
@@ -37,6 +42,9 @@ use crate::context::logs::LogEntry;
 
 /// The savepoint that fences the processor's writes inside the item transaction.
 const PROCESSOR_SAVEPOINT: &str = "ingot_processor";
+
+/// The savepoint in which the deferred constraints of an item's writes are checked.
+const CHECK_SAVEPOINT: &str = "ingot_check";
 
 /// The savepoint each item of a dry run gets inside the dry run's one transaction.
 pub const DRY_RUN_SAVEPOINT: &str = "ingot_item";
@@ -112,11 +120,12 @@ pub struct ScopeSettings {
     pub statement_timeout: Duration,
 }
 
-fn claim_call(settings: &ScopeSettings, batch_id: Uuid, floor: i64) -> String {
+fn claim_call(settings: &ScopeSettings, batch_id: Uuid, floor: i64, limit: u32) -> String {
     format!(
-        "SELECT token, id, item_index, data, attempts FROM {}.ingot_claim('{batch_id}', {}, {floor})",
+        "SELECT token, id, item_index, data, attempts FROM {}.ingot_claim('{batch_id}', {}, {floor}, {})",
         settings.framework,
-        literal(&settings.batch_type)
+        literal(&settings.batch_type),
+        limit.max(1)
     )
 }
 
@@ -130,15 +139,20 @@ pub struct ClaimAt {
     pub floor: i64,
     /// The token of the open transaction to claim in, if any.
     pub within: Option<Uuid>,
+    /// How many items a new transaction claims at most (they commit together); an atomic
+    /// batch's claims take one at a time.
+    pub limit: u32,
 }
 
 impl ClaimAt {
-    /// The statements that claim and open the processor's scope.
+    /// The statements that claim and open the processor's scope (the first claimed item's).
     fn statements(&self, settings: &ScopeSettings) -> Vec<String> {
         match self.within {
-            None => {
-                vec!["BEGIN".to_owned(), claim_call(settings, self.batch_id, self.floor), scope_sql(settings)]
-            }
+            None => vec![
+                "BEGIN".to_owned(),
+                claim_call(settings, self.batch_id, self.floor, self.limit),
+                scope_sql(settings),
+            ],
             Some(token) => vec![
                 format!(
                     "SELECT token, id, item_index, data, attempts FROM {}.ingot_claim_in('{token}', '{}', {})",
@@ -150,15 +164,16 @@ impl ClaimAt {
     }
 }
 
-/// Opens the item's transaction on the processor's connection, claims an item, and opens the
-/// processor's scope — in one round trip, because this runs once per item. The statement is
-/// built from host values only (a UUID, the batch type, a number), never from anything a
-/// processor or an input file controls. Without an item, the caller rolls back.
+/// Opens a transaction on the processor's connection, claims up to `at.limit` items, and opens
+/// the processor's scope for the first — in one round trip, because this runs once per item or
+/// group of items. The statement is built from host values only (a UUID, the batch type,
+/// numbers), never from anything a processor or an input file controls. Without an item, the
+/// caller rolls back.
 pub async fn begin_and_claim(
     conn: &mut PgConnection,
     at: ClaimAt,
     settings: &ScopeSettings,
-) -> Result<Option<ClaimedItem>, StoreError> {
+) -> Result<Vec<ClaimedItem>, StoreError> {
     // Inside an atomic batch's transaction, the scope is opened even when nothing is claimed:
     // the caller then discards it.
     claimed(conn.fetch_all(at.statements(settings).join("; ").as_str()).await?)
@@ -172,19 +187,22 @@ pub async fn claim_nested(
     floor: i64,
     settings: &ScopeSettings,
 ) -> Result<Option<ClaimedItem>, StoreError> {
-    let sql = format!("SAVEPOINT {DRY_RUN_SAVEPOINT}; {}", claim_call(settings, batch_id, floor));
-    claimed(conn.fetch_all(sql.as_str()).await?)
+    let sql = format!("SAVEPOINT {DRY_RUN_SAVEPOINT}; {}", claim_call(settings, batch_id, floor, 1));
+    Ok(claimed(conn.fetch_all(sql.as_str()).await?)?.into_iter().next())
 }
 
-fn claimed(rows: Vec<sqlx::postgres::PgRow>) -> Result<Option<ClaimedItem>, StoreError> {
-    let Some(row) = rows.first() else { return Ok(None) };
-    Ok(Some(ClaimedItem {
-        id: row.try_get("id")?,
-        index: row.try_get("item_index")?,
-        data: row.try_get("data")?,
-        attempts: row.try_get("attempts")?,
-        token: row.try_get("token")?,
-    }))
+fn claimed(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<ClaimedItem>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            Ok(ClaimedItem {
+                id: row.try_get("id")?,
+                index: row.try_get("item_index")?,
+                data: row.try_get("data")?,
+                attempts: row.try_get("attempts")?,
+                token: row.try_get("token")?,
+            })
+        })
+        .collect()
 }
 
 /// Opens a transaction on the processor's connection for the host (a batch hook's, or a dry-run
@@ -250,8 +268,10 @@ fn scope_sql(settings: &ScopeSettings) -> String {
 /// How a processor scope ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScopeEnd {
-    /// Keep its writes (release the savepoint).
+    /// Keep its writes (release the savepoint); more items may follow in the transaction.
     Keep,
+    /// Keep its writes; the transaction commits next.
+    KeepThenCommit,
     /// Roll its writes back (to the savepoint).
     Discard,
     /// Roll back the whole transaction it ran in (a dry run's throwaway transaction).
@@ -262,8 +282,20 @@ impl ScopeEnd {
     fn statements(self) -> Vec<String> {
         match self {
             // Deferred constraints are checked while the processor's writes are still its own:
-            // a violation fails the item here, not the host's COMMIT.
+            // a violation fails the item here, not the host's COMMIT. The check runs in a
+            // savepoint that is then rolled back, which puts every constraint back in its own
+            // mode (SET CONSTRAINTS lasts to the end of the transaction otherwise, and the next
+            // item of the transaction may rely on a deferred one) and leaves the checks to be
+            // made again at COMMIT.
             ScopeEnd::Keep => vec![
+                format!("SAVEPOINT {CHECK_SAVEPOINT}"),
+                "SET CONSTRAINTS ALL IMMEDIATE".to_owned(),
+                format!("ROLLBACK TO SAVEPOINT {CHECK_SAVEPOINT}"),
+                format!("RELEASE SAVEPOINT {CHECK_SAVEPOINT}"),
+                format!("RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}"),
+            ],
+            // The commit that follows ends every mode anyway.
+            ScopeEnd::KeepThenCommit => vec![
                 "SET CONSTRAINTS ALL IMMEDIATE".to_owned(),
                 format!("RELEASE SAVEPOINT {PROCESSOR_SAVEPOINT}"),
             ],
@@ -295,6 +327,19 @@ pub async fn close_scope(
     end: ScopeEnd,
 ) -> Result<(), StoreError> {
     let sql = format!("{}; {}", end.sql(), reset_sql(settings));
+    conn.execute(sql.as_str()).await?;
+    Ok(())
+}
+
+/// Ends the processor's scope and resets its session as [`close_scope`] does, then opens the
+/// scope of the next item claimed in the same transaction: one round trip between two items
+/// that commit together.
+pub async fn next_scope(
+    conn: &mut PgConnection,
+    settings: &ScopeSettings,
+    end: ScopeEnd,
+) -> Result<(), StoreError> {
+    let sql = format!("{}; {}; {}", end.sql(), reset_sql(settings), scope_sql(settings));
     conn.execute(sql.as_str()).await?;
     Ok(())
 }
@@ -365,35 +410,40 @@ pub struct FinishedItem<'a> {
     pub metadata: Option<&'a str>,
 }
 
-/// `ingot_finish_item`'s argument, one JSON object. Processed data, log details and metadata are
-/// JSON text already checked the way PostgreSQL will check it; they go in as they are, so
-/// PostgreSQL stores their numbers exactly.
-fn finish_payload(item: &FinishedItem<'_>) -> String {
-    fn field(out: &mut String, name: &str, value: &impl serde::Serialize) {
-        out.push(if out.is_empty() { '{' } else { ',' });
-        let _ = write!(out, "\"{name}\":{}", serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
+impl FinishedItem<'_> {
+    /// The item as one element of `ingot_finish_items`' argument: a JSON object. Processed
+    /// data, log details and metadata are JSON text already checked the way PostgreSQL will
+    /// check it; they go in as they are, so PostgreSQL stores their numbers exactly.
+    pub fn payload(&self) -> String {
+        let item = self;
+        fn field(out: &mut String, name: &str, value: &impl serde::Serialize) {
+            out.push(if out.is_empty() { '{' } else { ',' });
+            let _ =
+                write!(out, "\"{name}\":{}", serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
+        }
+        let mut out = String::new();
+        field(&mut out, "id", &item.id);
+        field(&mut out, "status", &item.status.as_str());
+        if let Some(data) = item.processed_data {
+            let _ = write!(out, ",\"processed_data\":{data}");
+        }
+        field(&mut out, "target_table", &item.target_table);
+        field(&mut out, "target_id", &item.target_id);
+        field(&mut out, "error_message", &item.error_message);
+        field(&mut out, "error_code", &item.error_code);
+        field(&mut out, "error_field", &item.error_field);
+        field(&mut out, "started_at", &item.started_at);
+        field(&mut out, "duration_ms", &item.duration_ms);
+        field(&mut out, "fuel_used", &item.fuel_used);
+        field(&mut out, "available_at", &item.available_at);
+        if let Some(metadata) = item.metadata {
+            let _ = write!(out, ",\"metadata\":{metadata}");
+        }
+        out.push_str(",\"logs\":");
+        push_logs(&mut out, item.logs);
+        out.push('}');
+        out
     }
-    let mut out = String::new();
-    field(&mut out, "status", &item.status.as_str());
-    if let Some(data) = item.processed_data {
-        let _ = write!(out, ",\"processed_data\":{data}");
-    }
-    field(&mut out, "target_table", &item.target_table);
-    field(&mut out, "target_id", &item.target_id);
-    field(&mut out, "error_message", &item.error_message);
-    field(&mut out, "error_code", &item.error_code);
-    field(&mut out, "error_field", &item.error_field);
-    field(&mut out, "started_at", &item.started_at);
-    field(&mut out, "duration_ms", &item.duration_ms);
-    field(&mut out, "fuel_used", &item.fuel_used);
-    field(&mut out, "available_at", &item.available_at);
-    if let Some(metadata) = item.metadata {
-        let _ = write!(out, ",\"metadata\":{metadata}");
-    }
-    out.push_str(",\"logs\":");
-    push_logs(&mut out, item.logs);
-    out.push('}');
-    out
 }
 
 /// Log lines as a JSON array of objects (level, source, message, details, at).
@@ -427,17 +477,18 @@ pub(crate) fn logs_payload(logs: &[LogEntry]) -> String {
 /// What the round trip that finished an item found when it went on to claim the next one.
 #[derive(Debug)]
 pub enum NextClaim {
-    /// The next item, claimed in a new transaction (or the atomic batch's) with the processor's
-    /// scope open.
-    Claimed(ClaimedItem),
+    /// The next items, claimed in a new transaction (or the next item, in the atomic batch's)
+    /// with the processor's scope open for the first.
+    Claimed(Vec<ClaimedItem>),
     /// Nothing to claim: the new transaction is open, and the caller rolls it back (in an atomic
     /// batch's transaction: the scope is open, and the caller discards it).
     Nothing,
-    /// The item committed, but the claim after it failed: the caller rolls back and tries again.
+    /// The items committed, but the claim after them failed: the caller rolls back and tries
+    /// again.
     Failed(StoreError),
 }
 
-/// How the round trip that writes an item's final state ends its transaction.
+/// How the round trip that writes items' final state ends its transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending<'a> {
     /// COMMIT.
@@ -448,50 +499,79 @@ pub enum Ending<'a> {
     KeepOpen,
 }
 
-/// Writes an item's final state and ends its transaction as `ending` says, in one round trip,
-/// presenting `token`, the token of the transaction the claim opened (`None` on the framework
-/// owner's connection). With `end`, the processor's scope is ended and its session reset first,
-/// in the same round trip (see the module docs for why that is safe). With `then_claim`, the same
-/// round trip goes on to claim the next item, as [`begin_and_claim`] does: one round trip per
-/// item fewer.
+/// The final states that end a transaction: the items it ran, written in one call.
+#[derive(Debug, Clone, Copy)]
+pub struct Finish<'a> {
+    /// Their batch.
+    pub batch_id: Uuid,
+    /// The worker's counter slot.
+    pub slot: i16,
+    /// The token of the transaction the claim opened (`None` on the framework owner's
+    /// connection).
+    pub token: Option<Uuid>,
+    /// Each item's [`FinishedItem::payload`], in the order the items ran.
+    pub items: &'a [String],
+}
+
+/// Why the round trip that ends a transaction failed: in the statements that end the last
+/// processor scope and reset its session (the last item's doing), or after them (writing the
+/// items, committing).
+#[derive(Debug)]
+pub struct EndFailed {
+    /// What failed.
+    pub error: StoreError,
+    /// Whether the processor's scope had ended and its session been reset when it failed.
+    pub scope_ended: bool,
+}
+
+/// Writes items' final state and ends their transaction as `ending` says, in one round trip. With
+/// `end`, the processor's scope is ended and its session reset first, in the same round trip (see
+/// the module docs for why that is safe). With `then_claim`, the same round trip goes on to claim
+/// the next items, as [`begin_and_claim`] does: one round trip per transaction fewer.
 pub async fn finish_and_commit(
     conn: &mut PgConnection,
     settings: &ScopeSettings,
     end: Option<ScopeEnd>,
-    token: Option<Uuid>,
-    item: &FinishedItem<'_>,
+    finish: Finish<'_>,
     ending: Ending<'_>,
     then_claim: Option<ClaimAt>,
-) -> Result<Option<NextClaim>, StoreError> {
-    let token = token.map_or_else(|| "NULL".to_owned(), |t| format!("'{t}'::pg_catalog.uuid"));
+) -> Result<Option<NextClaim>, EndFailed> {
+    let token = finish.token.map_or_else(|| "NULL".to_owned(), |t| format!("'{t}'::pg_catalog.uuid"));
     let mut statements = Vec::new();
     if let Some(end) = end {
         statements.extend(end.statements());
         statements.push(reset_sql(settings));
     }
+    let scope_statements = statements.len();
+    let mut array = String::with_capacity(finish.items.iter().map(|i| i.len() + 1).sum::<usize>() + 2);
+    array.push('[');
+    for (i, item) in finish.items.iter().enumerate() {
+        if i > 0 {
+            array.push(',');
+        }
+        array.push_str(item);
+    }
+    array.push(']');
     statements.push(format!(
-        "SELECT {}.ingot_finish_item({token}, '{}'::pg_catalog.uuid, '{}'::pg_catalog.uuid, {}::pg_catalog.int2, \
+        "SELECT {}.ingot_finish_items({token}, '{}'::pg_catalog.uuid, {}::pg_catalog.int2, \
          pg_catalog.convert_from(pg_catalog.decode('{}', 'base64'), 'UTF8')::pg_catalog.jsonb)",
         settings.framework,
-        item.batch_id,
-        item.id,
-        item.slot,
-        base64::engine::general_purpose::STANDARD.encode(finish_payload(item)),
+        finish.batch_id,
+        finish.slot,
+        base64::engine::general_purpose::STANDARD.encode(array),
     ));
     match ending {
         Ending::Commit => statements.push(commit_sql(None)),
         Ending::Release(name) => statements.push(commit_sql(Some(name))),
         Ending::KeepOpen => {}
     }
-    let Some(at) = then_claim else {
-        conn.execute(statements.join("; ").as_str()).await?;
-        return Ok(None);
-    };
-    // Statements up to the COMMIT decide the item; what follows is the next claim's. (Kept open,
-    // the claim is part of the item's transaction, and its failure is the item's.)
+    // Statements up to the COMMIT decide the items; what follows is the next claim's. (Kept
+    // open, the claim is part of the items' transaction, and its failure is theirs.)
     let item_statements = statements.len();
     let committed = ending != Ending::KeepOpen;
-    statements.extend(at.statements(settings));
+    if let Some(at) = then_claim {
+        statements.extend(at.statements(settings));
+    }
     let sql = statements.join("; ");
     let mut results = conn.fetch_many(sql.as_str());
     let mut done = 0;
@@ -506,12 +586,15 @@ pub async fn finish_and_commit(
             }
             Ok(None) => break,
             Err(e) if committed && done >= item_statements => return Ok(Some(NextClaim::Failed(e.into()))),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(EndFailed { error: e.into(), scope_ended: done >= scope_statements }),
         }
     }
+    if then_claim.is_none() {
+        return Ok(None);
+    }
     Ok(Some(match claimed(rows) {
-        Ok(Some(claim)) => NextClaim::Claimed(claim),
-        Ok(None) => NextClaim::Nothing,
+        Ok(claims) if claims.is_empty() => NextClaim::Nothing,
+        Ok(claims) => NextClaim::Claimed(claims),
         Err(e) => NextClaim::Failed(e),
     }))
 }
@@ -645,11 +728,10 @@ async fn fail_locked(
         logs: &logs,
         metadata: None,
     };
-    sqlx::query("SELECT ingot_finish_item(NULL, $1, $2, $3, $4::jsonb)")
+    sqlx::query("SELECT ingot_finish_items(NULL, $1, $2, $3::jsonb)")
         .bind(batch_id)
-        .bind(item_id)
         .bind(slot)
-        .bind(finish_payload(&item))
+        .bind(format!("[{}]", item.payload()))
         .execute(conn)
         .await?;
     Ok(())

@@ -24,9 +24,9 @@ pub const FRAMEWORK_RELATIONS: &[&str] = &[
 /// its connection. Each refuses every caller but the host.
 pub const WALL_FUNCTIONS: &[&str] = &[
     "ingot_open(uuid, text)",
-    "ingot_claim(uuid, text, bigint)",
+    "ingot_claim(uuid, text, bigint, integer)",
     "ingot_claim_in(uuid, uuid, bigint)",
-    "ingot_finish_item(uuid, uuid, uuid, smallint, jsonb)",
+    "ingot_finish_items(uuid, uuid, smallint, jsonb)",
     "ingot_batch_info(uuid, uuid)",
     "ingot_batch_transition(uuid, uuid, text, text, text)",
     "ingot_batch_record(uuid, uuid, jsonb)",
