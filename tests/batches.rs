@@ -650,6 +650,39 @@ async fn deferred_constraints_are_deferred_for_each_item_and_checked_with_it() {
     f.assert_counters_match_items(summary.batch_id).await;
 }
 
+/// A transaction lost with its connection takes none of its items: the ones that ran before the
+/// item that lost it run again, once, and only that item's attempts are counted.
+#[tokio::test]
+async fn the_items_of_a_lost_transaction_run_again_exactly_once() {
+    let f = Fixture::new(None).await;
+    // The wall alone: the gate would refuse the backend's self-termination.
+    let manager = f.manager.clone().without_sql_gate();
+    let mut items: Vec<Value> = (0..40).map(|i| insert(&format!("row {i:02}"))).collect();
+    items[20] = json!({"mode": "sql_sequence", "statements": [
+        "INSERT INTO probe_rows (label) VALUES ('row 20')",
+        "SELECT pg_terminate_backend(pg_backend_pid())",
+    ]});
+    let create = CreateOptions { allow_duplicate: true, ..CreateOptions::default() };
+    let summary =
+        manager.run("probe", f.ndjson(&items), &create, &ProcessOptions::workers(1), None).await.unwrap();
+    assert_eq!((summary.completed, summary.failed), (39, 1), "{:?}", summary.top_errors);
+    let labels = f.labels().await;
+    assert_eq!(labels.len(), 39);
+    assert!(!labels.contains(&"row 20".to_owned()));
+    let batch = summary.batch_id;
+    let items = |condition: &str| {
+        format!("SELECT count(*) FROM import_batch_items WHERE batch_id = '{batch}' AND {condition}")
+    };
+    assert_eq!(f.db.scalar_i64(&items("attempts <> 1 AND status = 'completed'")).await, 0);
+    assert_eq!(
+        f.db.scalar_i64(&items("interruptions > 0")).await,
+        1,
+        "only the item that lost the connection counts lost attempts"
+    );
+    assert_eq!(f.db.scalar_i64(&items("interruptions = 3 AND item_index = 20")).await, 1);
+    f.assert_counters_match_items(summary.batch_id).await;
+}
+
 /// Metadata changes of the items of one transaction are merged in the order they ran, and each
 /// item sees those of the items before it.
 #[tokio::test]
