@@ -210,6 +210,33 @@ async fn create_then_process_then_show_and_list() {
     assert!(stderr_of(&missing).contains("does not exist"));
 }
 
+/// The read commands do not check the schema before reading (one round trip less on a new
+/// connection): on a database without it, they apply it and read.
+#[tokio::test]
+async fn read_commands_apply_a_missing_schema_before_reading() {
+    let db = TestDb::empty().await;
+    let processors = Processors::new(&[("probe", &guest("probe"), Some(PROBE_MANIFEST))]);
+    let cwd = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| ingot(cwd.path(), &db.url, processors.path(), args);
+    let missing = "00000000-0000-0000-0000-000000000000";
+    for (args, expected) in [
+        (vec!["batch", "list", "--json"], 0),
+        (vec!["batch", "show", missing, "--json"], 1),
+        (vec!["logs", missing], 1),
+    ] {
+        let newest = "SELECT coalesce(max(version), 0) FROM _sqlx_migrations";
+        sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public").execute(&db.pool).await.unwrap();
+        let output = cli(&args);
+        assert_eq!(code(&output), expected, "{args:?}: {}", stderr_of(&output));
+        if expected == 0 {
+            assert_eq!(json_of(&output), json!([]));
+        } else {
+            assert!(stderr_of(&output).contains("does not exist (see `ingot batch list`)"), "{args:?}");
+        }
+        assert!(db.scalar_i64(newest).await > 0, "{args:?}: the schema was not applied");
+    }
+}
+
 #[tokio::test]
 async fn logs_are_filtered_by_item_and_level_and_show_the_failed_items_data() {
     let cli = Cli::new().await;

@@ -13,7 +13,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A read waits on one connection: the calling thread can drive it, and starting worker
+    // threads (and waking them for each reply) costs a quick command more than its queries.
+    let mut builder = if cli.is_quick_read() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("ingot: cannot start: {e}");

@@ -9,6 +9,7 @@ use super::output::{self, ProgressDisplay};
 use super::run::InputArgs;
 use super::{Env, default_workers, exit, process_exit_code, process_to_end, stop_on_signal};
 use crate::batch::{Durability, ProcessOptions, Progress};
+use crate::database;
 use crate::store::BatchStatus;
 use crate::store::batches::{self, ListFilter};
 
@@ -220,19 +221,17 @@ impl BatchCommand {
                 Ok(ExitCode::from(exit::OK))
             }
             BatchCommand::Show { id, json } => {
-                let db = env.database(2).await?;
-                let mut conn = db.pool.acquire().await?;
-                let summary = batches::summary(&mut conn, id)
+                let mut conn = env.connection().await?;
+                let summary = database::read(&mut conn, async |c| batches::summary(c, id).await)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("batch {id} does not exist (see `ingot batch list`)"))?;
                 output::print(&summary, json)?;
                 Ok(ExitCode::from(exit::OK))
             }
             BatchCommand::List { batch_type, status, limit, json } => {
-                let db = env.database(2).await?;
-                let mut conn = db.pool.acquire().await?;
-                let list =
-                    batches::list(&mut conn, &ListFilter { batch_type, status, limit: limit.max(0) }).await?;
+                let mut conn = env.connection().await?;
+                let filter = ListFilter { batch_type, status, limit: limit.max(0) };
+                let list = database::read(&mut conn, async |c| batches::list(c, &filter).await).await?;
                 if json {
                     output::json(&list)?;
                 } else if list.is_empty() {

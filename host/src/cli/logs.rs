@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::terminal::safe;
 use super::{Env, exit};
 use crate::context::logs::LogLevel;
+use crate::database;
 use crate::store::batches;
 use crate::store::logs::{self, LogQuery};
 
@@ -35,9 +36,8 @@ fn parse_level(s: &str) -> Result<LogLevel, String> {
 
 impl LogsArgs {
     pub(crate) async fn run(self, env: &Env) -> anyhow::Result<ExitCode> {
-        let db = env.database(2).await?;
-        let mut conn = db.pool.acquire().await?;
-        if batches::get(&mut conn, self.id).await?.is_none() {
+        let mut conn = env.connection().await?;
+        if database::read(&mut conn, async |c| batches::get(c, self.id).await).await?.is_none() {
             anyhow::bail!("batch {} does not exist (see `ingot batch list`)", self.id);
         }
         let query = LogQuery { batch_id: self.id, item_index: self.item, min_level: self.level };

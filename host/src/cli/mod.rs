@@ -108,6 +108,16 @@ enum Command {
 }
 
 impl Cli {
+    /// Whether the command only reads a few rows on one connection (`batch show`, `batch list`,
+    /// `logs`): it needs no thread of its own beyond the one that waits for the database.
+    pub fn is_quick_read(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Logs(_)
+                | Command::Batch(batch::BatchCommand::Show { .. } | batch::BatchCommand::List { .. })
+        )
+    }
+
     /// Runs the command and returns the process exit code.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let env = Env {
@@ -200,6 +210,13 @@ impl Env {
         let project = std::env::current_dir().context("cannot read the current directory")?;
         let (options, target) = tokio::task::spawn_blocking(move || database::resolve(&project)).await??;
         Ok(database::open(options, target, connections).await?)
+    }
+
+    /// One connection, for a command that reads a few rows (see [`database::connect`]).
+    async fn connection(&self) -> anyhow::Result<sqlx::PgConnection> {
+        let project = std::env::current_dir().context("cannot read the current directory")?;
+        let (options, target) = tokio::task::spawn_blocking(move || database::resolve(&project)).await??;
+        Ok(database::connect(options, &target).await?)
     }
 
     async fn manager(&self, workers: usize) -> anyhow::Result<BatchManager> {

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 pub use self::embedded::{EmbeddedCluster, EmbeddedError};
 use crate::store::{self, StoreError};
@@ -88,6 +89,37 @@ pub async fn open(
         .map_err(|e| DatabaseError::Unreachable { target: target.clone(), message: e.to_string() })?;
     store::ensure_migrated(&pool).await?;
     Ok(Database { pool, target })
+}
+
+/// One connection, for a command that reads a few rows and exits (`batch show`, `logs`, …). No
+/// pool: a pool checks a returned connection in the background, so the next query of a short
+/// command could open a second one, and a new connection is a server process started (some
+/// milliseconds). The schema is not checked here: see [`read`].
+pub async fn connect(options: PgConnectOptions, target: &str) -> Result<PgConnection, DatabaseError> {
+    options
+        .application_name("ingot")
+        .connect()
+        .await
+        .map_err(|e| DatabaseError::Unreachable { target: target.to_owned(), message: e.to_string() })
+}
+
+/// Runs a read on a [`connect`]ed connection. The schema is not checked first — on a new
+/// connection that costs a round trip and the server's first read of another table — but when
+/// the read finds a table, column or function of Ingot's missing (no schema yet, or one older
+/// than this binary), the schema is applied and the read runs again.
+pub async fn read<T>(
+    conn: &mut PgConnection,
+    mut reading: impl AsyncFnMut(&mut PgConnection) -> Result<T, StoreError>,
+) -> Result<T, DatabaseError> {
+    match reading(conn).await {
+        Err(StoreError::Database(sqlx::Error::Database(db)))
+            if matches!(db.code().as_deref(), Some("42P01" | "42703" | "42883")) =>
+        {
+            store::ensure_migrated_on(conn).await?;
+            Ok(reading(conn).await?)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// The URL without its password.

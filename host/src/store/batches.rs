@@ -1,6 +1,7 @@
 //! Batches: creation, the pending → processing → completed/failed life, summaries and lists.
 
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
@@ -390,13 +391,15 @@ pub async fn try_hold_atomic(conn: &mut PgConnection, id: Uuid) -> Result<bool, 
 
 /// Whether some host is working on batch `id` now (see [`hold_live`]).
 pub async fn is_live(conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
-    let live = sqlx::query_scalar(&format!(
-        "SELECT EXISTS (SELECT 1 FROM import_batches, pg_locks l WHERE import_batches.id = $1 AND {LIVE_LOCK_OF_ID})"
-    ))
-    .bind(id)
-    .fetch_one(conn)
-    .await?;
+    let live = sqlx::query_scalar(&live_sql("$1")).bind(id).fetch_one(conn).await?;
     Ok(live)
+}
+
+/// Whether batch `id` (an SQL expression) is live, as one boolean `live`.
+fn live_sql(id: &str) -> String {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM import_batches, pg_locks l WHERE import_batches.id = {id} AND {LIVE_LOCK_OF_ID}) AS live"
+    )
 }
 
 /// Whether any item of the batch is still pending (committed state: items in flight on other
@@ -434,14 +437,20 @@ impl Counts {
 
 /// The batch's counts: a sum over a handful of counter slots, O(1) in the batch size.
 pub async fn counts(conn: &mut PgConnection, id: Uuid) -> Result<Counts, StoreError> {
-    let row = sqlx::query(
+    let row = sqlx::query(&counts_sql("$1")).bind(id).fetch_one(conn).await?;
+    counts_from_row(&row)
+}
+
+/// The counts of batch `id` (an SQL expression): one row.
+fn counts_sql(id: &str) -> String {
+    format!(
         "SELECT coalesce(sum(completed), 0)::bigint AS completed, coalesce(sum(failed), 0)::bigint AS failed,
                 coalesce(sum(skipped), 0)::bigint AS skipped, max(updated_at) AS last_at
-         FROM import_batch_counters WHERE batch_id = $1",
+         FROM import_batch_counters WHERE batch_id = {id}"
     )
-    .bind(id)
-    .fetch_one(conn)
-    .await?;
+}
+
+fn counts_from_row(row: &sqlx::postgres::PgRow) -> Result<Counts, StoreError> {
     Ok(Counts {
         completed: row.try_get("completed")?,
         failed: row.try_get("failed")?,
@@ -471,21 +480,26 @@ pub async fn top_errors(
     id: Uuid,
     limit: i64,
 ) -> Result<(Vec<TopError>, i64), StoreError> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(&top_errors_sql("$1", "$2")).bind(id).bind(limit).fetch_all(conn).await?;
+    top_errors_from_rows(&rows)
+}
+
+/// The `limit` most frequent error codes of batch `id` (SQL expressions).
+fn top_errors_sql(id: &str, limit: &str) -> String {
+    format!(
         "WITH codes AS (
              SELECT error_code, mode() WITHIN GROUP (ORDER BY error_message) AS message, count(*) AS n
              FROM import_batch_items
-             WHERE batch_id = $1 AND status = 'failed'
+             WHERE batch_id = {id} AND status = 'failed'
              GROUP BY error_code)
          SELECT error_code, message, n, sum(n) OVER ()::bigint AS all_failed
          FROM codes
          ORDER BY n DESC, error_code NULLS LAST
-         LIMIT $2",
+         LIMIT {limit}"
     )
-    .bind(id)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+}
+
+fn top_errors_from_rows(rows: &[sqlx::postgres::PgRow]) -> Result<(Vec<TopError>, i64), StoreError> {
     let all_failed: i64 = match rows.first() {
         Some(row) => row.try_get("all_failed")?,
         None => 0,
@@ -612,18 +626,86 @@ impl Summary {
 
 /// The summary of one batch, if it exists.
 pub async fn summary(conn: &mut PgConnection, id: Uuid) -> Result<Option<Summary>, StoreError> {
-    let Some(batch) = get(conn, id).await? else {
+    // `ingot batch show` is a process of its own, on a new connection, whose server process
+    // reads the catalog entry of every table and index a statement touches the first time: so
+    // the statements go as one simple query (one round trip, where each prepared statement would
+    // take two), and the items table (a catalog entry per index) and pg_locks are read only when
+    // there is something to find there. The batch id is written in as a literal, a UUID.
+    let id_literal = format!("'{id}'::uuid");
+    let sets = simple_query(
+        conn,
+        &[
+            format!("SELECT {BATCH_COLUMNS} FROM import_batches WHERE id = {id_literal}"),
+            counts_sql(&id_literal),
+            reprocessed_by_sql(&id_literal),
+        ],
+    )
+    .await?;
+    let [batch, counts, reprocesses] = sets.as_slice() else {
+        return Err(StoreError::Corrupt(format!("a batch summary read {} result sets, not 3", sets.len())));
+    };
+    let Some(batch) = batch.first().map(batch_from_row).transpose()? else {
         return Ok(None);
     };
-    let counts = counts(conn, id).await?;
-    let top = top_errors(conn, id, TOP_ERROR_CODES).await?;
-    let live = batch.status == BatchStatus::Processing && is_live(conn, id).await?;
+    let counts = match counts.first() {
+        Some(row) => counts_from_row(row)?,
+        None => return Err(StoreError::Corrupt("a batch's counts read no row".into())),
+    };
+    let mut more = Vec::new();
+    if counts.failed > 0 {
+        more.push(top_errors_sql(&id_literal, &TOP_ERROR_CODES.to_string()));
+    }
+    let processing = batch.status == BatchStatus::Processing;
+    if processing {
+        more.push(live_sql(&id_literal));
+    }
+    let mut more = simple_query(conn, &more).await?.into_iter();
+    let top = if counts.failed > 0 {
+        top_errors_from_rows(&more.next().unwrap_or_default())?
+    } else {
+        (Vec::new(), 0)
+    };
+    let live = processing
+        && more
+            .next()
+            .unwrap_or_default()
+            .first()
+            .map(|row| row.try_get::<bool, _>("live"))
+            .transpose()?
+            .unwrap_or(false);
     let mut summary = Summary::new(batch, counts, top, live);
-    summary.reprocessed_by = reprocessed_by(conn, id).await?;
+    summary.reprocessed_by = reprocesses_from_rows(reprocesses)?;
     if !summary.reprocessed_by.is_empty() && summary.failed > 0 {
         summary.failures_fixed = failures_fixed(conn, id).await?;
     }
     Ok(Some(summary))
+}
+
+/// Runs `statements` as one simple query (one round trip) and returns each one's rows; none when
+/// there is no statement. Only for statements built from the host's own values.
+async fn simple_query(
+    conn: &mut PgConnection,
+    statements: &[String],
+) -> Result<Vec<Vec<sqlx::postgres::PgRow>>, StoreError> {
+    if statements.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = statements.join(";\n");
+    let mut sets = vec![Vec::new()];
+    let mut results = sqlx::raw_sql(&sql).fetch_many(conn);
+    while let Some(result) = results.try_next().await? {
+        match result {
+            // One per statement, after its rows.
+            sqlx::Either::Left(_) => sets.push(Vec::new()),
+            sqlx::Either::Right(row) => {
+                if let Some(set) = sets.last_mut() {
+                    set.push(row);
+                }
+            }
+        }
+    }
+    sets.pop();
+    Ok(sets)
 }
 
 /// A batch that reprocesses another, as that one's summary lists it.
@@ -642,17 +724,17 @@ pub struct Reprocess {
 }
 
 /// The batches that reprocess `id` directly, oldest first, with their counts.
-async fn reprocessed_by(conn: &mut PgConnection, id: Uuid) -> Result<Vec<Reprocess>, StoreError> {
-    let rows = sqlx::query(
+fn reprocessed_by_sql(id: &str) -> String {
+    format!(
         "SELECT b.id, b.status, b.total_items,
                 coalesce(sum(c.completed), 0)::bigint AS completed, coalesce(sum(c.failed), 0)::bigint AS failed
          FROM import_batches b LEFT JOIN import_batch_counters c ON c.batch_id = b.id
-         WHERE b.parent_batch_id = $1
-         GROUP BY b.id ORDER BY b.created_at",
+         WHERE b.parent_batch_id = {id}
+         GROUP BY b.id ORDER BY b.created_at"
     )
-    .bind(id)
-    .fetch_all(conn)
-    .await?;
+}
+
+fn reprocesses_from_rows(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Reprocess>, StoreError> {
     rows.iter()
         .map(|row| {
             Ok(Reprocess {

@@ -19,8 +19,8 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::{PgConnection, PgPool};
 
 /// The framework schema, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -86,34 +86,68 @@ const REWORDED: [(i64, &str); 1] = [(
 /// A database that applied a reworded migration's old text is told its new checksum first, so
 /// that it is not refused every migration after it.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    for (version, shipped) in REWORDED {
-        let (Some(now), Ok(shipped)) = (MIGRATOR.iter().find(|m| m.version == version), hex::decode(shipped))
-        else {
-            continue;
-        };
-        // Before the first migration the table is not there: nothing to tell.
-        let _ = sqlx::query("UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3")
-            .bind(now.checksum.as_ref())
-            .bind(version)
-            .bind(shipped)
-            .execute(pool)
-            .await;
-    }
+    // Before the first migration the table is not there: nothing to tell.
+    let _ = reworded().execute(pool).await;
     MIGRATOR.run(pool).await?;
     Ok(())
+}
+
+/// [`migrate`] on one connection.
+pub async fn migrate_on(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let _ = reworded().execute(&mut *conn).await;
+    MIGRATOR.run(conn).await?;
+    Ok(())
+}
+
+/// The statement that gives each reworded migration a database applied with its old text the
+/// new checksum.
+fn reworded() -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let (mut versions, mut shipped, mut now) = (Vec::new(), Vec::new(), Vec::new());
+    for (version, old) in REWORDED {
+        if let (Some(migration), Ok(old)) = (MIGRATOR.iter().find(|m| m.version == version), hex::decode(old))
+        {
+            versions.push(version);
+            shipped.push(old);
+            now.push(migration.checksum.to_vec());
+        }
+    }
+    sqlx::query(
+        "UPDATE _sqlx_migrations m SET checksum = r.now
+         FROM unnest($1::bigint[], $2::bytea[], $3::bytea[]) AS r (version, shipped, now)
+         WHERE m.version = r.version AND m.checksum = r.shipped",
+    )
+    .bind(versions)
+    .bind(shipped)
+    .bind(now)
 }
 
 /// Applies Ingot's migrations unless the newest one this binary knows is already applied, which
 /// one query tells: every command needs the schema, and most find it there (`ingot migrate`
 /// always runs them all, checksums included).
 pub async fn ensure_migrated(pool: &PgPool) -> Result<(), StoreError> {
-    let newest = MIGRATOR.iter().map(|m| m.version).max();
-    let applied: Result<Option<i64>, _> =
-        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(pool).await;
-    if newest.is_some() && matches!(applied, Ok(found) if found == newest) {
+    if is_migrated(&mut *pool.acquire().await?).await {
         return Ok(());
     }
     migrate(pool).await
+}
+
+/// [`ensure_migrated`] on one connection.
+pub async fn ensure_migrated_on(conn: &mut PgConnection) -> Result<(), StoreError> {
+    if is_migrated(conn).await {
+        return Ok(());
+    }
+    migrate_on(conn).await
+}
+
+/// Whether the newest migration this binary knows is applied.
+async fn is_migrated(conn: &mut PgConnection) -> bool {
+    let newest = MIGRATOR.iter().map(|m| m.version).max();
+    // A simple query: one round trip, where a prepared statement takes two.
+    let applied = sqlx::raw_sql("SELECT max(version) AS version FROM _sqlx_migrations WHERE success")
+        .fetch_one(conn)
+        .await
+        .and_then(|row| sqlx::Row::try_get::<Option<i64>, _>(&row, "version"));
+    newest.is_some() && matches!(applied, Ok(found) if found == newest)
 }
 
 macro_rules! string_enum {
