@@ -313,7 +313,7 @@ impl ScopeEnd {
 }
 
 fn reset_sql(settings: &ScopeSettings) -> String {
-    format!("SELECT {}.ingot_reset_session()", settings.framework)
+    format!("CALL {}.ingot_reset()", settings.framework)
 }
 
 /// Ends the processor's scope, then undoes whatever the processor left in its session, before any
